@@ -1,0 +1,249 @@
+//! The reader side of aggregation: parse lines, encode and hash keys, batch per shard, and apply
+//! each shard's batch under one lock.
+//!
+//! One [`Ingestor`] lives on each UDP/Unix reader thread and each TCP connection. Its buffers are
+//! cleared, never re-created, so a steady stream of lines for known series allocates nothing.
+
+use std::ops::Range;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use super::{Aggregator, GaugeDeltas, OpValue};
+use crate::aggregate::key::{encode_key, hash_key};
+use crate::aggregate::set::hash_member;
+use crate::flush::point::{Event, ServiceCheck};
+use crate::protocol::{
+    parse_line, unescape_newlines, EventLine, Line, MetricLine, MetricType, ParseError,
+    ServiceCheckLine,
+};
+
+/// Lines buffered before an automatic commit, bounding an ingestor's memory.
+const MAX_PENDING_OPS: usize = 4096;
+
+/// One sample routed to a shard.
+#[derive(Debug, Clone)]
+pub(crate) struct Op {
+    /// Range of the encoded key in the shard batch's `keys`.
+    pub key: Range<usize>,
+    /// Hash of that key.
+    pub hash: u64,
+    /// What the sample contributes.
+    pub value: OpValue,
+}
+
+#[derive(Default)]
+struct ShardBatch {
+    keys: Vec<u8>,
+    ops: Vec<Op>,
+}
+
+/// Per-reader parse-and-batch state. Call [`Ingestor::commit`] after each receive batch.
+pub struct Ingestor {
+    aggregator: Arc<Aggregator>,
+    batches: Vec<ShardBatch>,
+    scratch: Vec<u8>,
+    pending: usize,
+    packets: u64,
+    lines: u64,
+    invalid: [u64; ParseError::ALL.len()],
+    etsy: bool,
+}
+
+impl Ingestor {
+    /// A new ingestor feeding `aggregator`.
+    pub fn new(aggregator: Arc<Aggregator>) -> Ingestor {
+        let shards = aggregator.shard_count();
+        let etsy = aggregator.config().gauge_deltas == GaugeDeltas::Etsy;
+        Ingestor {
+            aggregator,
+            batches: (0..shards).map(|_| ShardBatch::default()).collect(),
+            scratch: Vec::with_capacity(256),
+            pending: 0,
+            packets: 0,
+            lines: 0,
+            invalid: [0; ParseError::ALL.len()],
+            etsy,
+        }
+    }
+
+    /// Splits one datagram into lines and ingests each. `truncated` says the datagram was cut by
+    /// the size limit: its last, incomplete line is counted as `truncated`, the rest are kept.
+    pub fn ingest_datagram(&mut self, data: &[u8], truncated: bool) {
+        self.packets += 1;
+        let mut rest = data;
+        while !rest.is_empty() {
+            let (line, next, complete) = match memchr::memchr(b'\n', rest) {
+                Some(i) => (&rest[..i], &rest[i + 1..], true),
+                None => (rest, &rest[rest.len()..], false),
+            };
+            rest = next;
+            if !complete && truncated {
+                self.lines += 1;
+                self.count_invalid(ParseError::Truncated);
+                break;
+            }
+            self.ingest_line(line);
+        }
+    }
+
+    /// Ingests one line (without `\n`); blank lines are skipped, not counted.
+    pub fn ingest_line(&mut self, line: &[u8]) {
+        let trimmed = line.strip_suffix(b"\r").unwrap_or(line);
+        if trimmed.is_empty() {
+            return;
+        }
+        self.lines += 1;
+        match parse_line(trimmed) {
+            Ok(Line::Metric(m)) => self.push_metric(&m),
+            Ok(Line::Event(e)) => {
+                let event = to_event(&e, &self.aggregator.config().hostname);
+                self.aggregator.push_event(event);
+            }
+            Ok(Line::ServiceCheck(sc)) => {
+                let check = to_service_check(&sc, &self.aggregator.config().hostname);
+                self.aggregator.push_service_check(check);
+            }
+            Err(e) => self.count_invalid(e),
+        }
+        if self.pending >= MAX_PENDING_OPS {
+            self.commit();
+        }
+    }
+
+    /// Counts a line refused before parsing (too long, truncated) or by the parser.
+    pub fn count_invalid(&mut self, e: ParseError) {
+        if let Some(n) = self.invalid.get_mut(e.index()) {
+            *n += 1;
+        }
+    }
+
+    /// Counts a line that was refused before it could be handed to [`Ingestor::ingest_line`].
+    pub fn count_refused_line(&mut self, e: ParseError) {
+        self.lines += 1;
+        self.count_invalid(e);
+    }
+
+    fn push_metric(&mut self, m: &MetricLine<'_>) {
+        self.scratch.clear();
+        encode_key(&mut self.scratch, m);
+        let hash = hash_key(&self.scratch);
+        let shard = self.aggregator.shard_of(hash);
+        let Some(batch) = self.batches.get_mut(shard) else {
+            return;
+        };
+        let start = batch.keys.len();
+        batch.keys.extend_from_slice(&self.scratch);
+        let key = start..batch.keys.len();
+        let weight = 1.0 / m.sample_rate;
+        let mut push = |value| {
+            batch.ops.push(Op {
+                key: key.clone(),
+                hash,
+                value,
+            })
+        };
+        match m.kind {
+            MetricType::Counter => {
+                for v in &m.values {
+                    push(OpValue::Count(v.value * weight));
+                }
+            }
+            MetricType::Gauge => {
+                for v in &m.values {
+                    let delta = v.signed && (self.etsy || !v.value.is_sign_negative());
+                    push(if delta {
+                        OpValue::GaugeAdd(v.value)
+                    } else {
+                        OpValue::GaugeSet(v.value)
+                    });
+                }
+            }
+            MetricType::Set => push(OpValue::SetMember(hash_member(m.set_member))),
+            MetricType::Timer | MetricType::Histogram | MetricType::Distribution => {
+                for v in &m.values {
+                    push(OpValue::Sample(v.value, weight));
+                }
+            }
+        }
+        self.pending += m.values.len().max(1);
+    }
+
+    /// Applies every pending shard batch (one lock per non-empty shard) and publishes counters.
+    pub fn commit(&mut self) {
+        let mut refused = 0;
+        for (i, batch) in self.batches.iter_mut().enumerate() {
+            if batch.ops.is_empty() {
+                continue;
+            }
+            refused += self.aggregator.apply(i, &batch.keys, &batch.ops);
+            batch.ops.clear();
+            batch.keys.clear();
+        }
+        self.pending = 0;
+        let t = self.aggregator.telemetry();
+        if refused > 0 {
+            t.series_dropped_limit.fetch_add(refused, Ordering::Relaxed);
+        }
+        if self.packets > 0 {
+            t.packets_received
+                .fetch_add(std::mem::take(&mut self.packets), Ordering::Relaxed);
+        }
+        if self.lines > 0 {
+            t.lines_received
+                .fetch_add(std::mem::take(&mut self.lines), Ordering::Relaxed);
+        }
+        for (counter, n) in t.lines_invalid.iter().zip(self.invalid.iter_mut()) {
+            if *n > 0 {
+                counter.fetch_add(std::mem::take(n), Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+impl Drop for Ingestor {
+    fn drop(&mut self) {
+        self.commit();
+    }
+}
+
+fn now_unix() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+fn sorted_tags(tags: &[&str]) -> Vec<String> {
+    let mut v: Vec<String> = tags.iter().map(|t| (*t).to_owned()).collect();
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
+fn to_event(e: &EventLine<'_>, hostname: &str) -> Event {
+    Event {
+        title: unescape_newlines(e.title),
+        text: unescape_newlines(e.text),
+        tags: sorted_tags(&e.tags),
+        host: e.host.unwrap_or(hostname).to_owned(),
+        timestamp: e.timestamp.unwrap_or_else(now_unix),
+        aggregation_key: e.aggregation_key.unwrap_or("").to_owned(),
+        priority: e.priority.as_str(),
+        source_type: e.source_type.unwrap_or("").to_owned(),
+        alert_type: e.alert_type.as_str(),
+    }
+}
+
+fn to_service_check(sc: &ServiceCheckLine<'_>, hostname: &str) -> ServiceCheck {
+    ServiceCheck {
+        name: sc.name.to_owned(),
+        status: sc.status,
+        tags: sorted_tags(&sc.tags),
+        host: sc.host.unwrap_or(hostname).to_owned(),
+        timestamp: sc.timestamp.unwrap_or_else(now_unix),
+        message: sc
+            .message
+            .map(|m| unescape_newlines(m).replace("m\\:", "m:"))
+            .unwrap_or_default(),
+    }
+}

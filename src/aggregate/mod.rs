@@ -1,0 +1,343 @@
+//! The interval's state, sharded by series hash.
+//!
+//! [`Aggregator`] holds a power-of-two number of shards, each a `std::sync::Mutex` over a
+//! `hashbrown::HashTable` from encoded series key ([`key`]) to its state. Readers never touch it
+//! line by line: an [`Ingestor`] (one per reader thread or connection) parses, encodes and hashes
+//! lines into per-shard batches and applies each batch under one lock. [`Aggregator::swap`] takes
+//! every shard's table out (ingest goes on into fresh tables) for the flush to render outside the
+//! locks.
+
+pub mod histogram;
+pub mod key;
+pub mod set;
+
+mod batch;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use hashbrown::HashTable;
+
+pub use batch::Ingestor;
+
+use crate::flush::point::{Event, ServiceCheck};
+use crate::telemetry::Telemetry;
+use histogram::HistogramState;
+use set::SetSketch;
+
+/// How gauges treat a value written `-N` (SPEC §2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GaugeDeltas {
+    /// `-N` sets the gauge to −N; only `+N` adds.
+    #[default]
+    Dogstatsd,
+    /// `-N` subtracts N, as Etsy statsd does.
+    Etsy,
+}
+
+/// Settings the aggregator needs, taken from the validated config.
+#[derive(Debug, Clone)]
+pub struct AggregatorConfig {
+    /// Number of shards; rounded up to a power of two.
+    pub shards: usize,
+    /// Distinct series per interval before new ones are refused.
+    pub max_series: usize,
+    /// Events plus service checks kept per interval before new ones are refused.
+    pub max_events: usize,
+    /// `-N` gauge semantics.
+    pub gauge_deltas: GaugeDeltas,
+    /// Hostname for events and service checks that carry no `h:`.
+    pub hostname: Arc<str>,
+    /// Flushes a gauge's last value is remembered for `+N` after its last update.
+    pub gauge_memory_flushes: u64,
+}
+
+/// The aggregate state of one series over one interval.
+#[derive(Debug, Clone)]
+pub enum State {
+    /// Σ value ÷ rate.
+    Counter(f64),
+    /// Last value (after deltas).
+    Gauge(f64),
+    /// Distinct members.
+    Set(SetSketch),
+    /// Timer, histogram or distribution samples.
+    Histogram(Box<HistogramState>),
+}
+
+/// One series: its encoded key, the key's hash, its state.
+#[derive(Debug)]
+pub struct Series {
+    /// Encoded key ([`key::encode_key`]).
+    pub key: Box<[u8]>,
+    /// [`key::hash_key`] of `key`.
+    pub hash: u64,
+    /// The interval's aggregate.
+    pub state: State,
+}
+
+struct Shard {
+    table: HashTable<Series>,
+    /// Last value of each gauge by key hash, for `+N` across intervals, with the flush number
+    /// of its last update. Hash collisions (64-bit) are ignored: ~5e-8 at 1M gauges.
+    gauge_last: HashMap<u64, (f64, u64), IdentityHash>,
+}
+
+/// Everything taken out of the aggregator by one [`Aggregator::swap`].
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    /// One table per shard.
+    pub tables: Vec<HashTable<Series>>,
+    /// Events received in the interval.
+    pub events: Vec<Event>,
+    /// Service checks received in the interval.
+    pub service_checks: Vec<ServiceCheck>,
+}
+
+impl Snapshot {
+    /// Number of series.
+    pub fn series(&self) -> usize {
+        self.tables.iter().map(HashTable::len).sum()
+    }
+}
+
+/// Events and service checks, bounded per interval.
+#[derive(Default)]
+struct Passthrough {
+    events: Vec<Event>,
+    service_checks: Vec<ServiceCheck>,
+}
+
+/// The sharded interval state.
+pub struct Aggregator {
+    shards: Box<[Mutex<Shard>]>,
+    shard_mask: u64,
+    series: AtomicUsize,
+    flushes: std::sync::atomic::AtomicU64,
+    passthrough: Mutex<Passthrough>,
+    config: AggregatorConfig,
+    telemetry: Arc<Telemetry>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Aggregator {
+    /// An empty aggregator.
+    pub fn new(config: AggregatorConfig, telemetry: Arc<Telemetry>) -> Aggregator {
+        let n = config.shards.max(1).next_power_of_two();
+        let shards = (0..n)
+            .map(|_| {
+                Mutex::new(Shard {
+                    table: HashTable::new(),
+                    gauge_last: HashMap::default(),
+                })
+            })
+            .collect();
+        Aggregator {
+            shards,
+            shard_mask: n as u64 - 1,
+            series: AtomicUsize::new(0),
+            flushes: std::sync::atomic::AtomicU64::new(0),
+            passthrough: Mutex::new(Passthrough::default()),
+            config,
+            telemetry,
+        }
+    }
+
+    /// Number of shards (a power of two).
+    pub fn shard_count(&self) -> usize {
+        self.shards.len()
+    }
+
+    /// The shard a key hash belongs to. Uses middle bits: hashbrown uses the top 7 bits and the
+    /// low bits inside each table, and shards must not correlate with either.
+    #[inline]
+    pub fn shard_of(&self, hash: u64) -> usize {
+        ((hash >> 32) & self.shard_mask) as usize
+    }
+
+    /// Settings.
+    pub fn config(&self) -> &AggregatorConfig {
+        &self.config
+    }
+
+    /// Telemetry counters.
+    pub fn telemetry(&self) -> &Arc<Telemetry> {
+        &self.telemetry
+    }
+
+    /// Series currently held (all shards).
+    pub fn series_count(&self) -> usize {
+        self.series.load(Ordering::Relaxed)
+    }
+
+    /// Queues an event for the next flush; refused (and counted) beyond `max_events`.
+    pub fn push_event(&self, event: Event) {
+        let mut p = lock(&self.passthrough);
+        if p.events.len() + p.service_checks.len() >= self.config.max_events {
+            self.telemetry.events_dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        p.events.push(event);
+    }
+
+    /// Queues a service check for the next flush; refused (and counted) beyond `max_events`.
+    pub fn push_service_check(&self, check: ServiceCheck) {
+        let mut p = lock(&self.passthrough);
+        if p.events.len() + p.service_checks.len() >= self.config.max_events {
+            self.telemetry.events_dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        p.service_checks.push(check);
+    }
+
+    /// Applies one shard's batch under one lock. Returns the number of ops refused by the
+    /// series limit.
+    fn apply(&self, shard: usize, keys: &[u8], ops: &[batch::Op]) -> u64 {
+        let Some(m) = self.shards.get(shard) else {
+            return 0;
+        };
+        let mut refused = 0;
+        let mut guard = lock(m);
+        let shard = &mut *guard;
+        for op in ops {
+            let Some(key) = keys.get(op.key.clone()) else {
+                continue;
+            };
+            let hash = op.hash;
+            if let Some(series) = shard
+                .table
+                .find_mut(hash, |s| s.hash == hash && *s.key == *key)
+            {
+                update(&mut series.state, op.value);
+                continue;
+            }
+            if self.series.fetch_add(1, Ordering::Relaxed) >= self.config.max_series {
+                self.series.fetch_sub(1, Ordering::Relaxed);
+                refused += 1;
+                continue;
+            }
+            let previous = shard.gauge_last.get(&hash).map(|g| g.0).unwrap_or(0.0);
+            let state = new_state(op.value, previous);
+            shard.table.insert_unique(
+                hash,
+                Series {
+                    key: key.into(),
+                    hash,
+                    state,
+                },
+                |s| s.hash,
+            );
+        }
+        refused
+    }
+
+    /// Takes the interval's state out of every shard; ingest continues into fresh tables.
+    ///
+    /// Each shard is locked once, for the time it takes to swap its table and remember its
+    /// gauges' last values; rendering happens on the caller's side, outside every lock.
+    pub fn swap(&self) -> Snapshot {
+        let flush = self.flushes.fetch_add(1, Ordering::Relaxed) + 1;
+        let memory = self.config.gauge_memory_flushes;
+        let mut tables = Vec::with_capacity(self.shards.len());
+        for m in self.shards.iter() {
+            let mut shard = lock(m);
+            let capacity = shard.table.len();
+            let table = std::mem::replace(&mut shard.table, HashTable::with_capacity(capacity));
+            for s in table.iter() {
+                if let State::Gauge(v) = s.state {
+                    shard.gauge_last.insert(s.hash, (v, flush));
+                }
+            }
+            if flush % 16 == 0 {
+                shard
+                    .gauge_last
+                    .retain(|_, (_, seen)| flush.saturating_sub(*seen) <= memory);
+            }
+            drop(shard);
+            self.series.fetch_sub(table.len(), Ordering::Relaxed);
+            tables.push(table);
+        }
+        let p = std::mem::take(&mut *lock(&self.passthrough));
+        Snapshot {
+            tables,
+            events: p.events,
+            service_checks: p.service_checks,
+        }
+    }
+}
+
+/// The value one parsed sample contributes, decided on the reader thread.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum OpValue {
+    /// Counter increment, already divided by the rate.
+    Count(f64),
+    /// Gauge set.
+    GaugeSet(f64),
+    /// Gauge delta (`+N`, or `-N` in etsy mode).
+    GaugeAdd(f64),
+    /// Set member hash.
+    SetMember(u64),
+    /// Histogram sample with weight 1 ÷ rate.
+    Sample(f64, f64),
+}
+
+#[inline]
+fn update(state: &mut State, value: OpValue) {
+    match (state, value) {
+        (State::Counter(c), OpValue::Count(v)) => *c += v,
+        (State::Gauge(g), OpValue::GaugeSet(v)) => *g = v,
+        (State::Gauge(g), OpValue::GaugeAdd(v)) => *g += v,
+        (State::Set(s), OpValue::SetMember(h)) => s.insert_hash(h),
+        (State::Histogram(h), OpValue::Sample(v, w)) => h.record(v, w),
+        // The type is part of the key, so a state and an op of different types never meet.
+        _ => debug_assert!(false, "op type differs from series type"),
+    }
+}
+
+fn new_state(value: OpValue, previous_gauge: f64) -> State {
+    match value {
+        OpValue::Count(v) => State::Counter(v),
+        OpValue::GaugeSet(v) => State::Gauge(v),
+        OpValue::GaugeAdd(v) => State::Gauge(previous_gauge + v),
+        OpValue::SetMember(h) => {
+            let mut s = SetSketch::new();
+            s.insert_hash(h);
+            State::Set(s)
+        }
+        OpValue::Sample(v, w) => State::Histogram(Box::new(HistogramState::new(v, w))),
+    }
+}
+
+/// A `BuildHasher` for keys that are already hashes.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct IdentityHash;
+
+impl std::hash::BuildHasher for IdentityHash {
+    type Hasher = IdentityHasher;
+    fn build_hasher(&self) -> IdentityHasher {
+        IdentityHasher(0)
+    }
+}
+
+/// See [`IdentityHash`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct IdentityHasher(u64);
+
+impl std::hash::Hasher for IdentityHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}

@@ -1,0 +1,532 @@
+//! Configuration: TOML → serde structs with validating field types → [`Config::validate`].
+//!
+//! Every key is optional; the defaults are the text of `config.example.toml`, which is embedded
+//! as [`DEFAULT_CONFIG`] and printed by `meterd default-config`. Unknown keys are errors. Field
+//! types that can be wrong on their own (durations, percentiles, addresses) validate while
+//! deserialising, so `toml` reports the line; cross-field checks in [`Config::validate`] name
+//! the key and find its line in the source.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::aggregate::GaugeDeltas;
+use crate::sinks::SinkConfig;
+
+/// The commented default configuration (`config.example.toml`).
+pub const DEFAULT_CONFIG: &str = include_str!("../config.example.toml");
+
+/// A configuration error; the message names the key and, where known, the line.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// TOML syntax or a value of the wrong shape.
+    #[error("{0}")]
+    Parse(String),
+    /// A value that parsed but is not acceptable.
+    #[error("{key}{line}: {message}")]
+    Invalid {
+        /// Dotted key, e.g. `ingest.readers`.
+        key: String,
+        /// ` (line N)` or empty.
+        line: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// A duration written as `"500ms"`, `"10s"`, `"1m"`, `"1h"` (or combinations like `"1m30s"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dur(pub Duration);
+
+/// Parses `"500ms"`, `"10s"`, `"1m30s"`, `"2h"`; units `ms`, `s`, `m`, `h`, `d`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let s = text.trim();
+    if s.is_empty() {
+        return Err("empty duration (use e.g. \"10s\")".into());
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let (num, tail) = rest.split_at(digits);
+        let unit_len = tail.find(|c: char| c.is_ascii_digit()).unwrap_or(tail.len());
+        let (unit, tail) = tail.split_at(unit_len);
+        let n: f64 = num
+            .parse()
+            .map_err(|_| format!("invalid duration {text:?} (use e.g. \"500ms\", \"10s\", \"1m\")"))?;
+        let secs = match unit {
+            "ms" => n / 1000.0,
+            "s" => n,
+            "m" => n * 60.0,
+            "h" => n * 3600.0,
+            "d" => n * 86400.0,
+            _ => {
+                return Err(format!(
+                    "invalid duration {text:?}: unit must be ms, s, m, h or d"
+                ))
+            }
+        };
+        total += Duration::try_from_secs_f64(secs)
+            .map_err(|_| format!("invalid duration {text:?}: out of range"))?;
+        rest = tail;
+    }
+    Ok(total)
+}
+
+/// Formats a duration the way the config writes it.
+pub fn format_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms % 3_600_000 == 0 && ms > 0 {
+        format!("{}h", ms / 3_600_000)
+    } else if ms % 60_000 == 0 && ms > 0 {
+        format!("{}m", ms / 60_000)
+    } else if ms % 1000 == 0 {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{ms}ms")
+    }
+}
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        parse_duration(&s).map(Dur).map_err(serde::de::Error::custom)
+    }
+}
+
+impl Serialize for Dur {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format_duration(self.0))
+    }
+}
+
+/// A percentile in (0, 1].
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Percentile(pub f64);
+
+impl<'de> Deserialize<'de> for Percentile {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let p = f64::deserialize(d)?;
+        if p > 0.0 && p <= 1.0 {
+            Ok(Percentile(p))
+        } else {
+            Err(serde::de::Error::custom(format!(
+                "percentile {p} must be in (0, 1], e.g. 0.99"
+            )))
+        }
+    }
+}
+
+/// Histogram aggregates emitted besides percentiles (SPEC §3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Aggregate {
+    /// `x.min`
+    Min,
+    /// `x.max`
+    Max,
+    /// `x.count` (counter)
+    Count,
+    /// `x.sum`
+    Sum,
+    /// `x.avg`
+    Avg,
+    /// `x.median`
+    Median,
+    /// `x.hmean`
+    Hmean,
+}
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// `host` of every point; empty means the machine's hostname.
+    pub hostname: String,
+    /// Flush interval, whole seconds, at least 1 s.
+    pub interval: Dur,
+    /// Tags added to every series.
+    pub tags: Vec<String>,
+    /// Percentiles emitted for timers, histograms and distributions.
+    pub percentiles: Vec<Percentile>,
+    /// Other histogram aggregates.
+    pub aggregates: Vec<Aggregate>,
+    /// `-N` gauge semantics.
+    pub gauge_deltas: GaugeDeltas,
+    /// Distinct series per interval; beyond it new series are refused and counted.
+    pub max_series: usize,
+    /// Events plus service checks per interval; beyond it they are refused and counted.
+    pub max_events: usize,
+    /// How long the final flush at shutdown may wait for sinks.
+    pub shutdown_timeout: Dur,
+    /// Listeners.
+    pub ingest: IngestConfig,
+    /// The HTTP API.
+    pub http: HttpConfig,
+    /// Where flushes go.
+    #[serde(skip_serializing)]
+    pub sinks: Vec<SinkConfig>,
+}
+
+/// `[ingest]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IngestConfig {
+    /// UDP listen addresses.
+    pub statsd_udp: Vec<SocketAddr>,
+    /// TCP listen addresses (newline-delimited).
+    pub statsd_tcp: Vec<SocketAddr>,
+    /// Unix datagram socket paths.
+    pub statsd_unix: Vec<PathBuf>,
+    /// UDP sockets (reader threads) per address; 0 = one per core.
+    pub readers: usize,
+    /// Requested socket receive buffer.
+    pub read_buffer_bytes: usize,
+    /// Largest datagram (and TCP line) accepted.
+    pub max_datagram_bytes: usize,
+    /// Aggregation shards; 0 = 4 × cores. Rounded up to a power of two.
+    pub shards: usize,
+    /// Concurrent TCP connections; more are refused.
+    pub tcp_max_connections: usize,
+}
+
+/// `[http]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// API listen address.
+    pub listen: SocketAddr,
+    /// Largest request body accepted.
+    pub max_body_bytes: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            hostname: String::new(),
+            interval: Dur(Duration::from_secs(10)),
+            tags: Vec::new(),
+            percentiles: vec![Percentile(0.5), Percentile(0.75), Percentile(0.99)],
+            aggregates: vec![Aggregate::Min, Aggregate::Max, Aggregate::Count],
+            gauge_deltas: GaugeDeltas::Dogstatsd,
+            max_series: 1_000_000,
+            max_events: 10_000,
+            shutdown_timeout: Dur(Duration::from_secs(10)),
+            ingest: IngestConfig::default(),
+            http: HttpConfig::default(),
+            sinks: vec![SinkConfig::default()],
+        }
+    }
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        IngestConfig {
+            statsd_udp: vec![SocketAddr::from(([127, 0, 0, 1], 8125))],
+            statsd_tcp: Vec::new(),
+            statsd_unix: Vec::new(),
+            readers: 0,
+            read_buffer_bytes: 8 * 1024 * 1024,
+            max_datagram_bytes: 8192,
+            shards: 0,
+            tcp_max_connections: 1024,
+        }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8127)),
+            max_body_bytes: 10 * 1024 * 1024,
+        }
+    }
+}
+
+/// The validated configuration the server runs on.
+#[derive(Debug, Clone)]
+pub struct Runtime {
+    /// The file as parsed.
+    pub config: Config,
+    /// Resolved hostname.
+    pub hostname: Arc<str>,
+    /// Flush interval.
+    pub interval: Duration,
+    /// Sorted, de-duplicated global tags.
+    pub tags: Vec<String>,
+    /// UDP readers per address.
+    pub readers: usize,
+    /// Shards (power of two).
+    pub shards: usize,
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+impl Config {
+    /// Parses TOML text; errors carry the line and name the key.
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse(describe_toml_error(text, &e)))
+    }
+
+    /// Reads and parses a file.
+    pub fn from_file(path: &std::path::Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::from_toml(&text).map_err(|e| match e {
+            ConfigError::Parse(m) => ConfigError::Parse(format!("{}: {m}", path.display())),
+            other => other,
+        })
+    }
+
+    /// Cross-field checks and derived values. `source` is the TOML text (for line numbers).
+    pub fn validate(self, source: &str) -> Result<Runtime, ConfigError> {
+        let invalid = |key: &str, message: String| ConfigError::Invalid {
+            key: key.to_owned(),
+            line: line_of(source, key).map_or(String::new(), |l| format!(" (line {l})")),
+            message,
+        };
+        let interval = self.interval.0;
+        if interval < Duration::from_secs(1) || interval.subsec_nanos() != 0 {
+            return Err(invalid(
+                "interval",
+                format!(
+                    "must be a whole number of seconds, at least 1s (got {})",
+                    format_duration(interval)
+                ),
+            ));
+        }
+        if self.max_series == 0 {
+            return Err(invalid("max_series", "must be at least 1".into()));
+        }
+        let ingest = &self.ingest;
+        if !(512..=65_535).contains(&ingest.max_datagram_bytes) {
+            return Err(invalid(
+                "ingest.max_datagram_bytes",
+                "must be between 512 and 65535".into(),
+            ));
+        }
+        if ingest.shards > 4096 {
+            return Err(invalid("ingest.shards", "must be at most 4096".into()));
+        }
+        if ingest.readers > 256 {
+            return Err(invalid("ingest.readers", "must be at most 256".into()));
+        }
+        if self.http.max_body_bytes == 0 {
+            return Err(invalid("http.max_body_bytes", "must be at least 1".into()));
+        }
+        for (i, t) in self.tags.iter().enumerate() {
+            if t.is_empty() || t.contains(',') || t.chars().any(char::is_control) {
+                return Err(invalid(
+                    "tags",
+                    format!("tag {i} ({t:?}) must be non-empty, without commas or control characters"),
+                ));
+            }
+        }
+        if self.percentiles.is_empty() && self.aggregates.is_empty() {
+            tracing::warn!("no percentiles and no aggregates: timers will emit nothing");
+        }
+        crate::sinks::SinkSet::validate(&self.sinks, interval)
+            .map_err(|e| invalid("sinks", e.to_string()))?;
+        let hostname: Arc<str> = if self.hostname.is_empty() {
+            Arc::from(machine_hostname())
+        } else {
+            Arc::from(self.hostname.as_str())
+        };
+        let mut tags = self.tags.clone();
+        tags.sort_unstable();
+        tags.dedup();
+        let readers = if ingest.readers == 0 {
+            cores()
+        } else {
+            ingest.readers
+        };
+        let shards = if ingest.shards == 0 {
+            4 * cores()
+        } else {
+            ingest.shards
+        }
+        .next_power_of_two();
+        Ok(Runtime {
+            hostname,
+            interval,
+            tags,
+            readers,
+            shards,
+            config: self,
+        })
+    }
+
+    /// The effective configuration as TOML (sinks listed separately, secrets masked).
+    pub fn to_effective_toml(&self) -> String {
+        let mut out = toml::to_string_pretty(self).unwrap_or_default();
+        for sink in &self.sinks {
+            out.push_str(&format!("\n# sink: {sink:?}"));
+        }
+        out.push('\n');
+        out
+    }
+}
+
+/// The machine's hostname, or `localhost` if it cannot be read.
+pub fn machine_hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most `buf.len()` bytes into the buffer we own.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return "localhost".into();
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(buf.get(..end).unwrap_or_default()).into_owned()
+}
+
+/// The 1-based line where dotted `key` is set (`[section]` then `name = `), if it is.
+fn line_of(source: &str, key: &str) -> Option<usize> {
+    let (section, name) = match key.rsplit_once('.') {
+        Some((s, n)) => (s, n),
+        None => ("", key),
+    };
+    let mut current = String::new();
+    for (i, raw) in source.lines().enumerate() {
+        let line = raw.trim();
+        if let Some(h) = line.strip_prefix('[') {
+            current = h.trim_matches(|c| c == '[' || c == ']').trim().to_owned();
+            continue;
+        }
+        if current == section {
+            if let Some((k, _)) = line.split_once('=') {
+                if k.trim() == name {
+                    return Some(i + 1);
+                }
+            }
+        }
+    }
+    None
+}
+
+/// `toml`'s message with the key at the error's line spelled out first.
+fn describe_toml_error(source: &str, e: &toml::de::Error) -> String {
+    let msg = e.message().trim().to_owned();
+    let Some(span) = e.span() else {
+        return msg;
+    };
+    let before = source.get(..span.start).unwrap_or_default();
+    let line_no = before.matches('\n').count() + 1;
+    let line = source.lines().nth(line_no - 1).unwrap_or_default();
+    let mut section = String::new();
+    for l in source.lines().take(line_no) {
+        let l = l.trim();
+        if l.starts_with('[') {
+            section = l.trim_matches(|c| c == '[' || c == ']').trim().to_owned();
+        }
+    }
+    let key = line.split_once('=').map(|(k, _)| k.trim().to_owned());
+    match key {
+        Some(k) if !k.is_empty() => {
+            let full = if section.is_empty() {
+                k
+            } else {
+                format!("{section}.{k}")
+            };
+            format!("{full} (line {line_no}): {msg}")
+        }
+        _ if section.is_empty() => format!("line {line_no}: {msg}"),
+        _ => format!("[{section}] (line {line_no}): {msg}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_config_is_the_default() {
+        let parsed = Config::from_toml(DEFAULT_CONFIG).expect("example parses");
+        let default = Config::default();
+        assert_eq!(
+            toml::to_string(&parsed).unwrap(),
+            toml::to_string(&default).unwrap()
+        );
+        assert_eq!(parsed.sinks.len(), 1);
+        parsed.validate(DEFAULT_CONFIG).expect("example validates");
+    }
+
+    #[test]
+    fn empty_file_is_all_defaults() {
+        let c = Config::from_toml("").unwrap();
+        let rt = c.validate("").unwrap();
+        assert_eq!(rt.interval, Duration::from_secs(10));
+        assert!(rt.shards.is_power_of_two());
+        assert!(!rt.hostname.is_empty());
+    }
+
+    #[test]
+    fn unknown_key_names_key_and_line() {
+        let err = Config::from_toml("interval = \"10s\"\n\n[ingest]\nreaderz = 2\n").unwrap_err();
+        let m = err.to_string();
+        assert!(m.contains("readerz"), "{m}");
+        assert!(m.contains("line 4"), "{m}");
+    }
+
+    #[test]
+    fn bad_duration_names_key_and_line() {
+        let m = Config::from_toml("\ninterval = \"10x\"\n").unwrap_err().to_string();
+        assert!(m.contains("interval (line 2)"), "{m}");
+        assert!(m.contains("unit"), "{m}");
+    }
+
+    #[test]
+    fn bad_percentile_rejected() {
+        let m = Config::from_toml("percentiles = [0.5, 99]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(m.contains("percentiles (line 1)"), "{m}");
+    }
+
+    #[test]
+    fn fractional_interval_rejected_with_line() {
+        let src = "tags = []\ninterval = \"1500ms\"\n";
+        let m = Config::from_toml(src)
+            .unwrap()
+            .validate(src)
+            .unwrap_err()
+            .to_string();
+        assert!(m.starts_with("interval (line 2)"), "{m}");
+    }
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("1m30s").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("2h").unwrap(), Duration::from_secs(7200));
+        assert!(parse_duration("").is_err());
+        assert!(parse_duration("ten").is_err());
+        assert!(parse_duration("5").is_err());
+        assert_eq!(format_duration(Duration::from_secs(90)), "90s");
+        assert_eq!(format_duration(Duration::from_secs(600)), "10m");
+    }
+
+    #[test]
+    fn bad_address_rejected() {
+        let m = Config::from_toml("[http]\nlisten = \"nowhere\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(m.contains("http.listen (line 2)"), "{m}");
+    }
+}

@@ -1,0 +1,112 @@
+//! The sink-neutral flushed data model: what every sink receives from one flush (SPEC §3, §4).
+//!
+//! One [`FlushBatch`] is built per interval and shared by every sink through an `Arc`; sinks encode
+//! it into their own wire format and never mutate it. The serde shape of [`FlushBatch`] is exactly
+//! the `http` sink's JSON document of SPEC §4.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+
+/// Whether a point is a per-interval count or a sampled level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PointKind {
+    /// The interval's total (statsd counters, `x.count`).
+    Counter,
+    /// A level: gauges, set cardinalities, histogram aggregates.
+    Gauge,
+}
+
+impl PointKind {
+    /// `counter` or `gauge`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            PointKind::Counter => "counter",
+            PointKind::Gauge => "gauge",
+        }
+    }
+}
+
+/// One flushed metric point.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Point {
+    /// Full name, aggregate suffix included (`api.latency.99percentile`).
+    pub name: String,
+    /// Counter or gauge.
+    pub kind: PointKind,
+    /// Always finite: non-finite aggregates are dropped before a batch is built.
+    pub value: f64,
+    /// Sorted, de-duplicated tags, shared between the points of one series.
+    pub tags: Arc<[String]>,
+    /// The configured hostname, a `host:` tag's value, or empty (fleet-wide points).
+    pub host: Arc<str>,
+    /// Unix seconds: the end of the interval, or the line's `|T` timestamp.
+    pub timestamp: i64,
+    /// Interval length in seconds.
+    pub interval: u64,
+}
+
+/// One flushed service check (SPEC §2 `_sc`, SPEC §6 health results).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ServiceCheck {
+    /// Check name.
+    pub name: String,
+    /// 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.
+    pub status: u8,
+    /// Sorted tags.
+    pub tags: Vec<String>,
+    /// Host the check describes.
+    pub host: String,
+    /// Unix seconds.
+    pub timestamp: i64,
+    /// Message, newlines unescaped; empty when none.
+    pub message: String,
+}
+
+/// One flushed event (SPEC §2 `_e`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Event {
+    /// Title, non-empty.
+    pub title: String,
+    /// Text, newlines unescaped; may be empty.
+    pub text: String,
+    /// Sorted tags.
+    pub tags: Vec<String>,
+    /// Host the event comes from.
+    pub host: String,
+    /// Unix seconds.
+    pub timestamp: i64,
+    /// `k:`, empty when none.
+    pub aggregation_key: String,
+    /// `normal` or `low`.
+    pub priority: &'static str,
+    /// `s:`, empty when none.
+    pub source_type: String,
+    /// `info`, `warning`, `error` or `success`.
+    pub alert_type: &'static str,
+}
+
+/// Everything one flush hands to the sinks; serialises to SPEC §4's JSON document.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct FlushBatch {
+    /// Metric points.
+    pub metrics: Vec<Point>,
+    /// Service checks received or produced in the interval.
+    pub service_checks: Vec<ServiceCheck>,
+    /// Events received or produced in the interval.
+    pub events: Vec<Event>,
+}
+
+impl FlushBatch {
+    /// Number of items (points, checks and events): the unit of `meterd.sink.sent` and
+    /// `meterd.sink.dropped`.
+    pub fn len(&self) -> usize {
+        self.metrics.len() + self.service_checks.len() + self.events.len()
+    }
+
+    /// Whether the batch holds nothing at all.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}

@@ -1,0 +1,133 @@
+//! TCP listeners: newline-delimited statsd over many connections.
+//!
+//! Each connection is a task with its own [`Ingestor`] and a read buffer of at most
+//! `max_line` bytes plus one read. A line longer than `max_line` is dropped alone (counted as
+//! `too_long`) and the connection stays open. At most `max_connections` are served at once;
+//! more are accepted and closed immediately.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::AsyncReadExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Semaphore};
+
+use crate::aggregate::{Aggregator, Ingestor};
+use crate::protocol::ParseError;
+
+/// How long a connection may stay silent during shutdown before it is closed.
+const DRAIN_IDLE: Duration = Duration::from_millis(200);
+
+/// Accepts connections until shutdown; returns when every connection task has finished.
+pub async fn serve(
+    listener: TcpListener,
+    aggregator: Arc<Aggregator>,
+    max_line: usize,
+    max_connections: usize,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let permits = Arc::new(Semaphore::new(max_connections.max(1)));
+    let mut tasks = tokio::task::JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => break,
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "tcp accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let Ok(permit) = permits.clone().try_acquire_owned() else {
+                    tracing::warn!(%peer, max_connections, "tcp connection limit reached; closing");
+                    continue;
+                };
+                let ingestor = Ingestor::new(aggregator.clone());
+                let rx = shutdown.clone();
+                tasks.spawn(async move {
+                    connection(stream, peer, ingestor, max_line, rx).await;
+                    drop(permit);
+                });
+            }
+        }
+        while tasks.try_join_next().is_some() {}
+    }
+    drop(listener);
+    while tasks.join_next().await.is_some() {}
+}
+
+async fn connection(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    mut ingestor: Ingestor,
+    max_line: usize,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut buf = vec![0u8; max_line + 4096];
+    let mut filled = 0usize;
+    // True while discarding the rest of an over-long line.
+    let mut skipping = false;
+    let mut draining = *shutdown.borrow();
+    loop {
+        let Some(free) = buf.get_mut(filled..) else {
+            break;
+        };
+        let read = if draining {
+            match tokio::time::timeout(DRAIN_IDLE, stream.read(free)).await {
+                Ok(r) => r,
+                Err(_) => break,
+            }
+        } else {
+            tokio::select! {
+                r = stream.read(free) => r,
+                _ = shutdown.changed() => { draining = true; continue; }
+            }
+        };
+        let n = match read {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "tcp read failed");
+                break;
+            }
+        };
+        filled += n;
+        let data = buf.get(..filled).unwrap_or_default();
+        let mut consumed = 0;
+        while let Some(i) = data
+            .get(consumed..)
+            .and_then(|rest| memchr::memchr(b'\n', rest))
+        {
+            let line = data.get(consumed..consumed + i).unwrap_or_default();
+            if skipping {
+                skipping = false;
+            } else if line.len() > max_line {
+                ingestor.count_refused_line(ParseError::TooLong);
+            } else {
+                ingestor.ingest_line(line);
+            }
+            consumed += i + 1;
+        }
+        if filled - consumed > max_line {
+            // No newline within max_line bytes: drop what we have, skip to the next newline.
+            if !skipping {
+                ingestor.count_refused_line(ParseError::TooLong);
+            }
+            skipping = true;
+            consumed = filled;
+        }
+        buf.copy_within(consumed..filled, 0);
+        filled -= consumed;
+        ingestor.commit();
+    }
+    // A last line without a newline at EOF still counts.
+    if filled > 0 && !skipping {
+        if let Some(line) = buf.get(..filled) {
+            ingestor.ingest_line(line);
+        }
+    }
+    ingestor.commit();
+}

@@ -1,0 +1,115 @@
+//! The `meterd` binary: parses the command line, sets up logging, and calls into the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+
+use meterd::config::{Config, DEFAULT_CONFIG};
+
+/// A statsd/DogStatsD-compatible metrics aggregator.
+///
+/// With no subcommand, meterd runs: it listens for statsd lines (UDP 127.0.0.1:8125 by default),
+/// aggregates them, and flushes every interval to the configured sinks (the console by default).
+#[derive(Parser)]
+#[command(version, about, long_about)]
+struct Cli {
+    /// TOML config file; every key is optional (see `meterd default-config`).
+    #[arg(long, short = 'c', global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Log filter when RUST_LOG is unset: error, warn, info, debug, trace.
+    #[arg(long, global = true, default_value = "info", value_name = "LEVEL")]
+    log_level: String,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Parse and validate a config file, print the effective config; exit 1 naming the bad key.
+    CheckConfig {
+        /// The file to check.
+        file: PathBuf,
+    },
+    /// Print the commented default config (the same text as config.example.toml).
+    DefaultConfig,
+    /// Send statsd lines over UDP (`-` reads lines from stdin).
+    Send {
+        /// Lines such as `page.views:1|c` or `api.latency:12|ms|#env:prod`.
+        #[arg(required = true)]
+        lines: Vec<String>,
+        /// Where to send them.
+        #[arg(long, default_value = "127.0.0.1:8125", value_name = "HOST:PORT")]
+        to: String,
+    },
+}
+
+fn init_logging(level: &str) {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}
+
+fn load(path: Option<&PathBuf>) -> Result<(Config, String)> {
+    match path {
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("cannot read config {}", p.display()))?;
+            let c = Config::from_toml(&text).with_context(|| format!("in {}", p.display()))?;
+            Ok((c, text))
+        }
+        None => Ok((Config::default(), String::new())),
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Some(Command::DefaultConfig) => {
+            print!("{DEFAULT_CONFIG}");
+            Ok(())
+        }
+        Some(Command::CheckConfig { file }) => {
+            let (config, text) = load(Some(&file))?;
+            let rt = config
+                .validate(&text)
+                .with_context(|| format!("in {}", file.display()))?;
+            print!("{}", rt.config.to_effective_toml());
+            eprintln!("{}: ok", file.display());
+            Ok(())
+        }
+        Some(Command::Send { lines, to }) => {
+            let n = meterd::send::send(&lines, &to)?;
+            eprintln!("sent {n} line(s) to {to}");
+            Ok(())
+        }
+        None => {
+            init_logging(&cli.log_level);
+            let (config, text) = load(cli.config.as_ref())?;
+            let rt = config.validate(&text).context("invalid config")?;
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .thread_name("meterd-rt")
+                .build()
+                .context("cannot start the tokio runtime")?;
+            runtime.block_on(meterd::run(rt, meterd::shutdown::signal()))?;
+            Ok(())
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("meterd: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,208 @@
+//! Wires the tasks together and owns the shutdown order: stop reading, drain the sockets, flush
+//! once more, let the sinks finish (bounded by `shutdown_timeout`), exit.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use tokio::sync::watch;
+
+use crate::aggregate::{Aggregator, AggregatorConfig, Ingestor};
+use crate::api::{self, ApiState};
+use crate::config::Runtime;
+use crate::flush::{next_boundary, unix_now, Flusher, Renderer};
+use crate::ingest;
+use crate::sinks::SinkSet;
+use crate::telemetry::Telemetry;
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// A listener could not be bound.
+    #[error("cannot bind {transport} {addr}: {source}")]
+    Bind {
+        /// `udp`, `tcp`, `unix` or `http`.
+        transport: &'static str,
+        /// The address or path.
+        addr: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The sinks' configuration was refused.
+    #[error("sinks: {0}")]
+    Sinks(String),
+    /// A thread could not be started.
+    #[error("cannot start a reader thread: {0}")]
+    Thread(std::io::Error),
+}
+
+fn bind_err(transport: &'static str, addr: impl ToString) -> impl FnOnce(std::io::Error) -> ServerError {
+    move |source| ServerError::Bind {
+        transport,
+        addr: addr.to_string(),
+        source,
+    }
+}
+
+/// Runs meterd until `shutdown` resolves, then shuts down in order and returns.
+pub async fn run(rt: Runtime, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
+    let cfg = &rt.config;
+    let telemetry = Arc::new(Telemetry::default());
+    let interval = rt.interval;
+    let gauge_memory_flushes = (3600 / interval.as_secs().max(1)).max(1);
+    let aggregator = Arc::new(Aggregator::new(
+        AggregatorConfig {
+            shards: rt.shards,
+            max_series: cfg.max_series,
+            max_events: cfg.max_events,
+            gauge_deltas: cfg.gauge_deltas,
+            hostname: rt.hostname.clone(),
+            gauge_memory_flushes,
+        },
+        telemetry.clone(),
+    ));
+    let stop_threads = Arc::new(AtomicBool::new(false));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let max_datagram = cfg.ingest.max_datagram_bytes;
+
+    // Bind everything first, so a bad address fails start-up before anything runs.
+    let mut udp_ports = Vec::new();
+    let mut datagram_sockets: Vec<(std::os::fd::OwnedFd, &'static str)> = Vec::new();
+    for &addr in &cfg.ingest.statsd_udp {
+        let (sockets, bound, granted) =
+            ingest::udp::bind(addr, rt.readers, cfg.ingest.read_buffer_bytes)
+                .map_err(bind_err("udp", addr))?;
+        tracing::info!(
+            transport = "udp",
+            addr = %bound,
+            readers = sockets.len(),
+            rcvbuf_requested = cfg.ingest.read_buffer_bytes,
+            rcvbuf_granted = granted,
+            "listening"
+        );
+        udp_ports.push(bound.port());
+        for s in sockets {
+            datagram_sockets.push((s.into(), "udp"));
+        }
+    }
+    let mut unix_paths: Vec<PathBuf> = Vec::new();
+    for path in &cfg.ingest.statsd_unix {
+        let s = ingest::unix::bind(path, cfg.ingest.read_buffer_bytes)
+            .map_err(bind_err("unix", path.display()))?;
+        tracing::info!(transport = "unix", addr = %path.display(), "listening");
+        unix_paths.push(path.clone());
+        datagram_sockets.push((s.into(), "unix"));
+    }
+    let mut tcp_listeners = Vec::new();
+    for &addr in &cfg.ingest.statsd_tcp {
+        let l = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(bind_err("tcp", addr))?;
+        let bound: SocketAddr = l.local_addr().map_err(bind_err("tcp", addr))?;
+        tracing::info!(transport = "tcp", addr = %bound, "listening");
+        tcp_listeners.push(l);
+    }
+    let http = tokio::net::TcpListener::bind(cfg.http.listen)
+        .await
+        .map_err(bind_err("http", cfg.http.listen))?;
+    let http_addr = http.local_addr().map_err(bind_err("http", cfg.http.listen))?;
+    tracing::info!(transport = "http", addr = %http_addr, "listening");
+
+    let sinks = Arc::new(
+        SinkSet::start(&cfg.sinks, interval).map_err(|e| ServerError::Sinks(e.to_string()))?,
+    );
+
+    // Readers.
+    let mut threads = Vec::new();
+    for (i, (socket, label)) in datagram_sockets.into_iter().enumerate() {
+        let ingestor = Ingestor::new(aggregator.clone());
+        let stop = stop_threads.clone();
+        let t = std::thread::Builder::new()
+            .name(format!("meterd-{label}-{i}"))
+            .spawn(move || ingest::datagram::run_reader(socket, ingestor, max_datagram, stop, label))
+            .map_err(ServerError::Thread)?;
+        threads.push(t);
+    }
+    let mut tcp_tasks = tokio::task::JoinSet::new();
+    for l in tcp_listeners {
+        tcp_tasks.spawn(ingest::tcp::serve(
+            l,
+            aggregator.clone(),
+            max_datagram,
+            cfg.ingest.tcp_max_connections,
+            stop_rx.clone(),
+        ));
+    }
+    let api_state = ApiState {
+        telemetry: telemetry.clone(),
+        sinks: sinks.clone(),
+    };
+    let mut api_stop = stop_rx.clone();
+    let max_body = cfg.http.max_body_bytes;
+    let api_task = tokio::spawn(async move {
+        let app = api::router(api_state, max_body).into_make_service();
+        let served = axum::serve(http, app)
+            .with_graceful_shutdown(async move {
+                let _ = api_stop.changed().await;
+            })
+            .await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "http api failed");
+        }
+    });
+
+    tracing::info!(
+        interval_s = interval.as_secs(),
+        shards = aggregator.shard_count(),
+        hostname = %rt.hostname,
+        sinks = sinks.stats().len(),
+        "meterd started"
+    );
+
+    // Flush loop.
+    let mut flusher = Flusher::new(
+        aggregator.clone(),
+        Renderer::new(&rt),
+        sinks.clone(),
+        udp_ports,
+    );
+    tokio::pin!(shutdown);
+    loop {
+        let (wait, boundary) = next_boundary(interval);
+        tokio::select! {
+            _ = &mut shutdown => break,
+            _ = tokio::time::sleep(wait) => flusher.flush(boundary).await,
+        }
+    }
+
+    // Shutdown: stop reading, drain, final flush, sinks.
+    tracing::info!("stopping readers and draining sockets");
+    stop_threads.store(true, Ordering::Release);
+    let _ = stop_tx.send(true);
+    let joined = tokio::task::spawn_blocking(move || {
+        for t in threads {
+            let _ = t.join();
+        }
+    })
+    .await;
+    if joined.is_err() {
+        tracing::error!("a reader thread panicked");
+    }
+    while tcp_tasks.join_next().await.is_some() {}
+    let now = i64::try_from(unix_now().as_secs()).unwrap_or(i64::MAX);
+    flusher.flush(now).await;
+    tracing::info!("final flush submitted; waiting for sinks");
+    drop(flusher);
+    let _ = api_task.await;
+    for p in unix_paths {
+        let _ = std::fs::remove_file(p);
+    }
+    match Arc::try_unwrap(sinks) {
+        Ok(s) => s.shutdown(cfg.shutdown_timeout.0).await,
+        Err(_) => tracing::warn!("sinks still referenced at shutdown; not waiting for them"),
+    }
+    tracing::info!("stopped");
+    Ok(())
+}

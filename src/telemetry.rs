@@ -1,0 +1,264 @@
+//! meterd's own metrics (SPEC §8): counters registered once, fed by readers in per-batch sums,
+//! emitted every flush as per-interval counts through the normal pipeline and served cumulatively
+//! at `GET /metrics`.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::flush::point::{Point, PointKind};
+use crate::protocol::{MetricType, ParseError};
+use crate::sinks::SinkStats;
+
+/// Cumulative counters since start.
+#[derive(Debug)]
+pub struct Telemetry {
+    /// Datagrams (and TCP reads) received.
+    pub packets_received: AtomicU64,
+    /// Non-blank lines received.
+    pub lines_received: AtomicU64,
+    /// Invalid lines by [`ParseError::index`].
+    pub lines_invalid: [AtomicU64; ParseError::ALL.len()],
+    /// Lines refused by `max_series`.
+    pub series_dropped_limit: AtomicU64,
+    /// Aggregates dropped at flush for not being finite.
+    pub series_dropped_non_finite: AtomicU64,
+    /// Events and service checks refused by `max_events`.
+    pub events_dropped: AtomicU64,
+    /// Duration of the last flush, milliseconds.
+    pub flush_duration_ms: AtomicU64,
+    /// Series active at the last flush, by [`MetricType::index`].
+    pub series_active: [AtomicU64; MetricType::ALL.len()],
+    /// Kernel drop counter of the UDP sockets (from `/proc/net/udp`), cumulative.
+    pub udp_kernel_drops: AtomicU64,
+    /// `POST /import` bodies accepted.
+    pub import_received: AtomicU64,
+    /// Unix seconds of the last flush.
+    pub last_flush_unix: AtomicU64,
+    /// When meterd started.
+    pub started: Instant,
+}
+
+impl Default for Telemetry {
+    fn default() -> Self {
+        Telemetry {
+            packets_received: AtomicU64::new(0),
+            lines_received: AtomicU64::new(0),
+            lines_invalid: Default::default(),
+            series_dropped_limit: AtomicU64::new(0),
+            series_dropped_non_finite: AtomicU64::new(0),
+            events_dropped: AtomicU64::new(0),
+            flush_duration_ms: AtomicU64::new(0),
+            series_active: Default::default(),
+            udp_kernel_drops: AtomicU64::new(0),
+            import_received: AtomicU64::new(0),
+            last_flush_unix: AtomicU64::new(0),
+            started: Instant::now(),
+        }
+    }
+}
+
+/// One named cumulative counter value, with at most one tag.
+struct Sample {
+    name: &'static str,
+    tag: Option<(&'static str, String)>,
+    value: u64,
+    counter: bool,
+}
+
+fn load(a: &AtomicU64) -> u64 {
+    a.load(Ordering::Relaxed)
+}
+
+impl Telemetry {
+    fn samples(&self, sinks: &[(String, Arc<SinkStats>)]) -> Vec<Sample> {
+        let c = |name, value| Sample {
+            name,
+            tag: None,
+            value,
+            counter: true,
+        };
+        let mut out = vec![
+            c("packets.received", load(&self.packets_received)),
+            c("lines.received", load(&self.lines_received)),
+        ];
+        for e in ParseError::ALL {
+            out.push(Sample {
+                name: "lines.invalid",
+                tag: Some(("reason", e.reason().to_owned())),
+                value: self.lines_invalid.get(e.index()).map_or(0, load),
+                counter: true,
+            });
+        }
+        for t in MetricType::ALL {
+            out.push(Sample {
+                name: "series.active",
+                tag: Some(("kind", kind_name(t).to_owned())),
+                value: self.series_active.get(t.index()).map_or(0, load),
+                counter: false,
+            });
+        }
+        for (reason, v) in [
+            ("limit", &self.series_dropped_limit),
+            ("non_finite", &self.series_dropped_non_finite),
+        ] {
+            out.push(Sample {
+                name: "series.dropped",
+                tag: Some(("reason", reason.to_owned())),
+                value: load(v),
+                counter: true,
+            });
+        }
+        out.push(c("events.dropped", load(&self.events_dropped)));
+        out.push(Sample {
+            name: "flush.duration_ms",
+            tag: None,
+            value: load(&self.flush_duration_ms),
+            counter: false,
+        });
+        for (name, s) in sinks {
+            for (metric, v) in [
+                ("sink.sent", &s.sent),
+                ("sink.errors", &s.errors),
+                ("sink.dropped", &s.dropped),
+            ] {
+                out.push(Sample {
+                    name: metric,
+                    tag: Some(("sink", name.clone())),
+                    value: load(v),
+                    counter: true,
+                });
+            }
+        }
+        out.push(c("udp.kernel_drops", load(&self.udp_kernel_drops)));
+        out.push(c("import.received", load(&self.import_received)));
+        out
+    }
+
+    /// Self-metric points for one flush: counters as the change since `previous` (which is
+    /// updated), gauges as they are. Zeros included.
+    pub fn points(
+        &self,
+        previous: &mut Vec<u64>,
+        sinks: &[(String, Arc<SinkStats>)],
+        host: &Arc<str>,
+        timestamp: i64,
+        interval: u64,
+    ) -> Vec<Point> {
+        let samples = self.samples(sinks);
+        if previous.len() != samples.len() {
+            // The set of sinks is fixed for a run; a size change only happens on the first flush.
+            previous.resize(samples.len(), 0);
+        }
+        samples
+            .into_iter()
+            .zip(previous.iter_mut())
+            .map(|(s, prev)| {
+                let value = if s.counter {
+                    let d = s.value.saturating_sub(*prev);
+                    *prev = s.value;
+                    d
+                } else {
+                    s.value
+                };
+                let tags: Arc<[String]> = match s.tag {
+                    Some((k, v)) => Arc::from(vec![format!("{k}:{v}")]),
+                    None => Arc::from(Vec::new()),
+                };
+                Point {
+                    name: format!("meterd.{}", s.name),
+                    kind: if s.counter {
+                        PointKind::Counter
+                    } else {
+                        PointKind::Gauge
+                    },
+                    value: value as f64,
+                    tags,
+                    host: host.clone(),
+                    timestamp,
+                    interval,
+                }
+            })
+            .collect()
+    }
+
+    /// Prometheus text exposition of the cumulative counters (`GET /metrics`).
+    pub fn prometheus_text(&self, sinks: &[(String, Arc<SinkStats>)]) -> String {
+        let mut out = String::with_capacity(4096);
+        let mut last_name = "";
+        for s in self.samples(sinks) {
+            let base = format!("meterd_{}", s.name.replace('.', "_"));
+            let name = if s.counter {
+                format!("{base}_total")
+            } else {
+                base
+            };
+            if s.name != last_name {
+                let kind = if s.counter { "counter" } else { "gauge" };
+                let _ = writeln!(out, "# HELP {name} meterd.{}", s.name);
+                let _ = writeln!(out, "# TYPE {name} {kind}");
+                last_name = s.name;
+            }
+            match s.tag {
+                Some((k, v)) => {
+                    let v = v.replace('\\', "\\\\").replace('"', "\\\"");
+                    let _ = writeln!(out, "{name}{{{k}=\"{v}\"}} {}", s.value);
+                }
+                None => {
+                    let _ = writeln!(out, "{name} {}", s.value);
+                }
+            }
+        }
+        let _ = writeln!(out, "# HELP meterd_uptime_seconds seconds since start");
+        let _ = writeln!(out, "# TYPE meterd_uptime_seconds gauge");
+        let _ = writeln!(
+            out,
+            "meterd_uptime_seconds {}",
+            self.started.elapsed().as_secs()
+        );
+        out
+    }
+}
+
+/// The `kind:` tag value of `meterd.series.active`.
+pub const fn kind_name(t: MetricType) -> &'static str {
+    match t {
+        MetricType::Counter => "counter",
+        MetricType::Gauge => "gauge",
+        MetricType::Set => "set",
+        MetricType::Timer => "timer",
+        MetricType::Histogram => "histogram",
+        MetricType::Distribution => "distribution",
+    }
+}
+
+/// Sum of the `drops` column of `/proc/net/udp` and `/proc/net/udp6` for sockets bound to any of
+/// `ports`. Returns `None` where the files cannot be read (not Linux).
+pub fn read_udp_kernel_drops(ports: &[u16]) -> Option<u64> {
+    if ports.is_empty() {
+        return Some(0);
+    }
+    let mut total = 0u64;
+    let mut any = false;
+    for file in ["/proc/net/udp", "/proc/net/udp6"] {
+        let Ok(text) = std::fs::read_to_string(file) else {
+            continue;
+        };
+        any = true;
+        for line in text.lines().skip(1) {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (Some(local), Some(drops)) = (fields.get(1), fields.last()) else {
+                continue;
+            };
+            let port = local
+                .rsplit(':')
+                .next()
+                .and_then(|p| u16::from_str_radix(p, 16).ok());
+            if port.is_some_and(|p| ports.contains(&p)) {
+                total += drops.parse::<u64>().unwrap_or(0);
+            }
+        }
+    }
+    any.then_some(total)
+}
