@@ -1,1 +1,130 @@
-fn main(){}
+//! Aggregation throughput: `cargo bench --bench aggregate`. Each iteration ingests datagrams of
+//! ~70 lines through an `Ingestor` (parse, key, hash, per-shard batch, one lock per shard batch)
+//! into an aggregator that already holds the series, at 10k and 1M series. Read results as
+//! lines/s. Also: lines that create new series, and rendering a flush.
+
+use std::sync::Arc;
+
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use meterd::aggregate::{Aggregator, AggregatorConfig, GaugeDeltas, Ingestor};
+use meterd::config::{Config, Runtime};
+use meterd::flush::Renderer;
+use meterd::telemetry::Telemetry;
+
+const LINES_PER_DATAGRAM: usize = 70;
+const DATAGRAMS: usize = 100;
+
+fn aggregator(max_series: usize) -> Arc<Aggregator> {
+    Arc::new(Aggregator::new(
+        AggregatorConfig {
+            shards: 8,
+            max_series,
+            max_events: 10_000,
+            gauge_deltas: GaugeDeltas::Dogstatsd,
+            hostname: Arc::from("bench"),
+            gauge_memory_flushes: 360,
+        },
+        Arc::new(Telemetry::default()),
+    ))
+}
+
+/// Datagrams cycling over `series` distinct names, mixing counters, gauges and timers.
+fn datagrams(series: usize, offset: usize) -> Vec<Vec<u8>> {
+    let mut out = Vec::with_capacity(DATAGRAMS);
+    let mut n = offset;
+    for _ in 0..DATAGRAMS {
+        let mut d = String::new();
+        for _ in 0..LINES_PER_DATAGRAM {
+            let s = n % series;
+            let line = match s % 4 {
+                0 | 1 => format!("app.counter.{s}:1|c\n"),
+                2 => format!("app.gauge.{s}:{}|g\n", n % 100),
+                _ => format!("app.timer.{s}:{}.5|ms\n", n % 1000),
+            };
+            d.push_str(&line);
+            n += 7919; // a prime stride spreads consecutive lines over the series
+        }
+        out.push(d.into_bytes());
+    }
+    out
+}
+
+fn populate(agg: &Arc<Aggregator>, series: usize) {
+    let mut ing = Ingestor::new(agg.clone());
+    for s in 0..series {
+        let line = match s % 4 {
+            0 | 1 => format!("app.counter.{s}:1|c"),
+            2 => format!("app.gauge.{s}:1|g"),
+            _ => format!("app.timer.{s}:1|ms"),
+        };
+        ing.ingest_line(line.as_bytes());
+    }
+    ing.commit();
+}
+
+fn bench_existing(c: &mut Criterion) {
+    let mut g = c.benchmark_group("aggregate_existing");
+    g.throughput(Throughput::Elements(
+        (DATAGRAMS * LINES_PER_DATAGRAM) as u64,
+    ));
+    for series in [10_000usize, 1_000_000] {
+        let agg = aggregator(2_000_000);
+        populate(&agg, series);
+        let data = datagrams(series, 0);
+        let mut ing = Ingestor::new(agg.clone());
+        g.bench_function(format!("{series}_series"), |b| {
+            b.iter(|| {
+                for d in &data {
+                    ing.ingest_datagram(d, false);
+                }
+                ing.commit();
+            })
+        });
+        assert_eq!(agg.series_count(), series);
+    }
+    g.finish();
+}
+
+fn bench_new_series(c: &mut Criterion) {
+    let mut g = c.benchmark_group("aggregate_new");
+    g.throughput(Throughput::Elements(
+        (DATAGRAMS * LINES_PER_DATAGRAM) as u64,
+    ));
+    g.bench_function("new_series", |b| {
+        b.iter_batched(
+            || (aggregator(2_000_000), datagrams(usize::MAX, 0)),
+            |(agg, data)| {
+                let mut ing = Ingestor::new(agg);
+                for d in &data {
+                    ing.ingest_datagram(d, false);
+                }
+                ing.commit();
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    g.finish();
+}
+
+fn bench_render(c: &mut Criterion) {
+    let mut g = c.benchmark_group("flush_render");
+    let series = 100_000;
+    g.throughput(Throughput::Elements(series as u64));
+    let rt: Runtime = Config::default().validate("").expect("default config");
+    let renderer = Renderer::new(&rt);
+    g.bench_function("100k_series", |b| {
+        b.iter_batched(
+            || {
+                let agg = aggregator(2_000_000);
+                populate(&agg, series);
+                agg.swap()
+            },
+            |snap| renderer.render(snap, 1_763_775_000),
+            BatchSize::LargeInput,
+        )
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench_existing, bench_new_series, bench_render);
+criterion_main!(benches);

@@ -43,7 +43,10 @@ async fn healthz(State(s): State<ApiState>) -> Response {
 async fn metrics(State(s): State<ApiState>) -> Response {
     let body = s.telemetry.prometheus_text(&s.sinks.stats());
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         body,
     )
         .into_response()

@@ -62,11 +62,13 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             .find(|c: char| !(c.is_ascii_digit() || c == '.'))
             .unwrap_or(rest.len());
         let (num, tail) = rest.split_at(digits);
-        let unit_len = tail.find(|c: char| c.is_ascii_digit()).unwrap_or(tail.len());
+        let unit_len = tail
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(tail.len());
         let (unit, tail) = tail.split_at(unit_len);
-        let n: f64 = num
-            .parse()
-            .map_err(|_| format!("invalid duration {text:?} (use e.g. \"500ms\", \"10s\", \"1m\")"))?;
+        let n: f64 = num.parse().map_err(|_| {
+            format!("invalid duration {text:?} (use e.g. \"500ms\", \"10s\", \"1m\")")
+        })?;
         let secs = match unit {
             "ms" => n / 1000.0,
             "s" => n,
@@ -103,7 +105,9 @@ pub fn format_duration(d: Duration) -> String {
 impl<'de> Deserialize<'de> for Dur {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        parse_duration(&s).map(Dur).map_err(serde::de::Error::custom)
+        parse_duration(&s)
+            .map(Dur)
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -335,7 +339,9 @@ impl Config {
             if t.is_empty() || t.contains(',') || t.chars().any(char::is_control) {
                 return Err(invalid(
                     "tags",
-                    format!("tag {i} ({t:?}) must be non-empty, without commas or control characters"),
+                    format!(
+                        "tag {i} ({t:?}) must be non-empty, without commas or control characters"
+                    ),
                 ));
             }
         }
@@ -486,7 +492,9 @@ mod tests {
 
     #[test]
     fn bad_duration_names_key_and_line() {
-        let m = Config::from_toml("\ninterval = \"10x\"\n").unwrap_err().to_string();
+        let m = Config::from_toml("\ninterval = \"10x\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(m.contains("interval (line 2)"), "{m}");
         assert!(m.contains("unit"), "{m}");
     }

@@ -28,7 +28,9 @@ pub fn send(lines: &[String], to: &str) -> Result<usize> {
             return Ok(());
         }
         if !packet.is_empty() && packet.len() + 1 + line.len() > PACK_BYTES {
-            socket.send(packet).with_context(|| format!("cannot send to {to}"))?;
+            socket
+                .send(packet)
+                .with_context(|| format!("cannot send to {to}"))?;
             packet.clear();
         }
         if !packet.is_empty() {

@@ -38,7 +38,10 @@ pub enum ServerError {
     Thread(std::io::Error),
 }
 
-fn bind_err(transport: &'static str, addr: impl ToString) -> impl FnOnce(std::io::Error) -> ServerError {
+fn bind_err(
+    transport: &'static str,
+    addr: impl ToString,
+) -> impl FnOnce(std::io::Error) -> ServerError {
     move |source| ServerError::Bind {
         transport,
         addr: addr.to_string(),
@@ -107,7 +110,9 @@ pub async fn run(rt: Runtime, shutdown: impl Future<Output = ()>) -> Result<(), 
     let http = tokio::net::TcpListener::bind(cfg.http.listen)
         .await
         .map_err(bind_err("http", cfg.http.listen))?;
-    let http_addr = http.local_addr().map_err(bind_err("http", cfg.http.listen))?;
+    let http_addr = http
+        .local_addr()
+        .map_err(bind_err("http", cfg.http.listen))?;
     tracing::info!(transport = "http", addr = %http_addr, "listening");
 
     let sinks = Arc::new(
@@ -121,7 +126,9 @@ pub async fn run(rt: Runtime, shutdown: impl Future<Output = ()>) -> Result<(), 
         let stop = stop_threads.clone();
         let t = std::thread::Builder::new()
             .name(format!("meterd-{label}-{i}"))
-            .spawn(move || ingest::datagram::run_reader(socket, ingestor, max_datagram, stop, label))
+            .spawn(move || {
+                ingest::datagram::run_reader(socket, ingestor, max_datagram, stop, label)
+            })
             .map_err(ServerError::Thread)?;
         threads.push(t);
     }

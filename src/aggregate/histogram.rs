@@ -67,7 +67,8 @@ impl Hdr {
             u64::MAX / 4
         };
         let scaled = (value.abs() * SCALE).round();
-        if !(scaled >= 1.0) {
+        // NaN never reaches here (values are finite), but would count as zero too.
+        if scaled.is_nan() || scaled < 1.0 {
             self.zeros = self.zeros.saturating_add(n);
             return;
         }
@@ -81,8 +82,11 @@ impl Hdr {
         } else {
             &mut self.pos
         };
-        // Auto-resize covers every value up to MAX_SCALED; saturating_record never fails.
-        h.saturating_record_n(m, n);
+        // Auto-resize grows the histogram to cover every value up to MAX_SCALED; should it ever
+        // refuse, clamping to the largest trackable value keeps the count exact.
+        if h.record_n(m, n).is_err() {
+            h.saturating_record_n(m, n);
+        }
     }
 
     fn total(&self) -> u64 {
@@ -198,7 +202,7 @@ impl HistogramState {
         self.sum / self.count
     }
 
-    /// Harmonic mean (weighted); not finite when a value is 0, which drops that point.
+    /// Harmonic mean (weighted); 0 when a value is 0 (the limit of count ÷ Σ 1/v).
     pub fn hmean(&self) -> f64 {
         self.count / self.recip_sum
     }
@@ -264,7 +268,10 @@ mod tests {
         for q in [0.5, 0.75, 0.9, 0.99, 0.999] {
             let exact = exact_nearest_rank(&mut values, q);
             let got = h.percentile(q);
-            assert!(((got - exact) / exact).abs() < 0.01, "q={q} {got} vs {exact}");
+            assert!(
+                ((got - exact) / exact).abs() < 0.01,
+                "q={q} {got} vs {exact}"
+            );
         }
         assert_eq!(h.count, 10_000.0);
     }
@@ -299,7 +306,7 @@ mod tests {
         let h = build(&[1.0, 2.0, 4.0]);
         assert!((h.hmean() - 3.0 / 1.75).abs() < 1e-12);
         let z = build(&[0.0, 2.0]);
-        assert!(!z.hmean().is_finite());
+        assert_eq!(z.hmean(), 0.0);
     }
 
     #[test]

@@ -94,7 +94,10 @@ pub fn encode_key(out: &mut Vec<u8>, line: &MetricLine<'_>) {
         } else if is_magic(t, b"veneurlocalonly") {
             scope = Scope::LocalOnly;
         } else {
-            tags.push(TagRef { prefix: b"", rest: t });
+            tags.push(TagRef {
+                prefix: b"",
+                rest: t,
+            });
         }
     }
     if let Some(id) = line.container_id {

@@ -179,7 +179,9 @@ impl Aggregator {
     pub fn push_event(&self, event: Event) {
         let mut p = lock(&self.passthrough);
         if p.events.len() + p.service_checks.len() >= self.config.max_events {
-            self.telemetry.events_dropped.fetch_add(1, Ordering::Relaxed);
+            self.telemetry
+                .events_dropped
+                .fetch_add(1, Ordering::Relaxed);
             return;
         }
         p.events.push(event);
@@ -189,7 +191,9 @@ impl Aggregator {
     pub fn push_service_check(&self, check: ServiceCheck) {
         let mut p = lock(&self.passthrough);
         if p.events.len() + p.service_checks.len() >= self.config.max_events {
-            self.telemetry.events_dropped.fetch_add(1, Ordering::Relaxed);
+            self.telemetry
+                .events_dropped
+                .fetch_add(1, Ordering::Relaxed);
             return;
         }
         p.service_checks.push(check);

@@ -129,7 +129,9 @@ impl Renderer {
             (MetricType::Counter, State::Counter(v)) => {
                 push(parts.name.to_owned(), PointKind::Counter, v)
             }
-            (MetricType::Gauge, State::Gauge(v)) => push(parts.name.to_owned(), PointKind::Gauge, v),
+            (MetricType::Gauge, State::Gauge(v)) => {
+                push(parts.name.to_owned(), PointKind::Gauge, v)
+            }
             (MetricType::Set, State::Set(s)) => {
                 push(parts.name.to_owned(), PointKind::Gauge, s.estimate() as f64)
             }
@@ -147,7 +149,11 @@ impl Renderer {
                         Aggregate::Median => (PointKind::Gauge, h.percentile(0.5)),
                         Aggregate::Hmean => (PointKind::Gauge, h.hmean()),
                     };
-                    push(format!("{}.{}", parts.name, aggregate_suffix(a)), kind, value);
+                    push(
+                        format!("{}.{}", parts.name, aggregate_suffix(a)),
+                        kind,
+                        value,
+                    );
                 }
                 for (p, suffix) in &self.percentiles {
                     let v = h.percentile(*p);
@@ -212,7 +218,8 @@ impl Flusher {
         let started = Instant::now();
         let snapshot = self.aggregator.swap();
         let renderer = self.renderer.clone();
-        let rendered = tokio::task::spawn_blocking(move || renderer.render(snapshot, timestamp)).await;
+        let rendered =
+            tokio::task::spawn_blocking(move || renderer.render(snapshot, timestamp)).await;
         let (mut batch, stats) = match rendered {
             Ok(r) => r,
             Err(e) => {

@@ -34,10 +34,10 @@ impl RecvBatch {
         let mut b = RecvBatch {
             buf: vec![0u8; slot * BATCH],
             slot,
-                    iovecs: Vec::with_capacity(BATCH),
-                    headers: Vec::with_capacity(BATCH),
+            iovecs: Vec::with_capacity(BATCH),
+            headers: Vec::with_capacity(BATCH),
         };
-            {
+        {
             for chunk in b.buf.chunks_mut(slot) {
                 b.iovecs.push(libc::iovec {
                     iov_base: chunk.as_mut_ptr().cast(),
@@ -124,7 +124,9 @@ pub fn run_reader<S: AsRawFd>(
             Err(e)
                 if matches!(
                     e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+                    io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                        | io::ErrorKind::Interrupted
                 ) =>
             {
                 if draining {

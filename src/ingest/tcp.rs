@@ -71,10 +71,7 @@ async fn connection(
     // True while discarding the rest of an over-long line.
     let mut skipping = false;
     let mut draining = *shutdown.borrow();
-    loop {
-        let Some(free) = buf.get_mut(filled..) else {
-            break;
-        };
+    while let Some(free) = buf.get_mut(filled..) {
         let read = if draining {
             match tokio::time::timeout(DRAIN_IDLE, stream.read(free)).await {
                 Ok(r) => r,

@@ -10,7 +10,11 @@ use super::datagram::POLL;
 
 /// Binds `readers` sockets to `addr` (port 0 picks one port for all of them) and returns them
 /// with the address actually bound and the receive buffer the kernel granted.
-pub fn bind(addr: SocketAddr, readers: usize, rcvbuf: usize) -> io::Result<(Vec<UdpSocket>, SocketAddr, usize)> {
+pub fn bind(
+    addr: SocketAddr,
+    readers: usize,
+    rcvbuf: usize,
+) -> io::Result<(Vec<UdpSocket>, SocketAddr, usize)> {
     let mut sockets = Vec::with_capacity(readers.max(1));
     let mut bound = addr;
     let mut granted = 0;

@@ -1,0 +1,516 @@
+//! The `http` sink: SPEC §4's JSON document POSTed to any URL, optionally gzipped, with
+//! configured headers. Also the HTTP plumbing the `datadog` sink shares: URL and header
+//! validation, the client, an [`Outbox`] of encoded requests that resumes after a partial
+//! delivery, and [`post`] with its status classification.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::time::Duration;
+
+use bytes::Bytes;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_ENCODING, CONTENT_TYPE};
+use reqwest::{Client, Url};
+use serde::{Deserialize, Serialize};
+
+use super::{
+    default_max_retries, default_timeout, resolve_env, Compression, Secret, Sink, SinkConfigError,
+    SinkError,
+};
+use crate::flush::point::FlushBatch;
+
+/// Response bytes read (and discarded) after a success so the connection can be reused; a
+/// longer answer closes the connection instead.
+const MAX_DRAIN_BYTES: usize = 64 * 1024;
+
+/// Bytes of an error response kept for the DEBUG log.
+const ERROR_EXCERPT_BYTES: usize = 512;
+
+/// Headers meterd sets itself; configuring them is an error.
+const RESERVED_HEADERS: [&str; 5] = [
+    "content-type",
+    "content-encoding",
+    "content-length",
+    "transfer-encoding",
+    "host",
+];
+
+/// `[[sinks]] type = "http"`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Sink name (default `http`, then `http-2`, …).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Where to POST (required; `http` or `https`; may be `"${ENV}"`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Extra request headers; values may be `"${ENV}"` (e.g. `Authorization`).
+    pub headers: BTreeMap<String, Secret>,
+    /// Body compression (default `none`).
+    pub compression: Compression,
+    /// Per-request timeout (default `"5s"`, at most half the interval).
+    pub timeout: String,
+    /// Further attempts after a retryable failure (default 3).
+    pub max_retries: u32,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            name: None,
+            url: None,
+            headers: BTreeMap::new(),
+            compression: Compression::None,
+            timeout: default_timeout(),
+            max_retries: default_max_retries(),
+        }
+    }
+}
+
+/// The validated `http` settings.
+pub(super) struct HttpSettings {
+    url: Url,
+    headers: HeaderMap,
+    gzip: bool,
+}
+
+pub(super) fn validate(
+    config: &HttpConfig,
+    key: &impl Fn(&str) -> String,
+) -> Result<HttpSettings, SinkConfigError> {
+    let raw = config
+        .url
+        .as_deref()
+        .ok_or_else(|| SinkConfigError::new(key("url"), "missing"))?;
+    let url = parse_url(&resolve_env(raw, || key("url"))?, || key("url"))?;
+    let gzip = config.compression == Compression::Gzip;
+    let mut headers = json_headers(gzip);
+    for (name, value) in &config.headers {
+        let header_key = || key(&format!("headers.{name}"));
+        let header = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| SinkConfigError::new(header_key(), "invalid header name"))?;
+        if RESERVED_HEADERS.contains(&header.as_str()) {
+            return Err(SinkConfigError::new(header_key(), "is set by meterd"));
+        }
+        headers.insert(header, secret_header(value, header_key)?);
+    }
+    Ok(HttpSettings { url, headers, gzip })
+}
+
+/// Parses an `http`/`https` URL with a host. Errors never echo the value (it may be a secret).
+pub(super) fn parse_url(raw: &str, key: impl Fn() -> String) -> Result<Url, SinkConfigError> {
+    if raw.is_empty() {
+        return Err(SinkConfigError::new(key(), "missing"));
+    }
+    let url =
+        Url::parse(raw).map_err(|e| SinkConfigError::new(key(), format!("invalid url: {e}")))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(SinkConfigError::new(key(), "scheme must be http or https"));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(SinkConfigError::new(key(), "url has no host"));
+    }
+    Ok(url)
+}
+
+/// A header value from a secret: expanded, checked, and marked sensitive so it never shows in
+/// reqwest's `Debug` output.
+pub(super) fn secret_header(
+    value: &Secret,
+    key: impl Fn() -> String,
+) -> Result<HeaderValue, SinkConfigError> {
+    let expanded = value.resolve(&key)?;
+    let mut header = HeaderValue::from_str(&expanded)
+        .map_err(|_| SinkConfigError::new(key(), "invalid header value (control characters?)"))?;
+    header.set_sensitive(true);
+    Ok(header)
+}
+
+/// `Content-Type: application/json`, plus `Content-Encoding: gzip` when compressing.
+pub(super) fn json_headers(gzip: bool) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    if gzip {
+        headers.insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+    }
+    headers
+}
+
+/// One client per sink, so connections are reused between flushes. Redirects are not followed:
+/// a POST redirected is a misconfigured URL, reported as its 3xx status.
+pub(super) fn build_client(timeout: Duration) -> Result<Client, reqwest::Error> {
+    Client::builder()
+        .connect_timeout(timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("meterd/", env!("CARGO_PKG_VERSION")))
+        .build()
+}
+
+/// One encoded request waiting in an [`Outbox`].
+#[derive(Debug, Default)]
+struct Encoded {
+    /// Index into the URLs given to [`Outbox::send`].
+    endpoint: usize,
+    /// Batch items this request carries.
+    items: u64,
+    body: Vec<u8>,
+}
+
+/// A batch encoded as one or more requests, sent in order. A retry resumes at the first request
+/// not yet delivered. Bodies and the scratch buffer are reused across batches.
+#[derive(Debug, Default)]
+pub(super) struct Outbox {
+    requests: Vec<Encoded>,
+    /// Requests of the current batch: `requests[..used]`.
+    used: usize,
+    /// First request not yet delivered.
+    next: usize,
+    delivered: u64,
+    raw: Vec<u8>,
+}
+
+impl Outbox {
+    /// Forgets the previous batch.
+    pub(super) fn clear(&mut self) {
+        self.used = 0;
+        self.next = 0;
+        self.delivered = 0;
+    }
+
+    /// The cleared scratch buffer to write the next request's uncompressed body into.
+    pub(super) fn raw(&mut self) -> &mut Vec<u8> {
+        self.raw.clear();
+        &mut self.raw
+    }
+
+    /// Turns what was written into [`Outbox::raw`] into a request for `endpoint` carrying
+    /// `items` batch items, gzipping it when asked.
+    pub(super) fn push(
+        &mut self,
+        endpoint: usize,
+        items: u64,
+        gzip: bool,
+    ) -> Result<(), SinkError> {
+        if self.used == self.requests.len() {
+            self.requests.push(Encoded::default());
+        }
+        // In bounds: `used <= requests.len()` always, and a slot was pushed when equal.
+        let slot = &mut self.requests[self.used];
+        slot.endpoint = endpoint;
+        slot.items = items;
+        if gzip {
+            let mut body = std::mem::take(&mut slot.body);
+            body.clear();
+            let mut encoder = flate2::write::GzEncoder::new(body, flate2::Compression::default());
+            let gzipped = encoder
+                .write_all(&self.raw)
+                .and_then(|()| encoder.finish())
+                .map_err(|e| SinkError::Encode(format!("gzip: {e}")))?;
+            slot.body = gzipped;
+        } else {
+            // The body takes the scratch buffer; the old body becomes the next scratch.
+            std::mem::swap(&mut slot.body, &mut self.raw);
+        }
+        self.used += 1;
+        Ok(())
+    }
+
+    /// Sends the requests not yet delivered, in order, stopping at the first failure.
+    pub(super) async fn send(
+        &mut self,
+        client: &Client,
+        urls: &[Url],
+        headers: &HeaderMap,
+        timeout: Duration,
+    ) -> Result<(), SinkError> {
+        while self.next < self.used {
+            let Some(request) = self.requests.get(self.next) else {
+                break;
+            };
+            let Some(url) = urls.get(request.endpoint) else {
+                return Err(SinkError::InvalidRequest("no url for endpoint".into()));
+            };
+            post(client, url, headers, &request.body, timeout).await?;
+            self.delivered += request.items;
+            self.next += 1;
+        }
+        Ok(())
+    }
+
+    /// Items delivered of the current batch.
+    pub(super) fn delivered(&self) -> u64 {
+        self.delivered
+    }
+
+    /// The current batch's request bodies, for tests.
+    #[cfg(test)]
+    pub(super) fn bodies(&self) -> impl Iterator<Item = (usize, u64, &[u8])> {
+        self.requests
+            .iter()
+            .take(self.used)
+            .map(|r| (r.endpoint, r.items, r.body.as_slice()))
+    }
+}
+
+/// POSTs one body and classifies the outcome: 2xx is success, anything else a
+/// [`SinkError::Status`]; the whole exchange is bounded by `timeout`.
+pub(super) async fn post(
+    client: &Client,
+    url: &Url,
+    headers: &HeaderMap,
+    body: &[u8],
+    timeout: Duration,
+) -> Result<(), SinkError> {
+    let request = client
+        .post(url.clone())
+        .headers(headers.clone())
+        .body(Bytes::copy_from_slice(body));
+    let exchange = async {
+        let mut response = request.send().await.map_err(SinkError::from_reqwest)?;
+        let status = response.status();
+        if status.is_success() {
+            let mut read = 0;
+            while read < MAX_DRAIN_BYTES {
+                match response.chunk().await {
+                    Ok(Some(chunk)) => read += chunk.len(),
+                    Ok(None) | Err(_) => break,
+                }
+            }
+            return Ok(());
+        }
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            let mut excerpt = Vec::new();
+            while excerpt.len() < ERROR_EXCERPT_BYTES {
+                match response.chunk().await {
+                    Ok(Some(chunk)) => excerpt.extend_from_slice(&chunk),
+                    Ok(None) | Err(_) => break,
+                }
+            }
+            excerpt.truncate(ERROR_EXCERPT_BYTES);
+            let text = String::from_utf8_lossy(&excerpt);
+            tracing::debug!(%status, response = %text.escape_debug(), "error response");
+        }
+        Err(SinkError::Status(status))
+    };
+    tokio::time::timeout(timeout, exchange)
+        .await
+        .unwrap_or(Err(SinkError::Timeout(timeout)))
+}
+
+/// POSTs each batch as SPEC §4's JSON document.
+pub(super) struct HttpSink {
+    client: Client,
+    urls: [Url; 1],
+    headers: HeaderMap,
+    gzip: bool,
+    timeout: Duration,
+    outbox: Outbox,
+}
+
+impl HttpSink {
+    pub(super) fn new(settings: HttpSettings, timeout: Duration) -> Result<Self, reqwest::Error> {
+        Ok(HttpSink {
+            client: build_client(timeout)?,
+            urls: [settings.url],
+            headers: settings.headers,
+            gzip: settings.gzip,
+            timeout,
+            outbox: Outbox::default(),
+        })
+    }
+}
+
+impl Sink for HttpSink {
+    fn encode(&mut self, batch: &FlushBatch) -> Result<(), SinkError> {
+        self.outbox.clear();
+        serde_json::to_writer(self.outbox.raw(), batch)
+            .map_err(|e| SinkError::Encode(e.to_string()))?;
+        self.outbox.push(0, batch.len() as u64, self.gzip)
+    }
+
+    async fn send(&mut self) -> Result<(), SinkError> {
+        self.outbox
+            .send(&self.client, &self.urls, &self.headers, self.timeout)
+            .await
+    }
+
+    fn delivered(&self) -> u64 {
+        self.outbox.delivered()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sinks::tests::{sample_batch, wait_for, Answer, CaptureServer};
+    use crate::sinks::{SinkConfig, SinkSet};
+    use std::io::Read;
+    use std::sync::atomic::Ordering;
+    use std::sync::Arc;
+
+    fn key(k: &str) -> String {
+        format!("sinks[0].{k}")
+    }
+
+    fn config(url: &str) -> HttpConfig {
+        HttpConfig {
+            url: Some(url.to_owned()),
+            ..HttpConfig::default()
+        }
+    }
+
+    fn gunzip(body: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        flate2::read::GzDecoder::new(body)
+            .read_to_end(&mut out)
+            .expect("valid gzip");
+        out
+    }
+
+    fn sink(config: &HttpConfig) -> HttpSink {
+        let settings = validate(config, &key).expect("valid");
+        HttpSink::new(settings, Duration::from_secs(1)).expect("client")
+    }
+
+    #[test]
+    fn missing_url_names_the_key() {
+        let err = validate(&HttpConfig::default(), &key)
+            .err()
+            .expect("missing url");
+        assert_eq!(err.to_string(), "sinks[0].url: missing");
+    }
+
+    #[test]
+    fn bad_urls_are_rejected() {
+        for bad in [
+            "",
+            "example.com/x",
+            "ftp://example.com/",
+            "http://",
+            "unix:/tmp/x",
+        ] {
+            let err = validate(&config(bad), &key).err().expect(bad);
+            assert_eq!(err.key, "sinks[0].url", "{bad}");
+        }
+        assert!(validate(&config("https://example.com:8443/ingest?x=1"), &key).is_ok());
+    }
+
+    #[test]
+    fn secrets_are_expanded_from_the_environment() {
+        // PATH is always set; a test never modifies the process environment.
+        let path = std::env::var("PATH").expect("PATH set");
+        let mut c = config("http://127.0.0.1:9/");
+        c.headers.insert("X-Token".into(), Secret::new("${PATH}"));
+        let settings = validate(&c, &key).expect("valid");
+        assert_eq!(settings.headers["x-token"], path.as_str());
+        assert!(settings.headers["x-token"].is_sensitive());
+    }
+
+    #[test]
+    fn missing_secret_names_key_and_variable() {
+        let mut c = config("http://127.0.0.1:9/");
+        c.headers.insert(
+            "Authorization".into(),
+            Secret::new("${METERD_TEST_SURELY_UNSET_VARIABLE}"),
+        );
+        let err = validate(&c, &key).err().expect("unset variable");
+        assert_eq!(
+            err.to_string(),
+            "sinks[0].headers.Authorization: environment variable \
+             METERD_TEST_SURELY_UNSET_VARIABLE is not set"
+        );
+        let c = config("${METERD_TEST_SURELY_UNSET_VARIABLE}");
+        let err = validate(&c, &key).err().expect("unset variable");
+        assert_eq!(err.key, "sinks[0].url");
+    }
+
+    #[test]
+    fn header_secrets_stay_out_of_debug_output() {
+        let mut c = config("http://127.0.0.1:9/");
+        c.headers
+            .insert("Authorization".into(), Secret::new("Bearer hunter2"));
+        let as_sink_config = SinkConfig::Http(c.clone());
+        assert!(!format!("{c:?}").contains("hunter2"));
+        assert!(!format!("{as_sink_config:?}").contains("hunter2"));
+        let settings = validate(&c, &key).expect("valid");
+        assert!(!format!("{:?}", settings.headers).contains("hunter2"));
+    }
+
+    #[test]
+    fn bad_and_reserved_headers_are_rejected() {
+        let mut c = config("http://127.0.0.1:9/");
+        c.headers
+            .insert("Content-Type".into(), Secret::new("text/plain"));
+        let err = validate(&c, &key).err().expect("reserved header");
+        assert_eq!(err.key, "sinks[0].headers.Content-Type");
+        let mut c = config("http://127.0.0.1:9/");
+        c.headers.insert("X-Bad".into(), Secret::new("a\nb"));
+        let err = validate(&c, &key).err().expect("bad value");
+        assert_eq!(err.key, "sinks[0].headers.X-Bad");
+        assert!(!err.to_string().contains("a\nb"));
+        let mut c = config("http://127.0.0.1:9/");
+        c.headers.insert("bad name".into(), Secret::new("x"));
+        assert!(validate(&c, &key).is_err());
+    }
+
+    #[test]
+    fn encodes_the_spec_document() {
+        let batch = sample_batch();
+        let mut s = sink(&config("http://127.0.0.1:9/"));
+        s.encode(&batch).expect("encodes");
+        let bodies: Vec<_> = s.outbox.bodies().collect();
+        assert_eq!(bodies.len(), 1);
+        let (endpoint, items, body) = bodies[0];
+        assert_eq!((endpoint, items), (0, 4));
+        assert_eq!(body, serde_json::to_vec(&batch).expect("json").as_slice());
+        assert_eq!(s.headers[CONTENT_TYPE], "application/json");
+        assert!(s.headers.get(CONTENT_ENCODING).is_none());
+    }
+
+    #[test]
+    fn gzip_round_trips_and_buffers_are_reused() {
+        let batch = sample_batch();
+        let mut c = config("http://127.0.0.1:9/");
+        c.compression = Compression::Gzip;
+        let mut s = sink(&c);
+        assert_eq!(s.headers[CONTENT_ENCODING], "gzip");
+        for _ in 0..3 {
+            s.encode(&batch).expect("encodes");
+            let bodies: Vec<_> = s.outbox.bodies().collect();
+            assert_eq!(bodies.len(), 1);
+            let doc: serde_json::Value =
+                serde_json::from_slice(&gunzip(bodies[0].2)).expect("json");
+            assert_eq!(doc, serde_json::to_value(&batch).expect("value"));
+        }
+        assert_eq!(s.outbox.requests.len(), 1, "request slots are reused");
+    }
+
+    #[tokio::test]
+    async fn posts_with_headers_and_gzip() {
+        let server = CaptureServer::start(Answer::Status(200)).await;
+        let path = std::env::var("PATH").expect("PATH set");
+        let mut c = config(&format!("{}/ingest/v1?src=meterd", server.url));
+        c.compression = Compression::Gzip;
+        c.headers.insert("X-Path".into(), Secret::new("${PATH}"));
+        let set = SinkSet::start(&[SinkConfig::Http(c)], Duration::from_secs(2)).expect("starts");
+        let (_, stats) = set.stats().remove(0);
+        let batch = Arc::new(sample_batch());
+        set.submit(Arc::clone(&batch));
+        wait_for(Duration::from_secs(3), "delivery", || {
+            stats.sent.load(Ordering::Relaxed) == 4
+        })
+        .await;
+        let requests = server.requests();
+        assert_eq!(requests.len(), 1);
+        let r = &requests[0];
+        assert_eq!(r.path, "/ingest/v1?src=meterd");
+        assert_eq!(r.header("content-type"), Some("application/json"));
+        assert_eq!(r.header("content-encoding"), Some("gzip"));
+        assert_eq!(r.header("x-path"), Some(path.as_str()));
+        assert!(r
+            .header("user-agent")
+            .is_some_and(|ua| ua.starts_with("meterd/")));
+        assert_eq!(r.json(), serde_json::to_value(&*batch).expect("value"));
+        set.shutdown(Duration::from_secs(1)).await;
+    }
+}

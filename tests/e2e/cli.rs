@@ -1,0 +1,98 @@
+//! The command line: default-config, check-config, send, and the HTTP API basics.
+
+use std::process::Command;
+
+use crate::util::*;
+
+fn meterd() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_meterd"))
+}
+
+#[test]
+fn default_config_prints_the_example_file() {
+    let out = meterd().arg("default-config").output().unwrap();
+    assert!(out.status.success());
+    let example =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.toml"))
+            .unwrap();
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), example);
+}
+
+#[test]
+fn check_config_accepts_the_example() {
+    let out = meterd()
+        .arg("check-config")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.toml"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(stdout.contains("interval = \"10s\""), "{stdout}");
+}
+
+#[test]
+fn check_config_names_the_bad_key_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        "interval = \"10s\"\n[ingest]\nreaders = 2\nshardz = 4\n",
+    )
+    .unwrap();
+    let out = meterd().arg("check-config").arg(&path).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("shardz") && err.contains("line 4"), "{err}");
+
+    std::fs::write(&path, "[http]\nmax_body_bytes = \"big\"\n").unwrap();
+    let out = meterd().arg("check-config").arg(&path).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("http.max_body_bytes (line 2)"), "{err}");
+}
+
+#[test]
+fn help_explains_each_command() {
+    let out = meterd().arg("--help").output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    for cmd in ["check-config", "default-config", "send", "--config"] {
+        assert!(text.contains(cmd), "{cmd} missing from --help:\n{text}");
+    }
+}
+
+#[test]
+fn healthz_and_metrics_answer() {
+    let m = Meterd::start(
+        r#"
+interval = "1h"
+[ingest]
+statsd_udp = ["127.0.0.1:0"]
+[http]
+listen = "127.0.0.1:0"
+"#,
+    );
+    let (status, body) = m.http_get("/healthz");
+    assert_eq!(status, 200);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["status"], "ok");
+    assert!(v["uptime_s"].is_u64());
+    assert_eq!(v["version"], env!("CARGO_PKG_VERSION"));
+
+    send_udp(m.addr("udp"), &[b"a:1|c\nb:1|c\nbad line\n"]);
+    wait_for("lines counted at /metrics", || {
+        let (_, text) = m.http_get("/metrics");
+        (text.contains("meterd_lines_received_total 3")
+            && text.contains("meterd_lines_invalid_total{reason=\"bad_name\"} 1"))
+        .then_some(())
+    });
+    let (_, text) = m.http_get("/metrics");
+    assert!(
+        text.contains("# TYPE meterd_packets_received_total counter"),
+        "{text}"
+    );
+    assert_eq!(m.http_get("/nope").0, 404);
+}

@@ -1,0 +1,6 @@
+//! End-to-end tests: the real `meterd` binary on ephemeral loopback ports, real statsd clients
+//! and raw datagrams in, a capturing HTTP server as the sinks' endpoint.
+
+mod cli;
+mod statsd;
+mod util;
