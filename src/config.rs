@@ -49,41 +49,49 @@ pub enum ConfigError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Dur(pub Duration);
 
-/// Parses `"500ms"`, `"10s"`, `"1m30s"`, `"2h"`; units `ms`, `s`, `m`, `h`, `d`.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let s = text.trim();
-    if s.is_empty() {
-        return Err("empty duration (use e.g. \"10s\")".into());
+/// Parses a duration written as numbers with units, as everywhere in the config: `"500ms"`,
+/// `"5s"`, `"1.5s"`, `"1m30s"`, `"2h"`, `"1d"` (units `ms`, `s`, `m`, `h`, `d`).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let invalid = |why: &str| format!("invalid duration {s:?}: {why}");
+    let mut rest = s.trim();
+    if rest.is_empty() {
+        return Err(invalid("empty (use e.g. \"500ms\", \"10s\", \"1m\")"));
     }
     let mut total = Duration::ZERO;
-    let mut rest = s;
     while !rest.is_empty() {
         let digits = rest
             .find(|c: char| !(c.is_ascii_digit() || c == '.'))
             .unwrap_or(rest.len());
-        let (num, tail) = rest.split_at(digits);
+        let (number, tail) = rest.split_at(digits);
         let unit_len = tail
-            .find(|c: char| c.is_ascii_digit())
+            .find(|c: char| c.is_ascii_digit() || c == '.')
             .unwrap_or(tail.len());
         let (unit, tail) = tail.split_at(unit_len);
-        let n: f64 = num.parse().map_err(|_| {
-            format!("invalid duration {text:?} (use e.g. \"500ms\", \"10s\", \"1m\")")
-        })?;
-        let secs = match unit {
-            "ms" => n / 1000.0,
-            "s" => n,
-            "m" => n * 60.0,
-            "h" => n * 3600.0,
-            "d" => n * 86400.0,
-            _ => {
-                return Err(format!(
-                    "invalid duration {text:?}: unit must be ms, s, m, h or d"
-                ))
+        rest = tail;
+        if number.is_empty() {
+            return Err(invalid("expected a number followed by ms, s, m, h or d"));
+        }
+        let millis_per_unit: u64 = match unit {
+            "ms" => 1,
+            "s" => 1_000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
+            "" => return Err(invalid("missing unit (ms, s, m, h or d)")),
+            _ => return Err(invalid("unknown unit (use ms, s, m, h or d)")),
+        };
+        let part = match number.parse::<u64>() {
+            Ok(whole) => whole
+                .checked_mul(millis_per_unit)
+                .map(Duration::from_millis),
+            Err(_) => {
+                let value: f64 = number.parse().map_err(|_| invalid("not a number"))?;
+                Duration::try_from_secs_f64(value * millis_per_unit as f64 / 1_000.0).ok()
             }
         };
-        total += Duration::try_from_secs_f64(secs)
-            .map_err(|_| format!("invalid duration {text:?}: out of range"))?;
-        rest = tail;
+        total = part
+            .and_then(|part| total.checked_add(part))
+            .ok_or_else(|| invalid("too large"))?;
     }
     Ok(total)
 }
@@ -181,7 +189,6 @@ pub struct Config {
     /// The HTTP API.
     pub http: HttpConfig,
     /// Where flushes go.
-    #[serde(skip_serializing)]
     pub sinks: Vec<SinkConfig>,
 }
 
@@ -349,7 +356,7 @@ impl Config {
             tracing::warn!("no percentiles and no aggregates: timers will emit nothing");
         }
         crate::sinks::SinkSet::validate(&self.sinks, interval)
-            .map_err(|e| invalid("sinks", e.to_string()))?;
+            .map_err(|e| invalid(&e.key, e.reason))?;
         let hostname: Arc<str> = if self.hostname.is_empty() {
             Arc::from(machine_hostname())
         } else {
@@ -379,14 +386,9 @@ impl Config {
         })
     }
 
-    /// The effective configuration as TOML (sinks listed separately, secrets masked).
+    /// The effective configuration as TOML; secrets print as their `${ENV}` reference or `***`.
     pub fn to_effective_toml(&self) -> String {
-        let mut out = toml::to_string_pretty(self).unwrap_or_default();
-        for sink in &self.sinks {
-            out.push_str(&format!("\n# sink: {sink:?}"));
-        }
-        out.push('\n');
-        out
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
     }
 }
 
@@ -403,7 +405,32 @@ pub fn machine_hostname() -> String {
 }
 
 /// The 1-based line where dotted `key` is set (`[section]` then `name = `), if it is.
+/// `sinks[N].name` looks inside the N-th `[[sinks]]` table.
 fn line_of(source: &str, key: &str) -> Option<usize> {
+    if let Some(rest) = key.strip_prefix("sinks[") {
+        let (index, field) = rest.split_once(']')?;
+        let index: usize = index.parse().ok()?;
+        let field = field.trim_start_matches('.');
+        let mut seen = 0usize;
+        let mut inside = false;
+        for (i, raw) in source.lines().enumerate() {
+            let line = raw.trim();
+            if line.starts_with('[') {
+                inside = line == "[[sinks]]" && {
+                    seen += 1;
+                    seen == index + 1
+                };
+                if inside && field.is_empty() {
+                    return Some(i + 1);
+                }
+                continue;
+            }
+            if inside && line.split_once('=').is_some_and(|(k, _)| k.trim() == field) {
+                return Some(i + 1);
+            }
+        }
+        return None;
+    }
     let (section, name) = match key.rsplit_once('.') {
         Some((s, n)) => (s, n),
         None => ("", key),
@@ -528,6 +555,18 @@ mod tests {
         assert!(parse_duration("5").is_err());
         assert_eq!(format_duration(Duration::from_secs(90)), "90s");
         assert_eq!(format_duration(Duration::from_secs(600)), "10m");
+    }
+
+    #[test]
+    fn sink_errors_name_the_sink_key_and_line() {
+        let src =
+            "[[sinks]]\ntype = \"console\"\n\n[[sinks]]\ntype = \"http\"\nurl = \"ftp://x\"\n";
+        let m = Config::from_toml(src)
+            .unwrap()
+            .validate(src)
+            .unwrap_err()
+            .to_string();
+        assert!(m.starts_with("sinks[1].url (line 6)"), "{m}");
     }
 
     #[test]

@@ -27,6 +27,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use crate::config::parse_duration;
 use crate::flush::point::FlushBatch;
 
 pub use console::{ConsoleConfig, ConsoleFormat};
@@ -396,53 +397,6 @@ fn validate_all(
         });
     }
     Ok(valid)
-}
-
-/// Parses a duration written as numbers with units, as everywhere in the config: `"500ms"`,
-/// `"5s"`, `"1.5s"`, `"1m30s"`, `"2h"`, `"1d"` (units `ms`, `s`, `m`, `h`, `d`).
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let invalid = |why: &str| format!("invalid duration {s:?}: {why}");
-    let mut rest = s.trim();
-    if rest.is_empty() {
-        return Err(invalid("empty (use e.g. \"500ms\", \"10s\", \"1m\")"));
-    }
-    let mut total = Duration::ZERO;
-    while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        let (number, tail) = rest.split_at(digits);
-        let unit_len = tail
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(tail.len());
-        let (unit, tail) = tail.split_at(unit_len);
-        rest = tail;
-        if number.is_empty() {
-            return Err(invalid("expected a number followed by ms, s, m, h or d"));
-        }
-        let millis_per_unit: u64 = match unit {
-            "ms" => 1,
-            "s" => 1_000,
-            "m" => 60_000,
-            "h" => 3_600_000,
-            "d" => 86_400_000,
-            "" => return Err(invalid("missing unit (ms, s, m, h or d)")),
-            _ => return Err(invalid("unknown unit (use ms, s, m, h or d)")),
-        };
-        let part = match number.parse::<u64>() {
-            Ok(whole) => whole
-                .checked_mul(millis_per_unit)
-                .map(Duration::from_millis),
-            Err(_) => {
-                let value: f64 = number.parse().map_err(|_| invalid("not a number"))?;
-                Duration::try_from_secs_f64(value * millis_per_unit as f64 / 1_000.0).ok()
-            }
-        };
-        total = part
-            .and_then(|part| total.checked_add(part))
-            .ok_or_else(|| invalid("too large"))?;
-    }
-    Ok(total)
 }
 
 /// A warning limiter: the first event logs, later ones within [`LOG_EVERY`] are counted into the

@@ -114,6 +114,10 @@ fn cadence_counters_gauges_sets_and_timers() {
             c.set("users", i).unwrap();
             c.set("users", i % 10).unwrap();
         }
+        for i in 0..99i64 {
+            c.set("users.small", i * 31).unwrap();
+            c.set("users.small", 0).unwrap();
+        }
         for &v in &timer_values {
             c.time("api.latency", v).unwrap();
         }
@@ -145,8 +149,10 @@ fn cadence_counters_gauges_sets_and_timers() {
     assert_eq!(value_of(&points, "temperature"), 21.5);
     assert_eq!(points_named(&points, "queue.depth")[0]["kind"], "gauge");
 
-    // Sets: distinct members.
-    assert_eq!(value_of(&points, "users"), 150.0);
+    // Sets: exact below 100 distinct members, within 2 % above (SPEC §2).
+    assert_eq!(value_of(&points, "users.small"), 99.0);
+    let users = value_of(&points, "users");
+    assert!((users - 150.0).abs() <= 3.0, "users: {users}");
 
     // Timers: min/max/count/sum exact, percentiles within 1 % of nearest rank.
     let tv: Vec<f64> = timer_values.iter().map(|&v| v as f64).collect();
