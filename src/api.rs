@@ -1,14 +1,23 @@
-//! The HTTP API (SPEC §7): `/healthz` and `/metrics` here; later routes join the same router.
-//! Bodies are limited to `http.max_body_bytes`; errors are JSON `{"error": …}`.
+//! The HTTP API (SPEC §7): `/healthz`, `/metrics`, the health-check API and status page (§6).
+//!
+//! Bodies are limited to `http.max_body_bytes` (413 beyond it); every error is JSON
+//! `{"error": "…"}` with 400 for anything malformed (never 415 or 422); a body is validated
+//! whole before anything of it is stored.
 
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{header, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Query as QueryParams, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 
+use crate::health::{self, HealthStore, Origin, Query};
 use crate::sinks::SinkSet;
 use crate::telemetry::Telemetry;
 
@@ -19,16 +28,29 @@ pub struct ApiState {
     pub telemetry: Arc<Telemetry>,
     /// Sinks, for their counters.
     pub sinks: Arc<SinkSet>,
+    /// Health checks.
+    pub health: Arc<HealthStore>,
+    /// Flush interval in seconds (status page refresh).
+    pub interval_s: u64,
 }
 
 /// The router with every route.
 pub fn router(state: ApiState, max_body_bytes: usize) -> Router {
     Router::new()
+        .route("/", get(status_page))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
+        .route(
+            "/api/v1/healthchecks",
+            get(get_healthchecks).post(post_healthchecks),
+        )
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(state)
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(serde_json::json!({"error": message.into()}))).into_response()
 }
 
 async fn healthz(State(s): State<ApiState>) -> Response {
@@ -53,9 +75,200 @@ async fn metrics(State(s): State<ApiState>) -> Response {
 }
 
 async fn not_found() -> Response {
-    (
-        StatusCode::NOT_FOUND,
-        Json(serde_json::json!({"error": "no such route"})),
-    )
-        .into_response()
+    error(StatusCode::NOT_FOUND, "no such route")
+}
+
+/// Turns a body rejection into our JSON errors: 413 for too large, 400 for the rest.
+fn body_error(r: BytesRejection) -> Response {
+    let status = r.status();
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
+        error(status, "body exceeds http.max_body_bytes")
+    } else {
+        error(StatusCode::BAD_REQUEST, format!("cannot read body: {r}"))
+    }
+}
+
+async fn post_healthchecks(
+    State(s): State<ApiState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    if let Some(ct) = headers.get(header::CONTENT_TYPE) {
+        let ct = ct.to_str().unwrap_or_default().to_ascii_lowercase();
+        if !ct.contains("json") {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "content type must be application/json",
+            );
+        }
+    }
+    let body = match body {
+        Ok(b) => b,
+        Err(r) => return body_error(r),
+    };
+    let now = i64::try_from(crate::flush::unix_now().as_secs()).unwrap_or(0);
+    let results = match health::parse_body(&body, now) {
+        Ok(r) => r,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.0),
+    };
+    let received = results.len();
+    let stored = s.health.record(results, Origin::Api);
+    Json(serde_json::json!({"accepted": stored, "refused": received - stored})).into_response()
+}
+
+fn parse_query(params: &HashMap<String, String>) -> Result<Query, String> {
+    let number = |key: &str| -> Result<usize, String> {
+        match params.get(key) {
+            None => Ok(0),
+            Some(v) if v.is_empty() => Ok(0),
+            Some(v) => v
+                .parse()
+                .map_err(|_| format!("{key}: must be a non-negative integer")),
+        }
+    };
+    let status = number("status")?;
+    if status > 2 {
+        return Err("status: must be 0, 1 or 2".into());
+    }
+    let history = match params.get("history").map(String::as_str) {
+        None | Some("" | "false" | "0") => false,
+        Some("true" | "1") => true,
+        Some(_) => return Err("history: must be true or false".into()),
+    };
+    Ok(Query {
+        id: params.get("id").cloned().unwrap_or_default(),
+        service: params.get("service").cloned().unwrap_or_default(),
+        status: u8::try_from(status).unwrap_or(0),
+        limit: number("limit")?,
+        offset: number("offset")?,
+        history,
+    })
+}
+
+async fn get_healthchecks(
+    State(s): State<ApiState>,
+    params: Result<QueryParams<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Ok(QueryParams(params)) = params else {
+        return error(StatusCode::BAD_REQUEST, "malformed query string");
+    };
+    match parse_query(&params) {
+        Ok(q) => Json(serde_json::json!({"healthChecks": s.health.query(&q)})).into_response(),
+        Err(e) => error(StatusCode::BAD_REQUEST, e),
+    }
+}
+
+fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '&' => out.push_str("&amp;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn age(seconds: f64) -> String {
+    let s = seconds.max(0.0) as u64;
+    match s {
+        0..=59 => format!("{s}s ago"),
+        60..=3599 => format!("{}m {}s ago", s / 60, s % 60),
+        _ => format!("{}h {}m ago", s / 3600, (s % 3600) / 60),
+    }
+}
+
+const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:2rem;color:#222;background:#fafafa}
+h1{font-size:1.4rem;margin:0 0 .5rem}h2{font-size:1.1rem;margin:1.5rem 0 .4rem}
+.stats{display:flex;gap:1rem;flex-wrap:wrap}.stat{background:#fff;border:1px solid #ddd;border-radius:6px;padding:.6rem 1rem}
+.stat b{display:block;font-size:1.3rem}table{border-collapse:collapse;background:#fff;min-width:40rem}
+th,td{text-align:left;padding:.35rem .8rem;border-bottom:1px solid #eee}th{background:#f0f0f0}
+.status{font-weight:bold;padding:.1rem .5rem;border-radius:4px;color:#fff}
+.OK{background:#2e7d32}.ERROR{background:#c62828}.UNKNOWN{background:#757575}
+.msg{color:#555;max-width:40rem;overflow-wrap:anywhere}footer{margin-top:2rem;color:#888;font-size:.85rem}";
+
+async fn status_page(State(s): State<ApiState>) -> Response {
+    let t = &s.telemetry;
+    let interval = s.interval_s.max(1);
+    let rate = t.lines_last_interval.load(Ordering::Relaxed) as f64 / interval as f64;
+    let series: u64 = t
+        .series_active
+        .iter()
+        .map(|a| a.load(Ordering::Relaxed))
+        .sum();
+    let last_flush = t.last_flush_unix.load(Ordering::Relaxed);
+    let now = crate::flush::unix_now().as_secs();
+    let last_flush_text = if last_flush == 0 {
+        "not yet".to_owned()
+    } else {
+        age(now.saturating_sub(last_flush) as f64)
+    };
+    let checks = s.health.query(&Query::default());
+    let mut by_service: BTreeMap<(bool, String), Vec<&health::CheckView>> = BTreeMap::new();
+    for c in &checks {
+        let name = c.result.service.name.clone();
+        by_service
+            .entry((name != "meterd", name))
+            .or_default()
+            .push(c);
+    }
+    let mut html = String::with_capacity(8192);
+    let _ = write!(
+        html,
+        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+<meta http-equiv=\"refresh\" content=\"{interval}\"><title>meterd status</title>\
+<style>{STYLE}</style></head><body><h1>meterd {version} on {host}</h1>\
+<div class=\"stats\"><div class=\"stat\">ingest rate<b id=\"rate\">{rate:.0} lines/s</b></div>\
+<div class=\"stat\">series<b id=\"series\">{series}</b></div>\
+<div class=\"stat\">last flush<b id=\"last-flush\">{last_flush_text}</b></div>\
+<div class=\"stat\">checks<b>{n}</b></div></div>",
+        version = env!("CARGO_PKG_VERSION"),
+        host = escape(&s.health.config().hostname),
+        n = checks.len(),
+    );
+    if checks.is_empty() {
+        html.push_str("<p>No health checks reported yet.</p>");
+    }
+    for ((_, service), rows) in &by_service {
+        let _ = write!(
+            html,
+            "<h2>{}</h2><table><thead><tr><th>check</th><th>instance</th><th>status</th>\
+<th>age</th><th>message</th></tr></thead><tbody>",
+            escape(service)
+        );
+        for c in rows {
+            let r = &c.result;
+            let word = health::status_word(r.status);
+            let message = if r.error.is_empty() {
+                r.results
+                    .get("msg")
+                    .and_then(|v| v.as_str())
+                    .unwrap_or_default()
+                    .to_owned()
+            } else {
+                r.error.clone()
+            };
+            let id = if r.id.is_empty() {
+                "healthcheck"
+            } else {
+                &r.id
+            };
+            let _ = write!(
+                html,
+                "<tr><td>{}</td><td>{}</td><td><span class=\"status {word}\">{word}</span></td>\
+<td>{}</td><td class=\"msg\">{}</td></tr>",
+                escape(id),
+                escape(&r.service.id),
+                age(c.age_s),
+                escape(&message)
+            );
+        }
+        html.push_str("</tbody></table>");
+    }
+    html.push_str("<footer>Refreshes every interval. JSON: <a href=\"/api/v1/healthchecks\">/api/v1/healthchecks</a>, metrics: <a href=\"/metrics\">/metrics</a></footer></body></html>");
+    Html(html).into_response()
 }

@@ -188,6 +188,8 @@ pub struct Config {
     pub ingest: IngestConfig,
     /// The HTTP API.
     pub http: HttpConfig,
+    /// The health-check store.
+    pub health: HealthSection,
     /// Where flushes go.
     pub sinks: Vec<SinkConfig>,
 }
@@ -224,6 +226,31 @@ pub struct HttpConfig {
     pub max_body_bytes: usize,
 }
 
+/// `[health]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HealthSection {
+    /// Silence after which a check that sends no `interval` turns UNKNOWN.
+    pub stale_after: Dur,
+    /// Silence after which a check that sends no `ttl` leaves the store.
+    pub ttl: Dur,
+    /// Previous results kept per check.
+    pub history: usize,
+    /// Distinct (check id, service id) pairs kept; new ones beyond it are refused and counted.
+    pub max_checks: usize,
+}
+
+impl Default for HealthSection {
+    fn default() -> Self {
+        HealthSection {
+            stale_after: Dur(Duration::from_secs(30)),
+            ttl: Dur(Duration::from_secs(3600)),
+            history: 10,
+            max_checks: 100_000,
+        }
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -238,6 +265,7 @@ impl Default for Config {
             shutdown_timeout: Dur(Duration::from_secs(10)),
             ingest: IngestConfig::default(),
             http: HttpConfig::default(),
+            health: HealthSection::default(),
             sinks: vec![SinkConfig::default()],
         }
     }
@@ -341,6 +369,18 @@ impl Config {
         }
         if self.http.max_body_bytes == 0 {
             return Err(invalid("http.max_body_bytes", "must be at least 1".into()));
+        }
+        if self.health.stale_after.0.is_zero() {
+            return Err(invalid("health.stale_after", "must be more than 0".into()));
+        }
+        if self.health.ttl.0 < self.health.stale_after.0 {
+            return Err(invalid(
+                "health.ttl",
+                "must be at least health.stale_after".into(),
+            ));
+        }
+        if self.health.history > 1000 {
+            return Err(invalid("health.history", "must be at most 1000".into()));
         }
         for (i, t) in self.tags.iter().enumerate() {
             if t.is_empty() || t.contains(',') || t.chars().any(char::is_control) {

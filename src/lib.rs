@@ -17,8 +17,10 @@
 
 pub mod aggregate;
 pub mod api;
+pub mod checks_cli;
 pub mod config;
 pub mod flush;
+pub mod health;
 pub mod ingest;
 pub mod protocol;
 pub mod send;

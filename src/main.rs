@@ -34,6 +34,18 @@ enum Command {
     },
     /// Print the commented default config (the same text as config.example.toml).
     DefaultConfig,
+    /// Show the health checks a running meterd holds (GET /api/v1/healthchecks) as a table.
+    Checks {
+        /// Only this check id.
+        #[arg(long)]
+        id: Option<String>,
+        /// Only this service name.
+        #[arg(long)]
+        service: Option<String>,
+        /// meterd's HTTP API.
+        #[arg(long, default_value = "127.0.0.1:8127", value_name = "HOST:PORT")]
+        api: String,
+    },
     /// Send statsd lines over UDP (`-` reads lines from stdin).
     Send {
         /// Lines such as `page.views:1|c` or `api.latency:12|ms|#env:prod`.
@@ -81,6 +93,13 @@ fn run(cli: Cli) -> Result<()> {
                 .with_context(|| format!("in {}", file.display()))?;
             print!("{}", rt.config.to_effective_toml());
             eprintln!("{}: ok", file.display());
+            Ok(())
+        }
+        Some(Command::Checks { id, service, api }) => {
+            print!(
+                "{}",
+                meterd::checks_cli::checks(&api, id.as_deref(), service.as_deref())?
+            );
             Ok(())
         }
         Some(Command::Send { lines, to }) => {

@@ -13,6 +13,7 @@ use crate::aggregate::{Aggregator, AggregatorConfig, Ingestor};
 use crate::api::{self, ApiState};
 use crate::config::Runtime;
 use crate::flush::{next_boundary, unix_now, Flusher, Renderer};
+use crate::health::{HealthConfig, HealthStore};
 use crate::ingest;
 use crate::sinks::SinkSet;
 use crate::telemetry::Telemetry;
@@ -55,17 +56,27 @@ pub async fn run(rt: Runtime, shutdown: impl Future<Output = ()>) -> Result<(), 
     let telemetry = Arc::new(Telemetry::default());
     let interval = rt.interval;
     let gauge_memory_flushes = (3600 / interval.as_secs().max(1)).max(1);
-    let aggregator = Arc::new(Aggregator::new(
-        AggregatorConfig {
-            shards: rt.shards,
-            max_series: cfg.max_series,
-            max_events: cfg.max_events,
-            gauge_deltas: cfg.gauge_deltas,
-            hostname: rt.hostname.clone(),
-            gauge_memory_flushes,
-        },
-        telemetry.clone(),
-    ));
+    let health = Arc::new(HealthStore::new(HealthConfig {
+        stale_after: cfg.health.stale_after.0,
+        ttl: cfg.health.ttl.0,
+        history: cfg.health.history,
+        max_checks: cfg.health.max_checks,
+        hostname: rt.hostname.clone(),
+    }));
+    let aggregator = Arc::new(
+        Aggregator::new(
+            AggregatorConfig {
+                shards: rt.shards,
+                max_series: cfg.max_series,
+                max_events: cfg.max_events,
+                gauge_deltas: cfg.gauge_deltas,
+                hostname: rt.hostname.clone(),
+                gauge_memory_flushes,
+            },
+            telemetry.clone(),
+        )
+        .with_health(health.clone()),
+    );
     let stop_threads = Arc::new(AtomicBool::new(false));
     let (stop_tx, stop_rx) = watch::channel(false);
     let max_datagram = cfg.ingest.max_datagram_bytes;
@@ -145,6 +156,8 @@ pub async fn run(rt: Runtime, shutdown: impl Future<Output = ()>) -> Result<(), 
     let api_state = ApiState {
         telemetry: telemetry.clone(),
         sinks: sinks.clone(),
+        health: health.clone(),
+        interval_s: interval.as_secs(),
     };
     let mut api_stop = stop_rx.clone();
     let max_body = cfg.http.max_body_bytes;
@@ -174,6 +187,7 @@ pub async fn run(rt: Runtime, shutdown: impl Future<Output = ()>) -> Result<(), 
         Renderer::new(&rt),
         sinks.clone(),
         udp_ports,
+        health,
     );
     tokio::pin!(shutdown);
     loop {

@@ -34,6 +34,10 @@ pub struct Telemetry {
     pub udp_kernel_drops: AtomicU64,
     /// `POST /import` bodies accepted.
     pub import_received: AtomicU64,
+    /// Health results refused by `[health] max_checks` (copied from the store at each flush).
+    pub health_dropped: AtomicU64,
+    /// Lines received in the last complete interval (for the status page).
+    pub lines_last_interval: AtomicU64,
     /// Unix seconds of the last flush.
     pub last_flush_unix: AtomicU64,
     /// When meterd started.
@@ -53,6 +57,8 @@ impl Default for Telemetry {
             series_active: Default::default(),
             udp_kernel_drops: AtomicU64::new(0),
             import_received: AtomicU64::new(0),
+            health_dropped: AtomicU64::new(0),
+            lines_last_interval: AtomicU64::new(0),
             last_flush_unix: AtomicU64::new(0),
             started: Instant::now(),
         }
@@ -111,6 +117,7 @@ impl Telemetry {
             });
         }
         out.push(c("events.dropped", load(&self.events_dropped)));
+        out.push(c("health.dropped", load(&self.health_dropped)));
         out.push(Sample {
             name: "flush.duration_ms",
             tag: None,

@@ -13,6 +13,7 @@ use super::{Aggregator, GaugeDeltas, OpValue};
 use crate::aggregate::key::{encode_key, hash_key};
 use crate::aggregate::set::hash_member;
 use crate::flush::point::{Event, ServiceCheck};
+use crate::health::{from_service_check, Origin};
 use crate::protocol::{
     parse_line, unescape_newlines, EventLine, Line, MetricLine, MetricType, ParseError,
     ServiceCheckLine,
@@ -101,7 +102,12 @@ impl Ingestor {
                 self.aggregator.push_event(event);
             }
             Ok(Line::ServiceCheck(sc)) => {
-                let check = to_service_check(&sc, &self.aggregator.config().hostname);
+                let hostname = &self.aggregator.config().hostname;
+                let check = to_service_check(&sc, hostname);
+                if let Some(store) = self.aggregator.health() {
+                    let result = from_service_check(&check, sc.host, hostname);
+                    store.record(vec![result], Origin::ServiceCheckLine);
+                }
                 self.aggregator.push_service_check(check);
             }
             Err(e) => self.count_invalid(e),

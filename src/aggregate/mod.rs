@@ -22,6 +22,7 @@ use hashbrown::HashTable;
 pub use batch::Ingestor;
 
 use crate::flush::point::{Event, ServiceCheck};
+use crate::health::HealthStore;
 use crate::telemetry::Telemetry;
 use histogram::HistogramState;
 use set::SetSketch;
@@ -119,6 +120,7 @@ pub struct Aggregator {
     passthrough: Mutex<Passthrough>,
     config: AggregatorConfig,
     telemetry: Arc<Telemetry>,
+    health: Option<Arc<HealthStore>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -145,7 +147,19 @@ impl Aggregator {
             passthrough: Mutex::new(Passthrough::default()),
             config,
             telemetry,
+            health: None,
         }
+    }
+
+    /// Sends `_sc` lines to `store` as well as to the sinks (SPEC §6).
+    pub fn with_health(mut self, store: Arc<HealthStore>) -> Aggregator {
+        self.health = Some(store);
+        self
+    }
+
+    /// The health store `_sc` lines land in, if any.
+    pub fn health(&self) -> Option<&Arc<HealthStore>> {
+        self.health.as_ref()
     }
 
     /// Number of shards (a power of two).

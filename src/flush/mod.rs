@@ -11,6 +11,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crate::aggregate::key::KeyParts;
 use crate::aggregate::{Aggregator, Snapshot, State};
 use crate::config::{Aggregate, Runtime};
+use crate::health::{self, HealthResult, HealthStore, Origin, Service};
 use crate::protocol::MetricType;
 use crate::sinks::SinkSet;
 use naming::{aggregate_suffix, percentile_suffix};
@@ -193,7 +194,12 @@ pub struct Flusher {
     pub sinks: Arc<SinkSet>,
     /// UDP ports, for the kernel drop counter.
     pub udp_ports: Vec<u16>,
+    /// Health checks: meterd's own are recorded here each flush, and everything pending drained.
+    pub health: Arc<HealthStore>,
     previous: Vec<u64>,
+    last_kernel_drops: u64,
+    last_packets: u64,
+    last_lines: u64,
 }
 
 impl Flusher {
@@ -203,14 +209,74 @@ impl Flusher {
         renderer: Renderer,
         sinks: Arc<SinkSet>,
         udp_ports: Vec<u16>,
+        health: Arc<HealthStore>,
     ) -> Flusher {
+        let t = aggregator.telemetry().clone();
         Flusher {
             aggregator,
             renderer,
             sinks,
             udp_ports,
+            health,
             previous: Vec::new(),
+            last_kernel_drops: t.udp_kernel_drops.load(Ordering::Relaxed),
+            last_packets: 0,
+            last_lines: 0,
         }
+    }
+
+    /// meterd's own checks (SPEC §6): `meterd.ingest` and one `meterd.sink.NAME` per sink.
+    fn record_self_checks(&mut self, timestamp: i64) {
+        let t = self.aggregator.telemetry().clone();
+        let drops = t.udp_kernel_drops.load(Ordering::Relaxed);
+        let packets = t.packets_received.load(Ordering::Relaxed);
+        let lines = t.lines_received.load(Ordering::Relaxed);
+        let new_drops = drops.saturating_sub(self.last_kernel_drops);
+        let new_packets = packets.saturating_sub(self.last_packets);
+        let new_lines = lines.saturating_sub(self.last_lines);
+        self.last_kernel_drops = drops;
+        self.last_packets = packets;
+        self.last_lines = lines;
+        t.lines_last_interval.store(new_lines, Ordering::Relaxed);
+        let interval = self.renderer.interval;
+        let host = self.renderer.hostname().to_string();
+        let own = |id: String, ok: bool, error: String, results: Vec<(&str, u64)>| HealthResult {
+            id,
+            description: String::new(),
+            timestamp,
+            interval,
+            ttl: 0,
+            status: if ok { health::OK } else { health::ERROR },
+            error: if ok { String::new() } else { error },
+            service: Service {
+                id: host.clone(),
+                name: "meterd".to_owned(),
+                version: env!("CARGO_PKG_VERSION").to_owned(),
+            },
+            results: results
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), serde_json::Value::from(v)))
+                .collect(),
+        };
+        let mut results = vec![own(
+            "meterd.ingest".to_owned(),
+            new_drops == 0,
+            format!("the kernel dropped {new_drops} datagrams in the last interval (socket buffer full)"),
+            vec![("packets", new_packets), ("lines", new_lines), ("kernel_drops", new_drops)],
+        )];
+        for (name, stats) in self.sinks.stats() {
+            let ok = stats.last_ok.load(Ordering::Relaxed);
+            results.push(own(
+                format!("meterd.sink.{name}"),
+                ok,
+                format!("the last delivery to sink {name} failed"),
+                vec![
+                    ("sent", stats.sent.load(Ordering::Relaxed)),
+                    ("dropped", stats.dropped.load(Ordering::Relaxed)),
+                ],
+            ));
+        }
+        self.health.record(results, Origin::Api);
     }
 
     /// Swaps, renders (on a blocking thread) and submits one flush stamped `timestamp`.
@@ -236,6 +302,15 @@ impl Flusher {
         if let Some(drops) = crate::telemetry::read_udp_kernel_drops(&self.udp_ports) {
             t.udp_kernel_drops.store(drops, Ordering::Relaxed);
         }
+        self.record_self_checks(timestamp);
+        let (checks, gauges, events) = self.health.drain(self.renderer.interval);
+        batch.service_checks.extend(checks);
+        batch.metrics.extend(gauges);
+        batch.events.extend(events);
+        t.health_dropped.store(
+            self.health.dropped.load(Ordering::Relaxed),
+            Ordering::Relaxed,
+        );
         let sink_stats = self.sinks.stats();
         batch.metrics.extend(t.points(
             &mut self.previous,

@@ -2,5 +2,6 @@
 //! and raw datagrams in, a capturing HTTP server as the sinks' endpoint.
 
 mod cli;
+mod health;
 mod statsd;
 mod util;

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 
@@ -34,12 +34,22 @@ pub fn fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
+/// Unix seconds now.
+pub fn unix_now() -> i64 {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs();
+    i64::try_from(secs).expect("seconds fit i64")
+}
+
 /// A running meterd.
 pub struct Meterd {
     child: Child,
     /// Bound addresses by transport (`udp`, `tcp`, `unix`, `http`), in log order.
     pub addrs: HashMap<String, Vec<String>>,
     log: Arc<Mutex<Vec<String>>>,
+    stdout: Arc<Mutex<Vec<u8>>>,
     /// Holds the config file (and any socket paths) alive.
     pub dir: tempfile::TempDir,
 }
@@ -47,6 +57,11 @@ pub struct Meterd {
 impl Meterd {
     /// Starts meterd with `config` (TOML) and waits for its "meterd started" log line.
     pub fn start(config: &str) -> Meterd {
+        Meterd::start_with_env(config, &[])
+    }
+
+    /// As [`Meterd::start`], with extra environment variables for the child.
+    pub fn start_with_env(config: &str, env: &[(&str, &str)]) -> Meterd {
         let dir = tempfile::tempdir().expect("tempdir");
         let config = config.replace("@DIR@", &dir.path().display().to_string());
         let path = dir.path().join("meterd.toml");
@@ -55,6 +70,7 @@ impl Meterd {
             .arg("--config")
             .arg(&path)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -71,12 +87,18 @@ impl Meterd {
                 }
             });
         }
-        // Keep stdout drained so the console sink can never block on a full pipe.
+        // Keep stdout drained (and kept) so the console sink can never block on a full pipe.
         let mut stdout = child.stdout.take().expect("stdout");
-        std::thread::spawn(move || {
-            let mut sink = Vec::new();
-            let _ = stdout.read_to_end(&mut sink);
-        });
+        let stdout_buf = Arc::new(Mutex::new(Vec::new()));
+        {
+            let stdout_buf = stdout_buf.clone();
+            std::thread::spawn(move || {
+                let mut chunk = [0u8; 8192];
+                while let Ok(n @ 1..) = stdout.read(&mut chunk) {
+                    stdout_buf.lock().unwrap().extend_from_slice(&chunk[..n]);
+                }
+            });
+        }
         let mut addrs: HashMap<String, Vec<String>> = HashMap::new();
         let start = Instant::now();
         loop {
@@ -109,6 +131,7 @@ impl Meterd {
             child,
             addrs,
             log,
+            stdout: stdout_buf,
             dir,
         }
     }
@@ -128,11 +151,26 @@ impl Meterd {
         self.log.lock().unwrap().join("\n")
     }
 
+    /// Everything meterd wrote to stdout so far (lossy UTF-8).
+    pub fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.stdout.lock().unwrap()).into_owned()
+    }
+
     /// Sends SIGTERM and waits for exit.
     pub fn terminate(&mut self) -> ExitStatus {
+        self.send_sigterm();
+        self.wait_exit()
+    }
+
+    /// Sends SIGTERM without waiting.
+    pub fn send_sigterm(&self) {
         let pid = libc::pid_t::try_from(self.child.id()).expect("pid");
         // SAFETY: sending a signal to our own child process.
         unsafe { libc::kill(pid, libc::SIGTERM) };
+    }
+
+    /// Waits (up to the deadline) for meterd to exit.
+    pub fn wait_exit(&mut self) -> ExitStatus {
         let start = Instant::now();
         loop {
             if let Some(status) = self.child.try_wait().expect("wait") {
@@ -151,6 +189,28 @@ impl Meterd {
     pub fn http_get(&self, path: &str) -> (u16, String) {
         http_request(self.addr("http"), "GET", path, &[])
     }
+
+    /// The value of one sample at `GET /metrics`, e.g. `meterd_lines_received_total` or
+    /// `meterd_sink_dropped_total{sink="http"}`; `None` if absent.
+    pub fn prom(&self, series: &str) -> Option<f64> {
+        let (_, text) = self.http_get("/metrics");
+        prom_value(&text, series)
+    }
+
+    /// Waits until meterd has counted at least `n` lines (`meterd_lines_received_total`).
+    pub fn wait_lines(&self, n: u64) {
+        wait_for(&format!("{n} lines received"), || {
+            let got = self.prom("meterd_lines_received_total").unwrap_or(0.0);
+            (got >= n as f64).then_some(())
+        });
+    }
+}
+
+/// The value of the sample `series` (name plus labels, exactly as exposed) in Prometheus text.
+pub fn prom_value(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 impl Drop for Meterd {
@@ -215,6 +275,8 @@ pub struct Captured {
     pub headers: HashMap<String, String>,
     /// Decoded body.
     pub body: Vec<u8>,
+    /// The body as it arrived (before any gunzip).
+    pub raw: Vec<u8>,
 }
 
 impl Captured {
@@ -331,6 +393,7 @@ fn serve_conn(
         if reader.read_exact(&mut body).is_err() {
             return;
         }
+        let raw = body.clone();
         if headers.get("content-encoding").map(String::as_str) == Some("gzip") {
             let mut out = Vec::new();
             flate2::read::GzDecoder::new(&body[..])
@@ -343,6 +406,7 @@ fn serve_conn(
             path,
             headers,
             body,
+            raw,
         });
         let status = match behaviour {
             Behaviour::Ok => 200,
@@ -395,8 +459,8 @@ pub fn sum_named(points: &[Value], name: &str) -> f64 {
 pub fn avoid_boundary(interval: Duration, margin: Duration) {
     let step = interval.as_millis();
     loop {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
             .unwrap()
             .as_millis();
         let left = step - now % step;
