@@ -14,9 +14,12 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Query as QueryParams, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 
+use crate::aggregate::Aggregator;
+use crate::forward::client::GlobalStats;
+use crate::forward::import::{self as importer, ImportError};
 use crate::health::{self, HealthStore, Origin, Query};
 use crate::sinks::SinkSet;
 use crate::telemetry::Telemetry;
@@ -32,6 +35,14 @@ pub struct ApiState {
     pub health: Arc<HealthStore>,
     /// Flush interval in seconds (status page refresh).
     pub interval_s: u64,
+    /// Globals this instance forwards to (for `/metrics`).
+    pub globals: Vec<Arc<GlobalStats>>,
+    /// Where imports merge.
+    pub aggregator: Arc<Aggregator>,
+    /// Required bearer token for `/import`; empty = none.
+    pub import_token: Arc<str>,
+    /// Largest decompressed import.
+    pub max_import_bytes: usize,
 }
 
 /// The router with every route.
@@ -40,6 +51,7 @@ pub fn router(state: ApiState, max_body_bytes: usize) -> Router {
         .route("/", get(status_page))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
+        .route("/import", post(import))
         .route(
             "/api/v1/healthchecks",
             get(get_healthchecks).post(post_healthchecks),
@@ -63,7 +75,7 @@ async fn healthz(State(s): State<ApiState>) -> Response {
 }
 
 async fn metrics(State(s): State<ApiState>) -> Response {
-    let body = s.telemetry.prometheus_text(&s.sinks.stats());
+    let body = s.telemetry.prometheus_text(&s.sinks.stats(), &s.globals);
     (
         [(
             header::CONTENT_TYPE,
@@ -114,6 +126,56 @@ async fn post_healthchecks(
     let received = results.len();
     let stored = s.health.record(results, Origin::Api);
     Json(serde_json::json!({"accepted": stored, "refused": received - stored})).into_response()
+}
+
+/// Constant-time comparison, so a token cannot be guessed byte by byte from timings.
+fn same_token(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn import(
+    State(s): State<ApiState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    if !s.import_token.is_empty() {
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or_default();
+        if !same_token(given.as_bytes(), s.import_token.as_bytes()) {
+            return error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
+        }
+    }
+    let body = match body {
+        Ok(b) => b,
+        Err(r) => return body_error(r),
+    };
+    let gzip = headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("gzip"));
+    let now = i64::try_from(crate::flush::unix_now().as_secs()).unwrap_or(0);
+    let max = s.max_import_bytes;
+    let decoded =
+        tokio::task::spawn_blocking(move || importer::decode(&body, gzip, max, now)).await;
+    let imp = match decoded {
+        Ok(Ok(imp)) => imp,
+        Ok(Err(ImportError::TooLarge(n))) => {
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("decompressed body exceeds {n} bytes"),
+            )
+        }
+        Ok(Err(e)) => return error(StatusCode::BAD_REQUEST, e.to_string()),
+        Err(_) => return error(StatusCode::INTERNAL_SERVER_ERROR, "import failed"),
+    };
+    let series = imp.series.len();
+    let refused = s.aggregator.merge_series(imp.series);
+    s.health.record(imp.health_results, Origin::Forwarded);
+    s.telemetry.import_received.fetch_add(1, Ordering::Relaxed);
+    Json(serde_json::json!({"series": series, "refused": refused})).into_response()
 }
 
 fn parse_query(params: &HashMap<String, String>) -> Result<Query, String> {

@@ -14,7 +14,7 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::aggregate::GaugeDeltas;
-use crate::sinks::SinkConfig;
+use crate::sinks::{Secret, SinkConfig};
 
 /// The commented default configuration (`config.example.toml`).
 pub const DEFAULT_CONFIG: &str = include_str!("../config.example.toml");
@@ -188,6 +188,8 @@ pub struct Config {
     pub ingest: IngestConfig,
     /// The HTTP API.
     pub http: HttpConfig,
+    /// Local → global forwarding.
+    pub forward: ForwardSection,
     /// The health-check store.
     pub health: HealthSection,
     /// Where flushes go.
@@ -224,6 +226,32 @@ pub struct HttpConfig {
     pub listen: SocketAddr,
     /// Largest request body accepted.
     pub max_body_bytes: usize,
+    /// When set, `POST /import` requires `Authorization: Bearer TOKEN`.
+    pub import_token: Secret,
+}
+
+/// `[forward]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ForwardSection {
+    /// Global instances' base URLs (`http://host:8127`); meterd appends `/import`. Empty means
+    /// standalone.
+    pub addresses: Vec<String>,
+    /// Undelivered intervals kept per global while it is unreachable; older ones are dropped
+    /// and counted in `meterd.forward.dropped`.
+    pub buffer_intervals: usize,
+    /// Bearer token sent with each import (the globals' `[http] import_token`).
+    pub token: Secret,
+}
+
+impl Default for ForwardSection {
+    fn default() -> Self {
+        ForwardSection {
+            addresses: Vec::new(),
+            buffer_intervals: 3,
+            token: Secret::default(),
+        }
+    }
 }
 
 /// `[health]`.
@@ -265,6 +293,7 @@ impl Default for Config {
             shutdown_timeout: Dur(Duration::from_secs(10)),
             ingest: IngestConfig::default(),
             http: HttpConfig::default(),
+            forward: ForwardSection::default(),
             health: HealthSection::default(),
             sinks: vec![SinkConfig::default()],
         }
@@ -291,6 +320,7 @@ impl Default for HttpConfig {
         HttpConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8127)),
             max_body_bytes: 10 * 1024 * 1024,
+            import_token: Secret::default(),
         }
     }
 }
@@ -310,6 +340,12 @@ pub struct Runtime {
     pub readers: usize,
     /// Shards (power of two).
     pub shards: usize,
+    /// Global base URLs without a trailing slash; empty = standalone.
+    pub globals: Vec<String>,
+    /// Resolved `[forward] token` (empty = none).
+    pub forward_token: String,
+    /// Resolved `[http] import_token` (empty = none).
+    pub import_token: String,
 }
 
 fn cores() -> usize {
@@ -370,6 +406,39 @@ impl Config {
         if self.http.max_body_bytes == 0 {
             return Err(invalid("http.max_body_bytes", "must be at least 1".into()));
         }
+        let mut globals = Vec::with_capacity(self.forward.addresses.len());
+        for (i, a) in self.forward.addresses.iter().enumerate() {
+            let url = a.trim_end_matches('/');
+            if !(url.starts_with("http://") || url.starts_with("https://")) || url.len() < 10 {
+                return Err(invalid(
+                    "forward.addresses",
+                    format!("address {i} ({a:?}) must be a base URL like \"http://10.0.0.5:8127\""),
+                ));
+            }
+            if globals.iter().any(|g: &String| g == url) {
+                return Err(invalid(
+                    "forward.addresses",
+                    format!("{a:?} is listed twice"),
+                ));
+            }
+            globals.push(url.to_owned());
+        }
+        if self.forward.buffer_intervals == 0 || self.forward.buffer_intervals > 100 {
+            return Err(invalid(
+                "forward.buffer_intervals",
+                "must be between 1 and 100".into(),
+            ));
+        }
+        let forward_token = self
+            .forward
+            .token
+            .resolve(|| "forward.token".into())
+            .map_err(|e| invalid(&e.key, e.reason))?;
+        let import_token = self
+            .http
+            .import_token
+            .resolve(|| "http.import_token".into())
+            .map_err(|e| invalid(&e.key, e.reason))?;
         if self.health.stale_after.0.is_zero() {
             return Err(invalid("health.stale_after", "must be more than 0".into()));
         }
@@ -417,6 +486,9 @@ impl Config {
         }
         .next_power_of_two();
         Ok(Runtime {
+            globals,
+            forward_token,
+            import_token,
             hostname,
             interval,
             tags,

@@ -289,6 +289,9 @@ pub struct HealthConfig {
     pub max_checks: usize,
     /// meterd's hostname: the host of emitted checks.
     pub hostname: Arc<str>,
+    /// This instance forwards to globals: keep what it records (except forwarded results) for
+    /// [`HealthStore::take_forward`].
+    pub forwarding: bool,
 }
 
 /// Where a result came from, which decides what the next flush emits for it.
@@ -298,6 +301,8 @@ pub enum Origin {
     Api,
     /// An `_sc` line: its own service check is already emitted as it was sent; store only.
     ServiceCheckLine,
+    /// Forwarded by a local: the fleet view keeps it; never emitted or forwarded again.
+    Forwarded,
 }
 
 struct Entry {
@@ -336,6 +341,8 @@ struct Inner {
     /// Stale transitions to emit as UNKNOWN service checks at the next flush.
     pending_stale: Vec<HealthResult>,
     events: Vec<Event>,
+    /// Results to forward to the globals at the next flush (bounded by `max_checks`).
+    forward: Vec<HealthResult>,
     /// Sequence for "most recently received first" ties.
     seq: u64,
     order: HashMap<(String, String), u64>,
@@ -451,6 +458,12 @@ impl HealthStore {
                     );
                 }
             }
+            if self.config.forwarding
+                && origin != Origin::Forwarded
+                && inner.forward.len() < self.config.max_checks
+            {
+                inner.forward.push(r.clone());
+            }
             if origin == Origin::Api {
                 inner.pending.push(r);
             }
@@ -551,6 +564,15 @@ impl HealthStore {
             }
         }
         (checks, gauges, events)
+    }
+
+    /// Takes the results recorded since the last call, as JSON objects, for forwarding.
+    pub fn take_forward(&self) -> Vec<String> {
+        let results = std::mem::take(&mut lock(&self.inner).forward);
+        results
+            .iter()
+            .filter_map(|r| serde_json::to_string(r).ok())
+            .collect()
     }
 
     /// Answers a query: filter, order (most recently received first, ties by id), then page.
@@ -697,6 +719,7 @@ mod tests {
             history: 2,
             max_checks: 3,
             hostname: Arc::from("meterd-host"),
+            forwarding: true,
         })
     }
 
@@ -925,6 +948,25 @@ mod tests {
             .contains(&"check:go.micro.healthcheck.ping".to_owned()));
         // Emitted once.
         assert!(s.drain(10).0.is_empty());
+    }
+
+    #[test]
+    fn forwarded_results_round_trip_and_are_not_forwarded_again() {
+        let s = store();
+        s.record(parse_body(PING.as_bytes(), 0).unwrap(), Origin::Api);
+        let out = s.take_forward();
+        assert_eq!(out.len(), 1);
+        let v: Value = serde_json::from_str(&out[0]).unwrap();
+        let back = parse_result(&v, None, 0).unwrap();
+        assert_eq!(back, parse_body(PING.as_bytes(), 0).unwrap()[0]);
+        let global = store();
+        global.record(vec![back], Origin::Forwarded);
+        assert_eq!(global.len(), 1);
+        assert!(global.take_forward().is_empty());
+        assert!(
+            global.drain(10).0.is_empty(),
+            "a global does not emit forwarded results"
+        );
     }
 
     #[test]

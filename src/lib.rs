@@ -20,6 +20,7 @@ pub mod api;
 pub mod checks_cli;
 pub mod config;
 pub mod flush;
+pub mod forward;
 pub mod health;
 pub mod ingest;
 pub mod protocol;

@@ -13,6 +13,7 @@ use crate::aggregate::{Aggregator, AggregatorConfig, Ingestor};
 use crate::api::{self, ApiState};
 use crate::config::Runtime;
 use crate::flush::{next_boundary, unix_now, Flusher, Renderer};
+use crate::forward::client::{Forwarder, ForwarderConfig};
 use crate::health::{HealthConfig, HealthStore};
 use crate::ingest;
 use crate::sinks::SinkSet;
@@ -62,6 +63,7 @@ pub async fn run(rt: Runtime, shutdown: impl Future<Output = ()>) -> Result<(), 
         history: cfg.health.history,
         max_checks: cfg.health.max_checks,
         hostname: rt.hostname.clone(),
+        forwarding: !rt.globals.is_empty(),
     }));
     let aggregator = Arc::new(
         Aggregator::new(
@@ -153,7 +155,24 @@ pub async fn run(rt: Runtime, shutdown: impl Future<Output = ()>) -> Result<(), 
             stop_rx.clone(),
         ));
     }
+    let forwarder = (!rt.globals.is_empty()).then(|| {
+        tracing::info!(globals = ?rt.globals, "forwarding to globals");
+        Forwarder::start(ForwarderConfig {
+            globals: rt.globals.clone(),
+            buffer_intervals: cfg.forward.buffer_intervals,
+            token: rt.forward_token.clone(),
+            interval,
+            source: rt.hostname.to_string(),
+        })
+    });
     let api_state = ApiState {
+        globals: forwarder
+            .as_ref()
+            .map(|f| f.stats().to_vec())
+            .unwrap_or_default(),
+        aggregator: aggregator.clone(),
+        import_token: Arc::from(rt.import_token.as_str()),
+        max_import_bytes: cfg.http.max_body_bytes.saturating_mul(16),
         telemetry: telemetry.clone(),
         sinks: sinks.clone(),
         health: health.clone(),
@@ -188,6 +207,7 @@ pub async fn run(rt: Runtime, shutdown: impl Future<Output = ()>) -> Result<(), 
         sinks.clone(),
         udp_ports,
         health,
+        forwarder,
     );
     tokio::pin!(shutdown);
     loop {
@@ -215,6 +235,9 @@ pub async fn run(rt: Runtime, shutdown: impl Future<Output = ()>) -> Result<(), 
     let now = i64::try_from(unix_now().as_secs()).unwrap_or(i64::MAX);
     flusher.flush(now).await;
     tracing::info!("final flush submitted; waiting for sinks");
+    if let Some(f) = flusher.forwarder.take() {
+        f.shutdown(cfg.shutdown_timeout.0).await;
+    }
     drop(flusher);
     let _ = api_task.await;
     for p in unix_paths {

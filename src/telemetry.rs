@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::flush::point::{Point, PointKind};
+use crate::forward::client::GlobalStats;
 use crate::protocol::{MetricType, ParseError};
 use crate::sinks::SinkStats;
 
@@ -78,7 +79,11 @@ fn load(a: &AtomicU64) -> u64 {
 }
 
 impl Telemetry {
-    fn samples(&self, sinks: &[(String, Arc<SinkStats>)]) -> Vec<Sample> {
+    fn samples(
+        &self,
+        sinks: &[(String, Arc<SinkStats>)],
+        globals: &[Arc<GlobalStats>],
+    ) -> Vec<Sample> {
         let c = |name, value| Sample {
             name,
             tag: None,
@@ -138,6 +143,20 @@ impl Telemetry {
                 });
             }
         }
+        for g in globals {
+            for (metric, v) in [
+                ("forward.sent", &g.sent),
+                ("forward.errors", &g.errors),
+                ("forward.dropped", &g.dropped),
+            ] {
+                out.push(Sample {
+                    name: metric,
+                    tag: Some(("global", g.url.clone())),
+                    value: load(v),
+                    counter: true,
+                });
+            }
+        }
         out.push(c("udp.kernel_drops", load(&self.udp_kernel_drops)));
         out.push(c("import.received", load(&self.import_received)));
         out
@@ -149,11 +168,12 @@ impl Telemetry {
         &self,
         previous: &mut Vec<u64>,
         sinks: &[(String, Arc<SinkStats>)],
+        globals: &[Arc<GlobalStats>],
         host: &Arc<str>,
         timestamp: i64,
         interval: u64,
     ) -> Vec<Point> {
-        let samples = self.samples(sinks);
+        let samples = self.samples(sinks, globals);
         if previous.len() != samples.len() {
             // The set of sinks is fixed for a run; a size change only happens on the first flush.
             previous.resize(samples.len(), 0);
@@ -191,10 +211,14 @@ impl Telemetry {
     }
 
     /// Prometheus text exposition of the cumulative counters (`GET /metrics`).
-    pub fn prometheus_text(&self, sinks: &[(String, Arc<SinkStats>)]) -> String {
+    pub fn prometheus_text(
+        &self,
+        sinks: &[(String, Arc<SinkStats>)],
+        globals: &[Arc<GlobalStats>],
+    ) -> String {
         let mut out = String::with_capacity(4096);
         let mut last_name = "";
-        for s in self.samples(sinks) {
+        for s in self.samples(sinks, globals) {
             let base = format!("meterd_{}", s.name.replace('.', "_"));
             let name = if s.counter {
                 format!("{base}_total")

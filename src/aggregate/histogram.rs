@@ -207,6 +207,141 @@ impl HistogramState {
         self.count / self.recip_sum
     }
 
+    /// Merges `other` into `self` exactly: count, sum, min, max add up as if one instance had
+    /// seen every sample; raw samples stay raw while they fit, else both become HDR.
+    pub fn merge(&mut self, other: &HistogramState) {
+        self.count += other.count;
+        self.sum += other.sum;
+        self.recip_sum += other.recip_sum;
+        self.min = self.min.min(other.min);
+        self.max = self.max.max(other.max);
+        match (&mut self.repr, &other.repr) {
+            (Repr::Raw(a), Repr::Raw(b)) if a.len() + b.len() <= RAW_LIMIT => {
+                a.extend_from_slice(b);
+            }
+            _ => {
+                let mut hdr = match std::mem::replace(&mut self.repr, Repr::Raw(Vec::new())) {
+                    Repr::Hdr(h) => h,
+                    Repr::Raw(raw) => {
+                        let mut h = Box::new(Hdr::new());
+                        for &(v, w) in &raw {
+                            h.record(v, w);
+                        }
+                        h
+                    }
+                };
+                match &other.repr {
+                    Repr::Raw(raw) => {
+                        for &(v, w) in raw {
+                            hdr.record(v, w);
+                        }
+                    }
+                    Repr::Hdr(o) => {
+                        // Same precision on both sides: adding bucket counts is exact.
+                        let _ = hdr.pos.add(&o.pos);
+                        let _ = hdr.neg.add(&o.neg);
+                        hdr.zeros = hdr.zeros.saturating_add(o.zeros);
+                    }
+                }
+                self.repr = Repr::Hdr(hdr);
+            }
+        }
+    }
+
+    /// The percentile structure in a portable form, for forwarding.
+    pub fn to_parts(&self) -> HistogramParts {
+        let mut parts = HistogramParts {
+            count: self.count,
+            sum: self.sum,
+            min: self.min,
+            max: self.max,
+            recip_sum: self.recip_sum,
+            ..HistogramParts::default()
+        };
+        match &self.repr {
+            Repr::Raw(raw) => {
+                parts.raw_values = raw.iter().map(|s| s.0).collect();
+                parts.raw_weights = raw.iter().map(|s| s.1).collect();
+            }
+            Repr::Hdr(h) => {
+                for v in h.pos.iter_recorded() {
+                    parts.pos_buckets.push(v.value_iterated_to());
+                    parts.pos_counts.push(v.count_at_value());
+                }
+                for v in h.neg.iter_recorded() {
+                    parts.neg_buckets.push(v.value_iterated_to());
+                    parts.neg_counts.push(v.count_at_value());
+                }
+                parts.zeros = h.zeros;
+            }
+        }
+        parts
+    }
+
+    /// Rebuilds a state from [`HistogramState::to_parts`] output, validating it: every number
+    /// finite, min ≤ max, counts positive, arrays paired and bounded.
+    pub fn from_parts(p: &HistogramParts) -> Result<HistogramState, &'static str> {
+        let finite = [p.count, p.sum, p.min, p.max];
+        if finite.iter().any(|v| !v.is_finite()) || p.recip_sum.is_nan() {
+            return Err("histogram numbers must be finite");
+        }
+        if p.count <= 0.0 || p.min > p.max {
+            return Err("histogram count must be positive and min ≤ max");
+        }
+        if p.raw_values.len() != p.raw_weights.len()
+            || p.pos_buckets.len() != p.pos_counts.len()
+            || p.neg_buckets.len() != p.neg_counts.len()
+        {
+            return Err("histogram arrays must be paired");
+        }
+        let hdr_parts = !p.pos_buckets.is_empty() || !p.neg_buckets.is_empty() || p.zeros > 0;
+        if hdr_parts == !p.raw_values.is_empty() {
+            return Err("histogram must hold either raw samples or buckets");
+        }
+        if p.raw_values.len() > RAW_LIMIT {
+            return Err("too many raw samples");
+        }
+        if p.pos_buckets.len() + p.neg_buckets.len() > 1 << 16 {
+            return Err("too many histogram buckets");
+        }
+        let repr = if hdr_parts {
+            let mut h = Box::new(Hdr::new());
+            for (side, buckets, counts) in [
+                (false, &p.pos_buckets, &p.pos_counts),
+                (true, &p.neg_buckets, &p.neg_counts),
+            ] {
+                let hist = if side { &mut h.neg } else { &mut h.pos };
+                for (&b, &c) in buckets.iter().zip(counts.iter()) {
+                    if b == 0 || b > MAX_SCALED || c == 0 {
+                        return Err("histogram bucket out of range");
+                    }
+                    if hist.record_n(b, c).is_err() {
+                        return Err("histogram bucket out of range");
+                    }
+                }
+            }
+            h.zeros = p.zeros;
+            Repr::Hdr(h)
+        } else {
+            let mut raw = Vec::with_capacity(p.raw_values.len());
+            for (&v, &w) in p.raw_values.iter().zip(p.raw_weights.iter()) {
+                if !v.is_finite() || !w.is_finite() || w <= 0.0 {
+                    return Err("raw samples must be finite with positive weights");
+                }
+                raw.push((v, w));
+            }
+            Repr::Raw(raw)
+        };
+        Ok(HistogramState {
+            count: p.count,
+            sum: p.sum,
+            min: p.min,
+            max: p.max,
+            recip_sum: p.recip_sum,
+            repr,
+        })
+    }
+
     /// Heap bytes held by the percentile structure (for memory accounting and tests).
     pub fn heap_bytes(&self) -> usize {
         match &self.repr {
@@ -217,6 +352,36 @@ impl HistogramState {
             }
         }
     }
+}
+
+/// A histogram state in portable form: exact aggregates plus either raw (value, weight) samples
+/// or sparse HDR buckets (scaled magnitude at the bucket's top, count).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct HistogramParts {
+    /// Weighted count.
+    pub count: f64,
+    /// Weighted sum.
+    pub sum: f64,
+    /// Exact minimum.
+    pub min: f64,
+    /// Exact maximum.
+    pub max: f64,
+    /// Weighted Σ 1/value.
+    pub recip_sum: f64,
+    /// Raw sample values.
+    pub raw_values: Vec<f64>,
+    /// Raw sample weights.
+    pub raw_weights: Vec<f64>,
+    /// Positive buckets.
+    pub pos_buckets: Vec<u64>,
+    /// Counts of the positive buckets.
+    pub pos_counts: Vec<u64>,
+    /// Negative buckets (magnitudes).
+    pub neg_buckets: Vec<u64>,
+    /// Counts of the negative buckets.
+    pub neg_counts: Vec<u64>,
+    /// Samples that count as zero.
+    pub zeros: u64,
 }
 
 #[cfg(test)]
@@ -319,7 +484,93 @@ mod tests {
         let _ = h.percentile(0.99);
     }
 
+    #[test]
+    fn merge_is_exact_for_aggregates() {
+        let a_vals: Vec<f64> = (0..300).map(|i| i as f64 * 1.7 - 40.0).collect();
+        let b_vals: Vec<f64> = (0..30).map(|i| 1000.0 + i as f64).collect();
+        let mut a = build(&a_vals);
+        let b = build(&b_vals);
+        a.merge(&b);
+        let mut all: Vec<f64> = a_vals.iter().chain(b_vals.iter()).copied().collect();
+        let one = build(&all);
+        assert_eq!(a.count, one.count);
+        assert_eq!((a.min, a.max), (one.min, one.max));
+        assert!((a.sum - one.sum).abs() < 1e-9 * one.sum.abs().max(1.0));
+        for q in [0.5, 0.9, 0.99] {
+            let exact = exact_nearest_rank(&mut all, q);
+            let got = a.percentile(q);
+            assert!(
+                (got - exact).abs() <= exact.abs() * 0.01,
+                "{q}: {got} vs {exact}"
+            );
+        }
+    }
+
+    #[test]
+    fn parts_round_trip() {
+        for vals in [
+            vec![1.0, 2.0, 3.5],
+            (0..500).map(|i| i as f64 - 250.0).collect(),
+        ] {
+            let mut h = build(&vals);
+            let mut back = HistogramState::from_parts(&h.to_parts()).unwrap();
+            assert_eq!(back.count, h.count);
+            assert_eq!(back.percentile(0.9), h.percentile(0.9));
+            assert_eq!(back.percentile(0.1), h.percentile(0.1));
+        }
+    }
+
+    #[test]
+    fn bad_parts_are_refused() {
+        let good = build(&[1.0, 2.0]).to_parts();
+        let cases = [
+            HistogramParts {
+                count: f64::NAN,
+                ..good.clone()
+            },
+            HistogramParts {
+                min: 5.0,
+                max: 1.0,
+                ..good.clone()
+            },
+            HistogramParts {
+                raw_weights: vec![1.0],
+                ..good.clone()
+            },
+            HistogramParts {
+                raw_values: vec![],
+                raw_weights: vec![],
+                ..good.clone()
+            },
+            HistogramParts {
+                raw_values: vec![],
+                raw_weights: vec![],
+                pos_buckets: vec![u64::MAX],
+                pos_counts: vec![1],
+                ..good.clone()
+            },
+        ];
+        for c in cases {
+            assert!(HistogramState::from_parts(&c).is_err(), "{c:?}");
+        }
+    }
+
     proptest! {
+        #[test]
+        fn merged_equals_one_instance(
+            a in proptest::collection::vec(0.001f64..1e5, 1..200),
+            b in proptest::collection::vec(-1e5f64..-0.001, 1..200),
+            q in 0.01f64..1.0,
+        ) {
+            let mut m = build(&a);
+            m.merge(&HistogramState::from_parts(&build(&b).to_parts()).unwrap());
+            let mut all: Vec<f64> = a.iter().chain(b.iter()).copied().collect();
+            let exact = exact_nearest_rank(&mut all, q);
+            let got = m.percentile(q);
+            prop_assert!((got - exact).abs() <= exact.abs() * 0.01 + 1e-3, "{} vs {}", got, exact);
+            prop_assert_eq!(m.count, all.len() as f64);
+        }
+
         #[test]
         fn percentiles_within_one_percent(
             values in proptest::collection::vec(

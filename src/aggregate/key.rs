@@ -30,6 +30,10 @@ pub enum Scope {
     GlobalOnly,
     /// `veneurlocalonly`.
     LocalOnly,
+    /// Forwarded to this (global) instance; emit percentiles only (the local emitted the rest).
+    ImportedPercentiles,
+    /// Forwarded to this (global) instance; emit everything.
+    ImportedAll,
 }
 
 impl Scope {
@@ -38,15 +42,25 @@ impl Scope {
             Scope::Default => 0,
             Scope::GlobalOnly => 1,
             Scope::LocalOnly => 2,
+            Scope::ImportedPercentiles => 3,
+            Scope::ImportedAll => 4,
         }
     }
 
-    const fn from_byte(b: u8) -> Scope {
+    /// Inverse of the key's scope byte (also the forward protocol's scope field).
+    pub const fn from_byte(b: u8) -> Scope {
         match b {
             1 => Scope::GlobalOnly,
             2 => Scope::LocalOnly,
+            3 => Scope::ImportedPercentiles,
+            4 => Scope::ImportedAll,
             _ => Scope::Default,
         }
+    }
+
+    /// The key's scope byte.
+    pub const fn as_byte(self) -> u8 {
+        self.to_byte()
     }
 }
 
@@ -138,6 +152,40 @@ pub fn encode_key(out: &mut Vec<u8>, line: &MetricLine<'_>) {
         out.extend_from_slice(t.rest);
         out.push(0);
         prev = Some(t);
+    }
+}
+
+/// Appends the key of an already-decoded series (a forwarded one): `tags` must be sorted and
+/// de-duplicated, and no part may contain NUL.
+pub fn encode_key_parts(
+    out: &mut Vec<u8>,
+    kind: MetricType,
+    scope: Scope,
+    timestamp: Option<u64>,
+    name: &str,
+    host: Option<&str>,
+    tags: &[String],
+) {
+    let mut flags = 0;
+    if timestamp.is_some() {
+        flags |= HAS_TS;
+    }
+    if host.is_some() {
+        flags |= HAS_HOST;
+    }
+    out.extend_from_slice(&[kind.index() as u8, scope.to_byte(), flags]);
+    if let Some(ts) = timestamp {
+        out.extend_from_slice(&ts.to_le_bytes());
+    }
+    out.extend_from_slice(name.as_bytes());
+    out.push(0);
+    if let Some(h) = host {
+        out.extend_from_slice(h.as_bytes());
+        out.push(0);
+    }
+    for t in tags {
+        out.extend_from_slice(t.as_bytes());
+        out.push(0);
     }
 }
 
@@ -284,6 +332,26 @@ mod tests {
         l.kind = MetricType::Histogram;
         let k = key(&l);
         assert_eq!(KeyParts::decode(&k).unwrap().timestamp, None);
+    }
+
+    #[test]
+    fn parts_encoding_matches_line_encoding() {
+        let mut l = line("x", MetricType::Timer, &["b:2", "host:h1", "a"]);
+        l.timestamp = None;
+        let from_line = key(&l);
+        let p = KeyParts::decode(&from_line).unwrap();
+        let tags: Vec<String> = p.tags().map(str::to_owned).collect();
+        let mut from_parts = Vec::new();
+        encode_key_parts(
+            &mut from_parts,
+            p.kind,
+            p.scope,
+            p.timestamp,
+            p.name,
+            p.host,
+            &tags,
+        );
+        assert_eq!(from_line, from_parts);
     }
 
     #[test]

@@ -254,6 +254,50 @@ impl Aggregator {
         refused
     }
 
+    /// Merges whole series states (forwarded from locals) under one lock per shard: counters
+    /// add, gauges take the arriving value, sets and histograms merge. New series count against
+    /// `max_series`; returns how many were refused.
+    pub fn merge_series(&self, items: Vec<(Box<[u8]>, State)>) -> u64 {
+        let mut per_shard: Vec<Vec<(u64, Box<[u8]>, State)>> =
+            (0..self.shards.len()).map(|_| Vec::new()).collect();
+        for (key, state) in items {
+            let hash = key::hash_key(&key);
+            if let Some(v) = per_shard.get_mut(self.shard_of(hash)) {
+                v.push((hash, key, state));
+            }
+        }
+        let mut refused = 0;
+        for (m, items) in self.shards.iter().zip(per_shard) {
+            if items.is_empty() {
+                continue;
+            }
+            let mut shard = lock(m);
+            for (hash, key, state) in items {
+                if let Some(series) = shard
+                    .table
+                    .find_mut(hash, |s| s.hash == hash && s.key == key)
+                {
+                    merge_state(&mut series.state, state);
+                    continue;
+                }
+                if self.series.fetch_add(1, Ordering::Relaxed) >= self.config.max_series {
+                    self.series.fetch_sub(1, Ordering::Relaxed);
+                    refused += 1;
+                    continue;
+                }
+                shard
+                    .table
+                    .insert_unique(hash, Series { key, hash, state }, |s| s.hash);
+            }
+        }
+        if refused > 0 {
+            self.telemetry
+                .series_dropped_limit
+                .fetch_add(refused, Ordering::Relaxed);
+        }
+        refused
+    }
+
     /// Takes the interval's state out of every shard; ingest continues into fresh tables.
     ///
     /// Each shard is locked once, for the time it takes to swap its table and remember its
@@ -314,6 +358,17 @@ fn update(state: &mut State, value: OpValue) {
         (State::Histogram(h), OpValue::Sample(v, w)) => h.record(v, w),
         // The type is part of the key, so a state and an op of different types never meet.
         _ => debug_assert!(false, "op type differs from series type"),
+    }
+}
+
+fn merge_state(into: &mut State, from: State) {
+    match (into, from) {
+        (State::Counter(a), State::Counter(b)) => *a += b,
+        (State::Gauge(a), State::Gauge(b)) => *a = b,
+        (State::Set(a), State::Set(b)) => a.merge(&b),
+        (State::Histogram(a), State::Histogram(b)) => a.merge(&b),
+        // Keys carry the type, and imports build states from the key's type.
+        _ => debug_assert!(false, "merged state type differs from series type"),
     }
 }
 

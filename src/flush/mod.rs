@@ -8,9 +8,11 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::aggregate::key::KeyParts;
+use crate::aggregate::key::{KeyParts, Scope};
 use crate::aggregate::{Aggregator, Snapshot, State};
 use crate::config::{Aggregate, Runtime};
+use crate::forward::client::Forwarder;
+use crate::forward::proto::SeriesState;
 use crate::health::{self, HealthResult, HealthStore, Origin, Service};
 use crate::protocol::MetricType;
 use crate::sinks::SinkSet;
@@ -26,6 +28,7 @@ pub struct Renderer {
     aggregates: Vec<Aggregate>,
     percentiles: Vec<(f64, String)>,
     interval: u64,
+    forwarding: bool,
 }
 
 /// Counts from one render, for self-metrics.
@@ -52,6 +55,7 @@ impl Renderer {
                 .map(|p| (p.0, percentile_suffix(p.0)))
                 .collect(),
             interval: rt.interval.as_secs(),
+            forwarding: !rt.config.forward.addresses.is_empty(),
         }
     }
 
@@ -60,10 +64,17 @@ impl Renderer {
         &self.hostname
     }
 
-    /// Renders a snapshot into a batch stamped `timestamp` (the end of the interval).
-    pub fn render(&self, snapshot: Snapshot, timestamp: i64) -> (FlushBatch, RenderStats) {
+    /// Renders a snapshot into a batch stamped `timestamp` (the end of the interval). With
+    /// forwarding on, the series a global must merge are encoded into the returned list
+    /// (with their key hash, for routing) instead of, or besides, local points (SPEC §5).
+    pub fn render(
+        &self,
+        snapshot: Snapshot,
+        timestamp: i64,
+    ) -> (FlushBatch, RenderStats, Vec<(u64, SeriesState)>) {
         let mut stats = RenderStats::default();
         let mut metrics = Vec::with_capacity(snapshot.series() * 2);
+        let mut forward = Vec::new();
         for table in snapshot.tables {
             for series in table {
                 let Some(parts) = KeyParts::decode(&series.key) else {
@@ -72,7 +83,20 @@ impl Renderer {
                 if let Some(n) = stats.series_by_kind.get_mut(parts.kind.index()) {
                     *n += 1;
                 }
-                self.render_series(&parts, series.state, timestamp, &mut metrics, &mut stats);
+                let (emit, forwarded) = self.decide(parts.kind, parts.scope);
+                let state = self.render_series(
+                    &parts,
+                    series.state,
+                    emit,
+                    timestamp,
+                    &mut metrics,
+                    &mut stats,
+                );
+                if forwarded {
+                    if let Some(s) = crate::forward::encode_series(&series.key, &state) {
+                        forward.push((series.hash, s));
+                    }
+                }
             }
         }
         let batch = FlushBatch {
@@ -80,7 +104,22 @@ impl Renderer {
             service_checks: snapshot.service_checks,
             events: snapshot.events,
         };
-        (batch, stats)
+        (batch, stats, forward)
+    }
+
+    /// SPEC §5's scope rules: what this instance emits of a series, and whether it forwards it.
+    fn decide(&self, kind: MetricType, scope: Scope) -> (Emit, bool) {
+        match scope {
+            Scope::ImportedPercentiles => (Emit::Percentiles, false),
+            Scope::ImportedAll | Scope::LocalOnly => (Emit::All, false),
+            Scope::Default | Scope::GlobalOnly if !self.forwarding => (Emit::All, false),
+            Scope::GlobalOnly => (Emit::Nothing, true),
+            Scope::Default => match kind {
+                MetricType::Counter | MetricType::Gauge => (Emit::All, false),
+                MetricType::Timer | MetricType::Histogram => (Emit::Aggregates, true),
+                MetricType::Set | MetricType::Distribution => (Emit::Nothing, true),
+            },
+        }
     }
 
     fn tags_of(&self, parts: &KeyParts<'_>) -> Arc<[String]> {
@@ -93,14 +132,19 @@ impl Renderer {
         Arc::from(tags)
     }
 
+    /// Pushes the points `emit` asks for and hands the state back (for forwarding).
     fn render_series(
         &self,
         parts: &KeyParts<'_>,
-        state: State,
+        mut state: State,
+        emit: Emit,
         flush_ts: i64,
         out: &mut Vec<Point>,
         stats: &mut RenderStats,
-    ) {
+    ) -> State {
+        if emit == Emit::Nothing {
+            return state;
+        }
         let tags = self.tags_of(parts);
         let host = match parts.host {
             Some("") => self.empty_host.clone(),
@@ -126,45 +170,52 @@ impl Renderer {
                 interval: self.interval,
             });
         };
-        match (parts.kind, state) {
-            (MetricType::Counter, State::Counter(v)) => {
-                push(parts.name.to_owned(), PointKind::Counter, v)
-            }
-            (MetricType::Gauge, State::Gauge(v)) => {
-                push(parts.name.to_owned(), PointKind::Gauge, v)
-            }
-            (MetricType::Set, State::Set(s)) => {
-                push(parts.name.to_owned(), PointKind::Gauge, s.estimate() as f64)
-            }
-            (
-                MetricType::Timer | MetricType::Histogram | MetricType::Distribution,
-                State::Histogram(mut h),
-            ) => {
-                for &a in &self.aggregates {
-                    let (kind, value) = match a {
-                        Aggregate::Min => (PointKind::Gauge, h.min),
-                        Aggregate::Max => (PointKind::Gauge, h.max),
-                        Aggregate::Count => (PointKind::Counter, h.count),
-                        Aggregate::Sum => (PointKind::Gauge, h.sum),
-                        Aggregate::Avg => (PointKind::Gauge, h.avg()),
-                        Aggregate::Median => (PointKind::Gauge, h.percentile(0.5)),
-                        Aggregate::Hmean => (PointKind::Gauge, h.hmean()),
-                    };
-                    push(
-                        format!("{}.{}", parts.name, aggregate_suffix(a)),
-                        kind,
-                        value,
-                    );
+        match &mut state {
+            State::Counter(v) => push(parts.name.to_owned(), PointKind::Counter, *v),
+            State::Gauge(v) => push(parts.name.to_owned(), PointKind::Gauge, *v),
+            State::Set(s) => push(parts.name.to_owned(), PointKind::Gauge, s.estimate() as f64),
+            State::Histogram(h) => {
+                if emit != Emit::Percentiles {
+                    for &a in &self.aggregates {
+                        let (kind, value) = match a {
+                            Aggregate::Min => (PointKind::Gauge, h.min),
+                            Aggregate::Max => (PointKind::Gauge, h.max),
+                            Aggregate::Count => (PointKind::Counter, h.count),
+                            Aggregate::Sum => (PointKind::Gauge, h.sum),
+                            Aggregate::Avg => (PointKind::Gauge, h.avg()),
+                            Aggregate::Median => (PointKind::Gauge, h.percentile(0.5)),
+                            Aggregate::Hmean => (PointKind::Gauge, h.hmean()),
+                        };
+                        push(
+                            format!("{}.{}", parts.name, aggregate_suffix(a)),
+                            kind,
+                            value,
+                        );
+                    }
                 }
-                for (p, suffix) in &self.percentiles {
-                    let v = h.percentile(*p);
-                    push(format!("{}.{}", parts.name, suffix), PointKind::Gauge, v);
+                if emit != Emit::Aggregates {
+                    for (p, suffix) in &self.percentiles {
+                        let v = h.percentile(*p);
+                        push(format!("{}.{}", parts.name, suffix), PointKind::Gauge, v);
+                    }
                 }
             }
-            // The key's type decides the state's type (aggregate::new_state).
-            _ => {}
         }
+        state
     }
+}
+
+/// Which points of a series this instance emits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Emit {
+    /// None (a global emits it).
+    Nothing,
+    /// Every point.
+    All,
+    /// Histogram aggregates only (the global emits the percentiles).
+    Aggregates,
+    /// Percentiles only (the local emitted the aggregates).
+    Percentiles,
 }
 
 /// Unix seconds now.
@@ -196,6 +247,8 @@ pub struct Flusher {
     pub udp_ports: Vec<u16>,
     /// Health checks: meterd's own are recorded here each flush, and everything pending drained.
     pub health: Arc<HealthStore>,
+    /// Delivery to globals, when this instance forwards.
+    pub forwarder: Option<Forwarder>,
     previous: Vec<u64>,
     last_kernel_drops: u64,
     last_packets: u64,
@@ -210,6 +263,7 @@ impl Flusher {
         sinks: Arc<SinkSet>,
         udp_ports: Vec<u16>,
         health: Arc<HealthStore>,
+        forwarder: Option<Forwarder>,
     ) -> Flusher {
         let t = aggregator.telemetry().clone();
         Flusher {
@@ -218,6 +272,7 @@ impl Flusher {
             sinks,
             udp_ports,
             health,
+            forwarder,
             previous: Vec::new(),
             last_kernel_drops: t.udp_kernel_drops.load(Ordering::Relaxed),
             last_packets: 0,
@@ -276,6 +331,27 @@ impl Flusher {
                 ],
             ));
         }
+        if let Some(f) = &self.forwarder {
+            let globals = f.stats();
+            let down: Vec<&str> = globals
+                .iter()
+                .filter(|g| {
+                    !g.in_ring.load(Ordering::Relaxed) || !g.last_ok.load(Ordering::Relaxed)
+                })
+                .map(|g| g.url.as_str())
+                .collect();
+            let sent: u64 = globals.iter().map(|g| g.sent.load(Ordering::Relaxed)).sum();
+            let dropped: u64 = globals
+                .iter()
+                .map(|g| g.dropped.load(Ordering::Relaxed))
+                .sum();
+            results.push(own(
+                "meterd.forward".to_owned(),
+                down.is_empty(),
+                format!("forwarding to {} is failing", down.join(", ")),
+                vec![("sent", sent), ("dropped", dropped)],
+            ));
+        }
         self.health.record(results, Origin::Api);
     }
 
@@ -286,7 +362,7 @@ impl Flusher {
         let renderer = self.renderer.clone();
         let rendered =
             tokio::task::spawn_blocking(move || renderer.render(snapshot, timestamp)).await;
-        let (mut batch, stats) = match rendered {
+        let (mut batch, stats, forward) = match rendered {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!(error = %e, "flush render failed; interval lost");
@@ -302,7 +378,11 @@ impl Flusher {
         if let Some(drops) = crate::telemetry::read_udp_kernel_drops(&self.udp_ports) {
             t.udp_kernel_drops.store(drops, Ordering::Relaxed);
         }
+        // Own checks first, so each global's fleet view gets every local's, every flush.
         self.record_self_checks(timestamp);
+        if let Some(f) = &self.forwarder {
+            f.submit(forward, self.health.take_forward());
+        }
         let (checks, gauges, events) = self.health.drain(self.renderer.interval);
         batch.service_checks.extend(checks);
         batch.metrics.extend(gauges);
@@ -312,9 +392,15 @@ impl Flusher {
             Ordering::Relaxed,
         );
         let sink_stats = self.sinks.stats();
+        let globals = self
+            .forwarder
+            .as_ref()
+            .map(|f| f.stats().to_vec())
+            .unwrap_or_default();
         batch.metrics.extend(t.points(
             &mut self.previous,
             &sink_stats,
+            &globals,
             self.renderer.hostname(),
             timestamp,
             self.renderer.interval,

@@ -171,7 +171,7 @@ pub enum Compression {
 ///
 /// `Debug` prints `***`; serialising prints the `${NAME}` reference itself, or `***` for a
 /// literal value, so printing an effective config never reveals it.
-#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(transparent)]
 pub struct Secret(String);
 
@@ -188,7 +188,7 @@ impl Secret {
 
     /// The value with `${NAME}` replaced by the environment variable; `key` names the setting
     /// in the error.
-    fn resolve(&self, key: impl FnOnce() -> String) -> Result<String, SinkConfigError> {
+    pub fn resolve(&self, key: impl FnOnce() -> String) -> Result<String, SinkConfigError> {
         resolve_env(&self.0, key)
     }
 }
@@ -203,6 +203,7 @@ impl Serialize for Secret {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         match self.env_reference() {
             Some(_) => serializer.serialize_str(&self.0),
+            None if self.0.is_empty() => serializer.serialize_str(""),
             None => serializer.serialize_str("***"),
         }
     }

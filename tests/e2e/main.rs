@@ -2,6 +2,10 @@
 //! and raw datagrams in, a capturing HTTP server as the sinks' endpoint.
 
 mod cli;
+mod fixtures;
+mod fleet;
 mod health;
+mod lifecycle;
+mod sinks;
 mod statsd;
 mod util;

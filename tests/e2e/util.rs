@@ -470,3 +470,45 @@ pub fn avoid_boundary(interval: Duration, margin: Duration) {
         std::thread::sleep(Duration::from_millis(u64::try_from(left).unwrap() + 5));
     }
 }
+
+/// Sum of the values of every point named `name` that carries the tag `tag`.
+pub fn sum_tagged(points: &[Value], name: &str, tag: &str) -> f64 {
+    points_named(points, name)
+        .iter()
+        .filter(|p| {
+            p["tags"]
+                .as_array()
+                .is_some_and(|t| t.iter().any(|t| t == tag))
+        })
+        .map(|p| p["value"].as_f64().unwrap_or(0.0))
+        .sum()
+}
+
+/// The JSON documents of every POST the capture server received, in arrival order.
+pub fn documents(server: &CaptureServer) -> Vec<Value> {
+    server
+        .requests()
+        .iter()
+        .filter(|r| r.method == "POST")
+        .map(Captured::json)
+        .collect()
+}
+
+/// The final-flush pattern: starts a capture server and meterd with `config(capture_url)`,
+/// runs `send`, then stops meterd with SIGTERM and asserts it exited 0. With `interval = "1h"`
+/// (after [`avoid_boundary`]) everything lands in the one flush that SIGTERM triggers.
+pub fn run_to_exit(
+    config: impl FnOnce(&str) -> String,
+    send: impl FnOnce(&Meterd),
+) -> (Meterd, CaptureServer) {
+    let capture = CaptureServer::start(Behaviour::Ok);
+    let mut m = Meterd::start(&config(&capture.url()));
+    send(&m);
+    let status = m.terminate();
+    assert!(
+        status.success(),
+        "meterd exited with {status}:\n{}",
+        m.log()
+    );
+    (m, capture)
+}

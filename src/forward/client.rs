@@ -1,0 +1,377 @@
+//! The local side: route each forwarded series to one global by rendezvous hashing, and deliver
+//! per global from its own task with a bounded buffer of undelivered intervals.
+//!
+//! A global that fails [`LEAVE_AFTER`] forwards in a row leaves the ring (new series go to the
+//! others by the same hashing) until its `/healthz` answers again; what it could not take stays
+//! in its buffer (at most `buffer_intervals` intervals, the oldest dropped and counted) and is
+//! replayed on recovery. Nothing here ever blocks the flusher: `submit` only `try_send`s.
+
+use std::collections::VecDeque;
+use std::io::Write as _;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use prost::Message as _;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::proto::{ForwardBatch, SeriesState, VERSION};
+
+/// Consecutive failed forwards after which a global leaves the ring.
+pub const LEAVE_AFTER: u32 = 3;
+
+/// Counters and ring state of one global.
+#[derive(Debug)]
+pub struct GlobalStats {
+    /// Base URL (the `global:` tag on self-metrics).
+    pub url: String,
+    /// Series delivered.
+    pub sent: AtomicU64,
+    /// Failed requests.
+    pub errors: AtomicU64,
+    /// Series dropped (buffer overflow, or a permanent refusal).
+    pub dropped: AtomicU64,
+    /// In the ring: not failed [`LEAVE_AFTER`] times in a row since it last answered.
+    pub in_ring: AtomicBool,
+    /// Consecutive failures.
+    pub failures: AtomicU32,
+    /// The last delivery attempt succeeded (or none was needed yet).
+    pub last_ok: AtomicBool,
+    seed: u64,
+}
+
+/// One interval's worth for one global.
+#[derive(Debug, Default)]
+struct Payload {
+    series: Vec<SeriesState>,
+    health_results: Vec<String>,
+}
+
+/// Settings of the forwarder.
+#[derive(Debug, Clone)]
+pub struct ForwarderConfig {
+    /// Global base URLs.
+    pub globals: Vec<String>,
+    /// Intervals kept per global while it is unreachable.
+    pub buffer_intervals: usize,
+    /// Bearer token, empty for none.
+    pub token: String,
+    /// Flush interval: the retry and probe period, and the bound on one delivery.
+    pub interval: Duration,
+    /// This host (the batch's `source`).
+    pub source: String,
+}
+
+/// Routes and delivers forwarded state.
+pub struct Forwarder {
+    globals: Vec<Arc<GlobalStats>>,
+    queues: Vec<mpsc::Sender<Payload>>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// splitmix64's finaliser: a strong 64-bit mix for rendezvous scores.
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// Rendezvous (highest random weight) choice among `seeds` whose `eligible` is true: adding or
+/// removing one of N targets moves only the series that belong to it (about 1/N).
+pub fn rendezvous(hash: u64, seeds: &[u64], eligible: impl Fn(usize) -> bool) -> Option<usize> {
+    seeds
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| eligible(*i))
+        .max_by_key(|(_, &seed)| mix(hash ^ seed))
+        .map(|(i, _)| i)
+}
+
+fn seed_of(url: &str) -> u64 {
+    use std::hash::BuildHasher;
+    mix(foldhash::quality::FixedState::with_seed(0x676c_6f62).hash_one(url))
+}
+
+impl Forwarder {
+    /// Spawns one delivery task per global. Needs a tokio runtime.
+    pub fn start(cfg: ForwarderConfig) -> Forwarder {
+        let client = reqwest::Client::builder()
+            .timeout((cfg.interval / 2).min(Duration::from_secs(5)))
+            .pool_idle_timeout(Duration::from_secs(90))
+            .user_agent(concat!("meterd/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .unwrap_or_default();
+        let mut globals = Vec::new();
+        let mut queues = Vec::new();
+        let mut tasks = Vec::new();
+        for url in &cfg.globals {
+            let stats = Arc::new(GlobalStats {
+                url: url.clone(),
+                sent: AtomicU64::new(0),
+                errors: AtomicU64::new(0),
+                dropped: AtomicU64::new(0),
+                in_ring: AtomicBool::new(true),
+                failures: AtomicU32::new(0),
+                last_ok: AtomicBool::new(true),
+                seed: seed_of(url),
+            });
+            let (tx, rx) = mpsc::channel(cfg.buffer_intervals.max(1));
+            tasks.push(tokio::spawn(deliver(
+                rx,
+                stats.clone(),
+                client.clone(),
+                cfg.clone(),
+            )));
+            globals.push(stats);
+            queues.push(tx);
+        }
+        Forwarder {
+            globals,
+            queues,
+            tasks,
+        }
+    }
+
+    /// The global a series hash goes to: by rendezvous over the globals in the ring, or over
+    /// all of them when none is (so the state waits in that global's buffer).
+    pub fn route(&self, hash: u64) -> usize {
+        let seeds: Vec<u64> = self.globals.iter().map(|g| g.seed).collect();
+        rendezvous(hash, &seeds, |i| {
+            self.globals
+                .get(i)
+                .is_some_and(|g| g.in_ring.load(Ordering::Relaxed))
+        })
+        .or_else(|| rendezvous(hash, &seeds, |_| true))
+        .unwrap_or(0)
+    }
+
+    /// Hands one interval's series (with their key hashes) and health results to the globals;
+    /// health results go to every global (each keeps the fleet view). Never blocks: a global
+    /// whose queue is full loses this interval, counted.
+    pub fn submit(&self, series: Vec<(u64, SeriesState)>, health_results: Vec<String>) {
+        let mut payloads: Vec<Payload> = self.globals.iter().map(|_| Payload::default()).collect();
+        for (hash, s) in series {
+            if let Some(p) = payloads.get_mut(self.route(hash)) {
+                p.series.push(s);
+            }
+        }
+        for p in payloads.iter_mut() {
+            p.health_results = health_results.clone();
+        }
+        for ((p, q), g) in payloads.into_iter().zip(&self.queues).zip(&self.globals) {
+            if p.series.is_empty() && p.health_results.is_empty() {
+                continue;
+            }
+            let n = p.series.len() as u64;
+            if q.try_send(p).is_err() {
+                g.dropped.fetch_add(n, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Per-global counters.
+    pub fn stats(&self) -> &[Arc<GlobalStats>] {
+        &self.globals
+    }
+
+    /// Closes the queues and waits (at most `timeout`) for each task's last delivery attempt.
+    pub async fn shutdown(self, timeout: Duration) {
+        drop(self.queues);
+        let all = futures_join(self.tasks);
+        if tokio::time::timeout(timeout, all).await.is_err() {
+            tracing::warn!("forwarding did not finish within the shutdown timeout");
+        }
+    }
+}
+
+async fn futures_join(tasks: Vec<JoinHandle<()>>) {
+    for t in tasks {
+        let _ = t.await;
+    }
+}
+
+/// Encodes and gzips one payload (on a blocking thread: large flushes take milliseconds).
+fn encode(p: &Payload, source: &str) -> Vec<u8> {
+    let batch = ForwardBatch {
+        version: VERSION,
+        source: source.to_owned(),
+        series: p.series.clone(),
+        health_results: p.health_results.clone(),
+    };
+    let raw = batch.encode_to_vec();
+    let mut gz = flate2::write::GzEncoder::new(
+        Vec::with_capacity(raw.len() / 4 + 64),
+        flate2::Compression::fast(),
+    );
+    // Writing into a Vec cannot fail.
+    let _ = gz.write_all(&raw);
+    gz.finish().unwrap_or_default()
+}
+
+enum Outcome {
+    Delivered,
+    /// Worth retrying next interval.
+    Retry(String),
+    /// The global refused it (4xx other than 429): retrying cannot help.
+    Refused(String),
+}
+
+async fn post(client: &reqwest::Client, url: &str, token: &str, body: Vec<u8>) -> Outcome {
+    let mut req = client
+        .post(format!("{url}/import"))
+        .header("Content-Type", "application/x-protobuf")
+        .header("Content-Encoding", "gzip")
+        .body(body);
+    if !token.is_empty() {
+        req = req.bearer_auth(token);
+    }
+    match req.send().await {
+        Ok(r) if r.status().is_success() => Outcome::Delivered,
+        Ok(r) if r.status().as_u16() == 429 || r.status().is_server_error() => {
+            Outcome::Retry(format!("status {}", r.status()))
+        }
+        Ok(r) => Outcome::Refused(format!("status {}", r.status())),
+        Err(e) => Outcome::Retry(e.without_url().to_string()),
+    }
+}
+
+async fn healthy(client: &reqwest::Client, url: &str) -> bool {
+    client
+        .get(format!("{url}/healthz"))
+        .send()
+        .await
+        .is_ok_and(|r| r.status().is_success())
+}
+
+async fn deliver(
+    mut rx: mpsc::Receiver<Payload>,
+    g: Arc<GlobalStats>,
+    client: reqwest::Client,
+    cfg: ForwarderConfig,
+) {
+    let mut buffer: VecDeque<Payload> = VecDeque::new();
+    let mut ticker = tokio::time::interval(cfg.interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_warn: Option<Instant> = None;
+    let mut open = true;
+    while open {
+        tokio::select! {
+            p = rx.recv() => match p {
+                Some(p) => {
+                    buffer.push_back(p);
+                    while buffer.len() > cfg.buffer_intervals {
+                        if let Some(old) = buffer.pop_front() {
+                            g.dropped.fetch_add(old.series.len() as u64, Ordering::Relaxed);
+                        }
+                    }
+                }
+                None => open = false,
+            },
+            _ = ticker.tick() => {}
+        }
+        if buffer.is_empty() {
+            continue;
+        }
+        if !g.in_ring.load(Ordering::Relaxed) {
+            if !healthy(&client, &g.url).await {
+                continue;
+            }
+            tracing::info!(global = %g.url, "global answers /healthz again; rejoining the ring");
+            g.in_ring.store(true, Ordering::Relaxed);
+            g.failures.store(0, Ordering::Relaxed);
+        }
+        while let Some(p) = buffer.front() {
+            let n = p.series.len() as u64;
+            let source = cfg.source.clone();
+            let body = {
+                let p = Payload {
+                    series: p.series.clone(),
+                    health_results: p.health_results.clone(),
+                };
+                tokio::task::spawn_blocking(move || encode(&p, &source))
+                    .await
+                    .unwrap_or_default()
+            };
+            match post(&client, &g.url, &cfg.token, body).await {
+                Outcome::Delivered => {
+                    buffer.pop_front();
+                    g.sent.fetch_add(n, Ordering::Relaxed);
+                    g.failures.store(0, Ordering::Relaxed);
+                    g.last_ok.store(true, Ordering::Relaxed);
+                }
+                Outcome::Refused(why) => {
+                    buffer.pop_front();
+                    g.errors.fetch_add(1, Ordering::Relaxed);
+                    g.dropped.fetch_add(n, Ordering::Relaxed);
+                    g.last_ok.store(false, Ordering::Relaxed);
+                    tracing::error!(global = %g.url, series = n, error = %why, "global refused a forward; dropped");
+                }
+                Outcome::Retry(why) => {
+                    g.errors.fetch_add(1, Ordering::Relaxed);
+                    g.last_ok.store(false, Ordering::Relaxed);
+                    let failures = g.failures.fetch_add(1, Ordering::Relaxed) + 1;
+                    if failures >= LEAVE_AFTER && g.in_ring.swap(false, Ordering::Relaxed) {
+                        tracing::warn!(global = %g.url, failures, "global leaves the ring until /healthz answers");
+                    }
+                    if last_warn.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
+                        tracing::warn!(global = %g.url, error = %why, buffered = buffer.len(), "forward failed; will retry");
+                        last_warn = Some(Instant::now());
+                    }
+                    break;
+                }
+            }
+        }
+    }
+    let left: u64 = buffer.iter().map(|p| p.series.len() as u64).sum();
+    if left > 0 {
+        g.dropped.fetch_add(left, Ordering::Relaxed);
+        tracing::warn!(global = %g.url, series = left, "undelivered at shutdown; dropped");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn adding_a_global_moves_about_one_in_n() {
+        let three: Vec<u64> = ["http://g1:8127", "http://g2:8127", "http://g3:8127"]
+            .iter()
+            .map(|u| seed_of(u))
+            .collect();
+        let mut four = three.clone();
+        four.push(seed_of("http://g4:8127"));
+        let n = 20_000u64;
+        let mut moved = 0;
+        let mut per = [0u64; 4];
+        for i in 0..n {
+            let h = mix(i);
+            let a = rendezvous(h, &three, |_| true).unwrap();
+            let b = rendezvous(h, &four, |_| true).unwrap();
+            per[b] += 1;
+            if a != b {
+                moved += 1;
+                assert_eq!(b, 3, "a moved series only ever moves to the new global");
+            }
+        }
+        let frac = moved as f64 / n as f64;
+        assert!((frac - 0.25).abs() < 0.02, "moved {frac}");
+        for c in per {
+            assert!((c as f64 / n as f64 - 0.25).abs() < 0.02, "{per:?}");
+        }
+    }
+
+    #[test]
+    fn leaving_the_ring_moves_only_its_series() {
+        let seeds: Vec<u64> = (0..3).map(|i| seed_of(&format!("http://g{i}"))).collect();
+        for i in 0..5000u64 {
+            let h = mix(i);
+            let all = rendezvous(h, &seeds, |_| true).unwrap();
+            let without_1 = rendezvous(h, &seeds, |j| j != 1).unwrap();
+            if all != 1 {
+                assert_eq!(all, without_1);
+            }
+        }
+    }
+}

@@ -1,0 +1,112 @@
+//! meterd's own versioned protobuf for `POST /import` (SPEC §5, §7): the mergeable state of
+//! the series a local forwards, plus the health results it received. Bodies are gzip-compressed.
+//!
+//! Hand-written `prost` messages (no build script). Field numbers are the wire contract: add
+//! fields, never renumber; bump [`VERSION`] for a change a global must refuse.
+
+/// The protocol version a global accepts.
+pub const VERSION: u32 = 1;
+
+/// One forward request.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ForwardBatch {
+    /// [`VERSION`].
+    #[prost(uint32, tag = "1")]
+    pub version: u32,
+    /// The local's hostname (for logs and metrics only; never part of a series' identity).
+    #[prost(string, tag = "2")]
+    pub source: String,
+    /// Series states.
+    #[prost(message, repeated, tag = "3")]
+    pub series: Vec<SeriesState>,
+    /// Health results as their JSON objects (the shape of `POST /api/v1/healthchecks`).
+    #[prost(string, repeated, tag = "4")]
+    pub health_results: Vec<String>,
+}
+
+/// One series' identity and state.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct SeriesState {
+    /// Metric name.
+    #[prost(string, tag = "1")]
+    pub name: String,
+    /// `MetricType::index`.
+    #[prost(uint32, tag = "2")]
+    pub kind: u32,
+    /// `Scope` byte at the local (0 default, 1 global-only).
+    #[prost(uint32, tag = "3")]
+    pub scope: u32,
+    /// Explicit `host:` tag value, if the series had one.
+    #[prost(string, optional, tag = "4")]
+    pub host: Option<String>,
+    /// Sorted, de-duplicated tags.
+    #[prost(string, repeated, tag = "5")]
+    pub tags: Vec<String>,
+    /// `|T` timestamp (counters and gauges).
+    #[prost(uint64, optional, tag = "6")]
+    pub timestamp: Option<u64>,
+    /// Counter total or gauge value.
+    #[prost(double, optional, tag = "7")]
+    pub value: Option<f64>,
+    /// Set sketch.
+    #[prost(message, optional, tag = "8")]
+    pub set: Option<SetSketchState>,
+    /// Histogram state.
+    #[prost(message, optional, tag = "9")]
+    pub histogram: Option<HistogramStateProto>,
+}
+
+/// A `cardinality-estimator` sketch in its serde form `(data, words)`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct SetSketchState {
+    /// The estimator's tagged word.
+    #[prost(uint64, tag = "1")]
+    pub data: u64,
+    /// Its array or HLL registers, if any.
+    #[prost(uint32, repeated, tag = "2")]
+    pub words: Vec<u32>,
+    /// Whether `words` is present (an empty array is not the same as none).
+    #[prost(bool, tag = "3")]
+    pub has_words: bool,
+}
+
+/// `HistogramParts` on the wire.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct HistogramStateProto {
+    /// Weighted count.
+    #[prost(double, tag = "1")]
+    pub count: f64,
+    /// Weighted sum.
+    #[prost(double, tag = "2")]
+    pub sum: f64,
+    /// Minimum.
+    #[prost(double, tag = "3")]
+    pub min: f64,
+    /// Maximum.
+    #[prost(double, tag = "4")]
+    pub max: f64,
+    /// Σ weight ÷ value.
+    #[prost(double, tag = "5")]
+    pub recip_sum: f64,
+    /// Raw values.
+    #[prost(double, repeated, tag = "6")]
+    pub raw_values: Vec<f64>,
+    /// Raw weights.
+    #[prost(double, repeated, tag = "7")]
+    pub raw_weights: Vec<f64>,
+    /// Positive bucket tops (scaled).
+    #[prost(uint64, repeated, tag = "8")]
+    pub pos_buckets: Vec<u64>,
+    /// Their counts.
+    #[prost(uint64, repeated, tag = "9")]
+    pub pos_counts: Vec<u64>,
+    /// Negative bucket tops (scaled magnitudes).
+    #[prost(uint64, repeated, tag = "10")]
+    pub neg_buckets: Vec<u64>,
+    /// Their counts.
+    #[prost(uint64, repeated, tag = "11")]
+    pub neg_counts: Vec<u64>,
+    /// Zero count.
+    #[prost(uint64, tag = "12")]
+    pub zeros: u64,
+}

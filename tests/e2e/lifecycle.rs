@@ -1,0 +1,482 @@
+//! Lifecycle and ingest paths: SIGTERM in the middle of a stream, TCP with an over-long line,
+//! the Unix datagram socket, `max_series`, `meterd send`, gauge deltas in both modes, `|T`
+//! timestamps across flushes, and global tags.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::os::unix::net::UnixDatagram;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::util::*;
+
+fn config(url: &str, interval: &str, extra: &str, ingest: &str) -> String {
+    format!(
+        r#"
+hostname = "test-host"
+interval = "{interval}"
+{extra}
+[ingest]
+statsd_udp = ["127.0.0.1:0"]
+readers = 2
+{ingest}
+[http]
+listen = "127.0.0.1:0"
+[[sinks]]
+type = "http"
+url = "{url}/series"
+"#
+    )
+}
+
+/// The final-flush pattern with a one-hour interval; returns every metric point.
+fn one_flush(extra: &str, ingest: &str, send: impl FnOnce(&Meterd)) -> Vec<Value> {
+    avoid_boundary(Duration::from_secs(3600), Duration::from_secs(10));
+    let (m, capture) = run_to_exit(|url| config(url, "1h", extra, ingest), send);
+    assert_eq!(
+        capture.requests_to("/series").len(),
+        1,
+        "one flush expected:\n{}",
+        m.log()
+    );
+    metric_points(&capture)
+}
+
+fn only_point(points: &[Value], name: &str) -> Value {
+    let found = points_named(points, name);
+    assert_eq!(found.len(), 1, "one point named {name}: {found:?}");
+    found[0].clone()
+}
+
+const STREAM_LINES_PER_DATAGRAM: u64 = 20;
+const STREAM_MAX_DATAGRAMS: u64 = 2000;
+
+/// Sends datagrams of 20 `stream.count:1|c` lines, paced (so loopback never overflows the
+/// receive buffer), until `stop` or the bound; `sent` counts lines whose datagram was sent.
+fn stream_sender(
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    sent: Arc<AtomicU64>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let datagram = vec!["stream.count:1|c"; STREAM_LINES_PER_DATAGRAM as usize].join("\n");
+        for _ in 0..STREAM_MAX_DATAGRAMS {
+            if stop.load(Ordering::SeqCst) {
+                break;
+            }
+            // After meterd exits, sends may fail (ICMP unreachable): those are not counted.
+            if socket.send_to(datagram.as_bytes(), addr).is_ok() {
+                sent.fetch_add(STREAM_LINES_PER_DATAGRAM, Ordering::SeqCst);
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    })
+}
+
+fn stream_meterd(capture: &CaptureServer) -> Meterd {
+    Meterd::start(&config(&capture.url(), "1s", "", ""))
+}
+
+/// Waits until a regular flush carried part of the stream and `lines` lines were counted.
+fn wait_mid_stream(m: &Meterd, capture: &CaptureServer, lines: u64) {
+    wait_for("a flush with part of the stream", || {
+        (sum_named(&metric_points(capture), "stream.count") > 0.0).then_some(())
+    });
+    m.wait_lines(lines);
+}
+
+fn rcvbuf_log(m: &Meterd) -> String {
+    m.log()
+        .lines()
+        .filter(|l| l.contains("rcvbuf"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn sigterm_after_the_stream_stops_loses_nothing() {
+    let capture = CaptureServer::start(Behaviour::Ok);
+    let mut m = stream_meterd(&capture);
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicU64::new(0));
+    let sender = stream_sender(m.addr("udp"), stop.clone(), sent.clone());
+    wait_mid_stream(&m, &capture, 2000);
+    stop.store(true, Ordering::SeqCst);
+    sender.join().unwrap();
+    let total = sent.load(Ordering::SeqCst);
+    let status = m.terminate();
+    assert!(status.success(), "exit {status}:\n{}", m.log());
+    let points = metric_points(&capture);
+    let drops = sum_named(&points, "meterd.udp.kernel_drops");
+    assert_eq!(
+        sum_named(&points, "stream.count"),
+        total as f64,
+        "sent {total} lines; kernel drops {drops}; {}",
+        rcvbuf_log(&m)
+    );
+    assert_eq!(sum_named(&points, "meterd.lines.received"), total as f64);
+}
+
+#[test]
+fn sigterm_during_the_stream_keeps_everything_sent_before_it() {
+    let capture = CaptureServer::start(Behaviour::Ok);
+    let mut m = stream_meterd(&capture);
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicU64::new(0));
+    let sender = stream_sender(m.addr("udp"), stop.clone(), sent.clone());
+    wait_mid_stream(&m, &capture, 2000);
+    // Every datagram whose send returned before the signal is in meterd's socket buffer.
+    let before = sent.load(Ordering::SeqCst);
+    m.send_sigterm();
+    let status = m.wait_exit();
+    stop.store(true, Ordering::SeqCst);
+    sender.join().unwrap();
+    let total = sent.load(Ordering::SeqCst);
+    assert!(status.success(), "exit {status}:\n{}", m.log());
+    let flushed = sum_named(&metric_points(&capture), "stream.count");
+    assert!(
+        flushed >= before as f64 && flushed <= total as f64,
+        "flushed {flushed}, sent {before} before SIGTERM and {total} in all; {}",
+        rcvbuf_log(&m)
+    );
+}
+
+#[test]
+fn tcp_over_long_line_is_dropped_alone_and_the_connection_stays_open() {
+    avoid_boundary(Duration::from_secs(3600), Duration::from_secs(10));
+    let capture = CaptureServer::start(Behaviour::Ok);
+    let mut m = Meterd::start(&config(
+        &capture.url(),
+        "1h",
+        "",
+        "statsd_tcp = [\"127.0.0.1:0\"]\nmax_datagram_bytes = 512",
+    ));
+    let addr = m.addr("tcp");
+    let connections = 4;
+    let long = format!("tcp.long:1|c|#{}\n", "a".repeat(600));
+    let mut streams: Vec<TcpStream> = (0..connections)
+        .map(|_| TcpStream::connect(addr).expect("connect"))
+        .collect();
+    std::thread::scope(|s| {
+        for (i, stream) in streams.iter_mut().enumerate() {
+            let long = &long;
+            s.spawn(move || {
+                let before: String = (0..50)
+                    .map(|_| format!("tcp.count:1|c|#conn:{i}\n"))
+                    .collect();
+                let after: String = (0..50)
+                    .map(|_| format!("tcp.count:2|c|#conn:{i}\n"))
+                    .collect();
+                // Written in pieces that split lines, the long one included.
+                let all = format!("{before}{long}{after}");
+                for piece in all.as_bytes().chunks(97) {
+                    stream.write_all(piece).expect("write");
+                }
+            });
+        }
+    });
+    m.wait_lines(connections * 101);
+    for stream in &mut streams {
+        // Still open: no EOF from meterd, and more lines on it are still read.
+        stream
+            .set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        let mut buf = [0u8; 16];
+        match stream.read(&mut buf) {
+            Ok(0) => panic!("meterd closed the connection after the long line"),
+            Ok(n) => panic!("unexpected {n} bytes from meterd"),
+            Err(e) => assert!(
+                matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ),
+                "{e}"
+            ),
+        }
+        stream.write_all(b"tcp.after:1|c\n").expect("write after");
+    }
+    m.wait_lines(connections * 102);
+    drop(streams);
+    let status = m.terminate();
+    assert!(status.success(), "exit {status}:\n{}", m.log());
+
+    let points = metric_points(&capture);
+    for i in 0..connections {
+        let tag = format!("conn:{i}");
+        assert_eq!(
+            sum_tagged(&points, "tcp.count", &tag),
+            150.0,
+            "{tag}: 50 × 1 before and 50 × 2 after the long line"
+        );
+    }
+    assert_eq!(sum_named(&points, "tcp.after"), connections as f64);
+    assert!(points_named(&points, "tcp.long").is_empty());
+    assert_eq!(
+        sum_tagged(&points, "meterd.lines.invalid", "reason:too_long"),
+        connections as f64
+    );
+    assert_eq!(
+        sum_named(&points, "meterd.lines.invalid"),
+        connections as f64,
+        "nothing else was invalid"
+    );
+}
+
+#[test]
+fn unix_datagram_socket_ingest() {
+    avoid_boundary(Duration::from_secs(3600), Duration::from_secs(10));
+    let capture = CaptureServer::start(Behaviour::Ok);
+    let mut m = Meterd::start(&config(
+        &capture.url(),
+        "1h",
+        "",
+        "statsd_unix = [\"@DIR@/meterd.sock\"]",
+    ));
+    let path = m.dir.path().join("meterd.sock");
+    assert_eq!(
+        m.addrs.get("unix"),
+        Some(&vec![path.display().to_string()]),
+        "{}",
+        m.log()
+    );
+    let client = UnixDatagram::unbound().expect("unbound unix socket");
+    client
+        .send_to(b"uds.count:1|c|#via:uds\nuds.count:2|c|#via:uds", &path)
+        .expect("send");
+    client
+        .send_to(b"uds.gauge:7|g\nuds.hist:5|h", &path)
+        .expect("send");
+    m.wait_lines(4);
+    let status = m.terminate();
+    assert!(status.success(), "exit {status}:\n{}", m.log());
+    assert!(!path.exists(), "the socket file is removed at exit");
+
+    let points = metric_points(&capture);
+    let count = only_point(&points, "uds.count");
+    assert_eq!(count["value"], 3.0);
+    assert_eq!(count["tags"], json!(["via:uds"]));
+    assert_eq!(only_point(&points, "uds.gauge")["value"], 7.0);
+    assert_eq!(only_point(&points, "uds.hist.max")["value"], 5.0);
+    assert_eq!(sum_named(&points, "meterd.packets.received"), 2.0);
+}
+
+#[test]
+fn max_series_refuses_new_series_and_keeps_counting_existing_ones() {
+    let points = one_flush("max_series = 10", "", |m| {
+        let first: Vec<String> = (0..10).map(|i| format!("lim.{i}:1|c")).collect();
+        send_udp(m.addr("udp"), &[first.join("\n").as_bytes()]);
+        m.wait_lines(10);
+        // Ten new series (one of them twice) are refused; existing ones keep counting.
+        let mut second: Vec<String> = (10..20).map(|i| format!("lim.{i}:1|c")).collect();
+        second.push("lim.15:1|c".into());
+        second.push("lim.0:5|c".into());
+        second.push("lim.9:1|g".into()); // same name, other type: a new series
+        send_udp(m.addr("udp"), &[second.join("\n").as_bytes()]);
+        m.wait_lines(23);
+        wait_for("refusals counted", || {
+            (m.prom("meterd_series_dropped_total{reason=\"limit\"}") == Some(12.0)).then_some(())
+        });
+    });
+    let user: Vec<&Value> = points
+        .iter()
+        .filter(|p| p["name"].as_str().is_some_and(|n| n.starts_with("lim.")))
+        .collect();
+    assert_eq!(user.len(), 10, "{user:?}");
+    for i in 0..10 {
+        let p = only_point(&points, &format!("lim.{i}"));
+        assert_eq!(p["kind"], "counter");
+        assert_eq!(p["value"], if i == 0 { 6.0 } else { 1.0 }, "lim.{i}");
+    }
+    assert_eq!(
+        sum_tagged(&points, "meterd.series.dropped", "reason:limit"),
+        12.0
+    );
+}
+
+#[test]
+fn meterd_send_delivers_arguments_and_stdin() {
+    let points = one_flush("", "", |m| {
+        let to = m.addr("udp").to_string();
+        let out = Command::new(env!("CARGO_BIN_EXE_meterd"))
+            .args(["send", "--to", &to, "cli.a:1|c", "cli.b:2|g|#k:v"])
+            .output()
+            .expect("run meterd send");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(String::from_utf8_lossy(&out.stderr).contains("sent 2 line(s)"));
+
+        let mut child = Command::new(env!("CARGO_BIN_EXE_meterd"))
+            .args(["send", "--to", &to, "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn meterd send -");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"cli.a:3|c\n\ncli.c:1|c|#x:y\r\n")
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(String::from_utf8_lossy(&out.stderr).contains("sent 2 line(s)"));
+        m.wait_lines(4);
+    });
+    assert_eq!(only_point(&points, "cli.a")["value"], 4.0);
+    let b = only_point(&points, "cli.b");
+    assert_eq!(
+        (b["value"].as_f64(), &b["kind"]),
+        (Some(2.0), &json!("gauge"))
+    );
+    assert_eq!(b["tags"], json!(["k:v"]));
+    assert_eq!(only_point(&points, "cli.c")["tags"], json!(["x:y"]));
+}
+
+/// Runs `first`, waits for a regular flush carrying `marker`, then `second`, and returns the
+/// points of every flush (interval 1 s).
+fn two_intervals(extra: &str, first: &[u8], marker: &str, second: &[u8], lines: u64) -> Vec<Value> {
+    let capture = CaptureServer::start(Behaviour::Ok);
+    let mut m = Meterd::start(&config(&capture.url(), "1s", extra, ""));
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket.send_to(first, m.addr("udp")).unwrap();
+    wait_for(&format!("a flush with {marker}"), || {
+        (!points_named(&metric_points(&capture), marker).is_empty()).then_some(())
+    });
+    socket.send_to(second, m.addr("udp")).unwrap();
+    m.wait_lines(lines);
+    let status = m.terminate();
+    assert!(status.success(), "exit {status}:\n{}", m.log());
+    metric_points(&capture)
+}
+
+/// The values of `name` in flush order.
+fn values(points: &[Value], name: &str) -> Vec<f64> {
+    points_named(points, name)
+        .iter()
+        .map(|p| p["value"].as_f64().unwrap())
+        .collect()
+}
+
+#[test]
+fn gauge_deltas_dogstatsd() {
+    let points = two_intervals(
+        "",
+        b"g.a:10|g\ng.a:+5|g\ng.neg:10|g\ng.neg:-3|g\ng.fresh:+4|g\ng.mark:1|g",
+        "g.mark",
+        b"g.a:+1|g\ng.neg:+2|g\ng.neg:+2|g",
+        9,
+    );
+    // +N adds to the last value, remembered across intervals; -N sets.
+    assert_eq!(values(&points, "g.a"), [15.0, 16.0]);
+    assert_eq!(values(&points, "g.neg"), [-3.0, 1.0]);
+    assert_eq!(values(&points, "g.fresh"), [4.0]);
+}
+
+#[test]
+fn gauge_deltas_etsy() {
+    let points = two_intervals(
+        "gauge_deltas = \"etsy\"",
+        b"g.a:10|g\ng.a:-3|g\ng.a:+5|g\ng.fresh:-4|g\ng.mark:1|g",
+        "g.mark",
+        b"g.a:-2|g\ng.fresh:+1|g\ng.set:-1|g\ng.set:3|g",
+        9,
+    );
+    // -N subtracts, +N adds, both from the last value across intervals; N sets.
+    assert_eq!(values(&points, "g.a"), [12.0, 10.0]);
+    assert_eq!(values(&points, "g.fresh"), [-4.0, -3.0]);
+    assert_eq!(values(&points, "g.set"), [3.0]);
+}
+
+#[test]
+fn timestamped_counters_are_emitted_at_their_timestamp() {
+    let t1 = unix_now() - 120;
+    let t2 = unix_now() - 60;
+    let first = format!("ts.c:1|c|T{t1}\nts.c:2|c|T{t1}\nts.c:4|c|T{t2}\nts.c:8|c\nts.mark:1|c");
+    let second = format!("ts.c:16|c|T{t1}\nts.g:3|g|T{t2}\nts.g:5|g|T{t2}");
+    let started = unix_now();
+    let points = two_intervals("", first.as_bytes(), "ts.mark", second.as_bytes(), 8);
+    let mut at: Vec<(i64, f64)> = points_named(&points, "ts.c")
+        .iter()
+        .map(|p| {
+            (
+                p["timestamp"].as_i64().unwrap(),
+                p["value"].as_f64().unwrap(),
+            )
+        })
+        .collect();
+    at.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    // t1: 3 in the first flush, 16 in the second (one point per flush, never merged with the
+    // interval's own point); t2: 4; the untimed 8 at a flush time.
+    assert_eq!(at.len(), 4, "{at:?}");
+    assert_eq!(at[0], (t1, 3.0));
+    assert_eq!(at[1], (t1, 16.0));
+    assert_eq!(at[2], (t2, 4.0));
+    assert_eq!(at[3].1, 8.0);
+    assert!(at[3].0 >= started, "{at:?}");
+    let g = only_point(&points, "ts.g");
+    assert_eq!(
+        (g["timestamp"].as_i64(), g["value"].as_f64()),
+        (Some(t2), Some(5.0))
+    );
+}
+
+#[test]
+fn global_tags_are_on_every_point() {
+    let points = one_flush("tags = [\"env:test\", \"zone:a\"]", "", |m| {
+        send_udp(
+            m.addr("udp"),
+            &[b"gt.c:1|c|#zeta,alpha\ngt.dup:1|c|#env:test\ngt.h:1|h|#b\ngt.g:1|g|#host:elsewhere"],
+        );
+        m.wait_lines(4);
+    });
+    assert_eq!(
+        only_point(&points, "gt.c")["tags"],
+        json!(["alpha", "env:test", "zeta", "zone:a"])
+    );
+    assert_eq!(
+        only_point(&points, "gt.dup")["tags"],
+        json!(["env:test", "zone:a"])
+    );
+    assert_eq!(
+        only_point(&points, "gt.h.max")["tags"],
+        json!(["b", "env:test", "zone:a"])
+    );
+    let g = only_point(&points, "gt.g");
+    assert_eq!(g["tags"], json!(["env:test", "zone:a"]));
+    assert_eq!(g["host"], "elsewhere");
+    let missing: Vec<&Value> = points
+        .iter()
+        .filter(|p| {
+            let tags = p["tags"].as_array().unwrap();
+            !(tags.contains(&json!("env:test")) && tags.contains(&json!("zone:a")))
+        })
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "points without the global tags: {missing:?}"
+    );
+}
+
+#[test]
+fn shutdown_is_prompt_when_idle() {
+    let capture = CaptureServer::start(Behaviour::Ok);
+    let mut m = Meterd::start(&config(&capture.url(), "1h", "", ""));
+    let t = Instant::now();
+    let status = m.terminate();
+    assert!(status.success());
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    assert_eq!(documents(&capture).len(), 1, "one final flush");
+}
