@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use meterd::aggregate::{Aggregator, AggregatorConfig, GaugeDeltas, Ingestor};
+use meterd::aggregate::{Aggregator, AggregatorConfig, GaugeDeltas, Ingestor, Limits};
 use meterd::config::{Config, Runtime};
 use meterd::flush::Renderer;
 use meterd::telemetry::Telemetry;
@@ -18,8 +18,10 @@ fn aggregator(max_series: usize) -> Arc<Aggregator> {
     Arc::new(Aggregator::new(
         AggregatorConfig {
             shards: 8,
-            max_series,
-            max_events: 10_000,
+            limits: Limits {
+                max_series,
+                ..Limits::default()
+            },
             gauge_deltas: GaugeDeltas::Dogstatsd,
             hostname: Arc::from("bench"),
             gauge_memory_flushes: 360,

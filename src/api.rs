@@ -21,7 +21,6 @@ use crate::aggregate::Aggregator;
 use crate::forward::client::GlobalStats;
 use crate::forward::import::{self as importer, ImportError};
 use crate::health::{self, HealthStore, Origin, Query};
-use crate::sinks::SinkSet;
 use crate::telemetry::Telemetry;
 
 /// Shared state of the API handlers.
@@ -29,8 +28,8 @@ use crate::telemetry::Telemetry;
 pub struct ApiState {
     /// Self-metrics.
     pub telemetry: Arc<Telemetry>,
-    /// Sinks, for their counters.
-    pub sinks: Arc<SinkSet>,
+    /// Sinks, for their counters (replaced on reload).
+    pub sinks: crate::server::SharedSinks,
     /// Health checks.
     pub health: Arc<HealthStore>,
     /// Flush interval in seconds (status page refresh).
@@ -75,7 +74,12 @@ async fn healthz(State(s): State<ApiState>) -> Response {
 }
 
 async fn metrics(State(s): State<ApiState>) -> Response {
-    let body = s.telemetry.prometheus_text(&s.sinks.stats(), &s.globals);
+    let sinks = s
+        .sinks
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    let body = s.telemetry.prometheus_text(&sinks.stats(), &s.globals);
     (
         [(
             header::CONTENT_TYPE,

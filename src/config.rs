@@ -180,8 +180,16 @@ pub struct Config {
     pub gauge_deltas: GaugeDeltas,
     /// Distinct series per interval; beyond it new series are refused and counted.
     pub max_series: usize,
+    /// Distinct series of one metric name per interval; 0 = no limit.
+    pub max_series_per_metric: usize,
     /// Events plus service checks per interval; beyond it they are refused and counted.
     pub max_events: usize,
+    /// Longest metric name (bytes).
+    pub max_name_length: usize,
+    /// Most tags on one line.
+    pub max_tags_per_line: usize,
+    /// Longest tag (bytes).
+    pub max_tag_length: usize,
     /// How long the final flush at shutdown may wait for sinks.
     pub shutdown_timeout: Dur,
     /// Listeners.
@@ -216,6 +224,8 @@ pub struct IngestConfig {
     pub shards: usize,
     /// Concurrent TCP connections; more are refused.
     pub tcp_max_connections: usize,
+    /// A TCP connection silent this long is closed.
+    pub tcp_idle_timeout: Dur,
 }
 
 /// `[http]`.
@@ -289,7 +299,11 @@ impl Default for Config {
             aggregates: vec![Aggregate::Min, Aggregate::Max, Aggregate::Count],
             gauge_deltas: GaugeDeltas::Dogstatsd,
             max_series: 1_000_000,
+            max_series_per_metric: 0,
             max_events: 10_000,
+            max_name_length: 512,
+            max_tags_per_line: 64,
+            max_tag_length: 512,
             shutdown_timeout: Dur(Duration::from_secs(10)),
             ingest: IngestConfig::default(),
             http: HttpConfig::default(),
@@ -311,6 +325,7 @@ impl Default for IngestConfig {
             max_datagram_bytes: 8192,
             shards: 0,
             tcp_max_connections: 1024,
+            tcp_idle_timeout: Dur(Duration::from_secs(300)),
         }
     }
 }
@@ -346,6 +361,8 @@ pub struct Runtime {
     pub forward_token: String,
     /// Resolved `[http] import_token` (empty = none).
     pub import_token: String,
+    /// The file this came from (SIGHUP re-reads it); `None` on embedded defaults.
+    pub source: Option<PathBuf>,
 }
 
 fn cores() -> usize {
@@ -389,6 +406,26 @@ impl Config {
         }
         if self.max_series == 0 {
             return Err(invalid("max_series", "must be at least 1".into()));
+        }
+        for (key, v) in [
+            ("max_name_length", self.max_name_length),
+            ("max_tags_per_line", self.max_tags_per_line),
+            ("max_tag_length", self.max_tag_length),
+            ("max_events", self.max_events),
+            (
+                "ingest.tcp_max_connections",
+                self.ingest.tcp_max_connections,
+            ),
+        ] {
+            if v == 0 {
+                return Err(invalid(key, "must be at least 1".into()));
+            }
+        }
+        if self.ingest.tcp_idle_timeout.0.is_zero() {
+            return Err(invalid(
+                "ingest.tcp_idle_timeout",
+                "must be more than 0".into(),
+            ));
         }
         let ingest = &self.ingest;
         if !(512..=65_535).contains(&ingest.max_datagram_bytes) {
@@ -486,6 +523,7 @@ impl Config {
         }
         .next_power_of_two();
         Ok(Runtime {
+            source: None,
             globals,
             forward_token,
             import_token,
@@ -496,6 +534,18 @@ impl Config {
             shards,
             config: self,
         })
+    }
+
+    /// The input limits, as the aggregator takes them.
+    pub fn limits(&self) -> crate::aggregate::Limits {
+        crate::aggregate::Limits {
+            max_series: self.max_series,
+            max_series_per_metric: self.max_series_per_metric,
+            max_events: self.max_events,
+            max_name_length: self.max_name_length,
+            max_tags_per_line: self.max_tags_per_line,
+            max_tag_length: self.max_tag_length,
+        }
     }
 
     /// The effective configuration as TOML; secrets print as their `${ENV}` reference or `***`.

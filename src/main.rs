@@ -110,7 +110,8 @@ fn run(cli: Cli) -> Result<()> {
         None => {
             init_logging(&cli.log_level);
             let (config, text) = load(cli.config.as_ref())?;
-            let rt = config.validate(&text).context("invalid config")?;
+            let mut rt = config.validate(&text).context("invalid config")?;
+            rt.source = cli.config.clone();
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .thread_name("meterd-rt")

@@ -5,13 +5,13 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 
 use tokio::sync::watch;
 
 use crate::aggregate::{Aggregator, AggregatorConfig, Ingestor};
 use crate::api::{self, ApiState};
-use crate::config::Runtime;
+use crate::config::{Config, Runtime};
 use crate::flush::{next_boundary, unix_now, Flusher, Renderer};
 use crate::forward::client::{Forwarder, ForwarderConfig};
 use crate::health::{HealthConfig, HealthStore};
@@ -69,8 +69,7 @@ pub async fn run(rt: Runtime, shutdown: impl Future<Output = ()>) -> Result<(), 
         Aggregator::new(
             AggregatorConfig {
                 shards: rt.shards,
-                max_series: cfg.max_series,
-                max_events: cfg.max_events,
+                limits: cfg.limits(),
                 gauge_deltas: cfg.gauge_deltas,
                 hostname: rt.hostname.clone(),
                 gauge_memory_flushes,
@@ -152,6 +151,7 @@ pub async fn run(rt: Runtime, shutdown: impl Future<Output = ()>) -> Result<(), 
             aggregator.clone(),
             max_datagram,
             cfg.ingest.tcp_max_connections,
+            cfg.ingest.tcp_idle_timeout.0,
             stop_rx.clone(),
         ));
     }
@@ -165,6 +165,7 @@ pub async fn run(rt: Runtime, shutdown: impl Future<Output = ()>) -> Result<(), 
             source: rt.hostname.to_string(),
         })
     });
+    let shared_sinks: SharedSinks = Arc::new(RwLock::new(sinks.clone()));
     let api_state = ApiState {
         globals: forwarder
             .as_ref()
@@ -174,7 +175,7 @@ pub async fn run(rt: Runtime, shutdown: impl Future<Output = ()>) -> Result<(), 
         import_token: Arc::from(rt.import_token.as_str()),
         max_import_bytes: cfg.http.max_body_bytes.saturating_mul(16),
         telemetry: telemetry.clone(),
-        sinks: sinks.clone(),
+        sinks: shared_sinks.clone(),
         health: health.clone(),
         interval_s: interval.as_secs(),
     };
@@ -210,11 +211,19 @@ pub async fn run(rt: Runtime, shutdown: impl Future<Output = ()>) -> Result<(), 
         forwarder,
     );
     tokio::pin!(shutdown);
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    let mut running = rt.clone();
+    let mut retired: Vec<tokio::task::JoinHandle<()>> = Vec::new();
     loop {
         let (wait, boundary) = next_boundary(interval);
         tokio::select! {
             _ = &mut shutdown => break,
             _ = tokio::time::sleep(wait) => flusher.flush(boundary).await,
+            Some(()) = async { match hangup.as_mut() { Some(h) => h.recv().await, None => None } } => {
+                if let Some(next) = reload(&running, &mut flusher, &aggregator, &shared_sinks, &mut retired) {
+                    running = next;
+                }
+            }
         }
     }
 
@@ -238,15 +247,137 @@ pub async fn run(rt: Runtime, shutdown: impl Future<Output = ()>) -> Result<(), 
     if let Some(f) = flusher.forwarder.take() {
         f.shutdown(cfg.shutdown_timeout.0).await;
     }
+    let flusher_sinks = flusher.sinks.clone();
     drop(flusher);
     let _ = api_task.await;
     for p in unix_paths {
         let _ = std::fs::remove_file(p);
     }
+    for t in retired {
+        let _ = t.await;
+    }
+    drop(sinks);
+    drop(shared_sinks);
+    let sinks = flusher_sinks;
     match Arc::try_unwrap(sinks) {
         Ok(s) => s.shutdown(cfg.shutdown_timeout.0).await,
         Err(_) => tracing::warn!("sinks still referenced at shutdown; not waiting for them"),
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The sinks the API reports on; replaced on reload.
+pub type SharedSinks = Arc<RwLock<Arc<SinkSet>>>;
+
+/// SIGHUP: re-reads the config file. Renderer settings (tags, percentiles, aggregates), limits
+/// and sinks change from the next flush on; aggregated state and sockets are untouched. An
+/// invalid file is refused with a logged reason and the running config stays. Settings that
+/// need new sockets or threads are reported as needing a restart. Returns the new runtime
+/// config when it was applied.
+fn reload(
+    running: &Runtime,
+    flusher: &mut Flusher,
+    aggregator: &Arc<Aggregator>,
+    shared: &SharedSinks,
+    retired: &mut Vec<tokio::task::JoinHandle<()>>,
+) -> Option<Runtime> {
+    let Some(path) = running.source.clone() else {
+        tracing::warn!("SIGHUP: meterd runs on embedded defaults (no --config); nothing to reload");
+        return None;
+    };
+    let next = match Config::from_file(&path).and_then(|c| {
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        c.validate(&text)
+    }) {
+        Ok(mut rt) => {
+            rt.source = Some(path.clone());
+            rt
+        }
+        Err(e) => {
+            tracing::error!(file = %path.display(), error = %e, "SIGHUP: config refused; keeping the running config");
+            return None;
+        }
+    };
+    let (old, new) = (&running.config, &next.config);
+    let mut restart = Vec::new();
+    if differs(&old.ingest, &new.ingest) {
+        restart.push("ingest");
+    }
+    if differs(&old.http, &new.http) {
+        restart.push("http");
+    }
+    if differs(&old.forward, &new.forward) {
+        restart.push("forward");
+    }
+    if differs(&old.health, &new.health) {
+        restart.push("health");
+    }
+    if running.interval != next.interval {
+        restart.push("interval");
+    }
+    if running.hostname != next.hostname {
+        restart.push("hostname");
+    }
+    if old.gauge_deltas != new.gauge_deltas {
+        restart.push("gauge_deltas");
+    }
+    if !restart.is_empty() {
+        tracing::warn!(keys = ?restart, "SIGHUP: these settings change only on restart; keeping their running values");
+    }
+    let new_sinks = differs(&old.sinks, &new.sinks);
+    if new_sinks {
+        match SinkSet::start(&new.sinks, running.interval) {
+            Ok(set) => {
+                let set = Arc::new(set);
+                let previous = std::mem::replace(&mut flusher.sinks, set.clone());
+                *shared.write().unwrap_or_else(PoisonError::into_inner) = set;
+                let timeout = running.config.shutdown_timeout.0;
+                retired.retain(|t| !t.is_finished());
+                retired.push(tokio::spawn(async move {
+                    // The retired set finishes what it holds (the API may still hold a clone
+                    // for a moment; then it is dropped without waiting).
+                    let mut previous = previous;
+                    for _ in 0..50 {
+                        match Arc::try_unwrap(previous) {
+                            Ok(s) => return s.shutdown(timeout).await,
+                            Err(p) => previous = p,
+                        }
+                        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                    }
+                }));
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "SIGHUP: sinks refused; keeping the running config");
+                return None;
+            }
+        }
+    }
+    aggregator.set_limits(&new.limits());
+    // Keep what needs a restart at its running value, take the rest.
+    let mut applied = next.clone();
+    applied.interval = running.interval;
+    applied.hostname = running.hostname.clone();
+    applied.config.ingest = old.ingest.clone();
+    applied.config.http = old.http.clone();
+    applied.config.forward = old.forward.clone();
+    applied.config.health = old.health.clone();
+    applied.config.gauge_deltas = old.gauge_deltas;
+    flusher.renderer = Renderer::new(&applied);
+    tracing::info!(
+        file = %path.display(),
+        sinks_restarted = new_sinks,
+        "SIGHUP: config reloaded; applies from the next flush"
+    );
+    Some(applied)
+}
+
+/// Whether two config sections differ, compared as their TOML (sinks hold secrets and have no
+/// `PartialEq` on every field; TOML is what the user wrote anyway).
+fn differs<T: serde::Serialize>(a: &T, b: &T) -> bool {
+    let text = |v: &T| {
+        // A bare array (sinks) is not a TOML document; wrap it.
+        toml::to_string(&std::collections::BTreeMap::from([("v", v)])).unwrap_or_default()
+    };
+    text(a) != text(b)
 }

@@ -2,6 +2,7 @@
 //! emitted every flush as per-interval counts through the normal pipeline and served cumulatively
 //! at `GET /metrics`.
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -23,6 +24,8 @@ pub struct Telemetry {
     pub lines_invalid: [AtomicU64; ParseError::ALL.len()],
     /// Lines refused by `max_series`.
     pub series_dropped_limit: AtomicU64,
+    /// Lines refused by `max_series_per_metric`.
+    pub series_dropped_metric_limit: AtomicU64,
     /// Aggregates dropped at flush for not being finite.
     pub series_dropped_non_finite: AtomicU64,
     /// Events and service checks refused by `max_events`.
@@ -53,6 +56,7 @@ impl Default for Telemetry {
             lines_invalid: Default::default(),
             series_dropped_limit: AtomicU64::new(0),
             series_dropped_non_finite: AtomicU64::new(0),
+            series_dropped_metric_limit: AtomicU64::new(0),
             events_dropped: AtomicU64::new(0),
             flush_duration_ms: AtomicU64::new(0),
             series_active: Default::default(),
@@ -112,6 +116,7 @@ impl Telemetry {
         }
         for (reason, v) in [
             ("limit", &self.series_dropped_limit),
+            ("metric_limit", &self.series_dropped_metric_limit),
             ("non_finite", &self.series_dropped_non_finite),
         ] {
             out.push(Sample {
@@ -163,10 +168,11 @@ impl Telemetry {
     }
 
     /// Self-metric points for one flush: counters as the change since `previous` (which is
-    /// updated), gauges as they are. Zeros included.
+    /// updated; keyed by name and tag, so sinks may come and go on reload), gauges as they are.
+    /// Zeros included.
     pub fn points(
         &self,
-        previous: &mut Vec<u64>,
+        previous: &mut HashMap<(&'static str, String), u64>,
         sinks: &[(String, Arc<SinkStats>)],
         globals: &[Arc<GlobalStats>],
         host: &Arc<str>,
@@ -174,15 +180,12 @@ impl Telemetry {
         interval: u64,
     ) -> Vec<Point> {
         let samples = self.samples(sinks, globals);
-        if previous.len() != samples.len() {
-            // The set of sinks is fixed for a run; a size change only happens on the first flush.
-            previous.resize(samples.len(), 0);
-        }
         samples
             .into_iter()
-            .zip(previous.iter_mut())
-            .map(|(s, prev)| {
+            .map(|s| {
                 let value = if s.counter {
+                    let tag = s.tag.as_ref().map(|t| t.1.clone()).unwrap_or_default();
+                    let prev = previous.entry((s.name, tag)).or_insert(0);
                     let d = s.value.saturating_sub(*prev);
                     *prev = s.value;
                     d

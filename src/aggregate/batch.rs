@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::{Aggregator, GaugeDeltas, OpValue};
+use super::{Aggregator, GaugeDeltas, Limits, OpValue};
 use crate::aggregate::key::{encode_key, hash_key};
 use crate::aggregate::set::hash_member;
 use crate::flush::point::{Event, ServiceCheck};
@@ -49,6 +49,8 @@ pub struct Ingestor {
     lines: u64,
     invalid: [u64; ParseError::ALL.len()],
     etsy: bool,
+    /// The aggregator's limits, refreshed at each commit (a reload applies from the next batch).
+    limits: Limits,
 }
 
 impl Ingestor {
@@ -57,6 +59,7 @@ impl Ingestor {
         let shards = aggregator.shard_count();
         let etsy = aggregator.config().gauge_deltas == GaugeDeltas::Etsy;
         Ingestor {
+            limits: aggregator.limits(),
             aggregator,
             batches: (0..shards).map(|_| ShardBatch::default()).collect(),
             scratch: Vec::with_capacity(256),
@@ -96,7 +99,10 @@ impl Ingestor {
         }
         self.lines += 1;
         match parse_line(trimmed) {
-            Ok(Line::Metric(m)) => self.push_metric(&m),
+            Ok(Line::Metric(m)) => match self.check_limits(&m) {
+                Ok(()) => self.push_metric(&m),
+                Err(e) => self.count_invalid(e),
+            },
             Ok(Line::Event(e)) => {
                 let event = to_event(&e, &self.aggregator.config().hostname);
                 self.aggregator.push_event(event);
@@ -128,6 +134,19 @@ impl Ingestor {
     pub fn count_refused_line(&mut self, e: ParseError) {
         self.lines += 1;
         self.count_invalid(e);
+    }
+
+    /// Name and tag limits: a line over them is refused whole (`bad_name` / `bad_tags`).
+    fn check_limits(&self, m: &MetricLine<'_>) -> Result<(), ParseError> {
+        let l = &self.limits;
+        if m.name.len() > l.max_name_length {
+            return Err(ParseError::BadName);
+        }
+        let tags = m.tags.len() + usize::from(m.container_id.is_some());
+        if tags > l.max_tags_per_line || m.tags.iter().any(|t| t.len() > l.max_tag_length) {
+            return Err(ParseError::BadTags);
+        }
+        Ok(())
     }
 
     fn push_metric(&mut self, m: &MetricLine<'_>) {
@@ -178,11 +197,14 @@ impl Ingestor {
     /// Applies every pending shard batch (one lock per non-empty shard) and publishes counters.
     pub fn commit(&mut self) {
         let mut refused = 0;
+        let mut refused_per_metric = 0;
         for (i, batch) in self.batches.iter_mut().enumerate() {
             if batch.ops.is_empty() {
                 continue;
             }
-            refused += self.aggregator.apply(i, &batch.keys, &batch.ops);
+            let (r, m) = self.aggregator.apply(i, &batch.keys, &batch.ops);
+            refused += r;
+            refused_per_metric += m;
             batch.ops.clear();
             batch.keys.clear();
         }
@@ -191,6 +213,11 @@ impl Ingestor {
         if refused > 0 {
             t.series_dropped_limit.fetch_add(refused, Ordering::Relaxed);
         }
+        if refused_per_metric > 0 {
+            t.series_dropped_metric_limit
+                .fetch_add(refused_per_metric, Ordering::Relaxed);
+        }
+        self.limits = self.aggregator.limits();
         if self.packets > 0 {
             t.packets_received
                 .fetch_add(std::mem::take(&mut self.packets), Ordering::Relaxed);

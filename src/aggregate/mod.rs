@@ -38,15 +38,80 @@ pub enum GaugeDeltas {
     Etsy,
 }
 
+/// Limits on what the network can make meterd hold; all can change at run time (SIGHUP).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Distinct series per interval before new ones are refused.
+    pub max_series: usize,
+    /// Distinct series of one metric name per interval (0 = no limit): a tag explosion on one
+    /// name cannot crowd out the rest.
+    pub max_series_per_metric: usize,
+    /// Events plus service checks kept per interval before new ones are refused.
+    pub max_events: usize,
+    /// Longest metric name in bytes; longer lines are `bad_name`.
+    pub max_name_length: usize,
+    /// Most tags on one line; more makes the line `bad_tags`.
+    pub max_tags_per_line: usize,
+    /// Longest tag in bytes; longer makes the line `bad_tags`.
+    pub max_tag_length: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_series: 1_000_000,
+            max_series_per_metric: 0,
+            max_events: 10_000,
+            max_name_length: 512,
+            max_tags_per_line: 64,
+            max_tag_length: 512,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct AtomicLimits {
+    max_series: AtomicUsize,
+    max_series_per_metric: AtomicUsize,
+    max_events: AtomicUsize,
+    max_name_length: AtomicUsize,
+    max_tags_per_line: AtomicUsize,
+    max_tag_length: AtomicUsize,
+}
+
+impl AtomicLimits {
+    fn store(&self, l: &Limits) {
+        self.max_series.store(l.max_series, Ordering::Relaxed);
+        self.max_series_per_metric
+            .store(l.max_series_per_metric, Ordering::Relaxed);
+        self.max_events.store(l.max_events, Ordering::Relaxed);
+        self.max_name_length
+            .store(l.max_name_length, Ordering::Relaxed);
+        self.max_tags_per_line
+            .store(l.max_tags_per_line, Ordering::Relaxed);
+        self.max_tag_length
+            .store(l.max_tag_length, Ordering::Relaxed);
+    }
+
+    fn load(&self) -> Limits {
+        Limits {
+            max_series: self.max_series.load(Ordering::Relaxed),
+            max_series_per_metric: self.max_series_per_metric.load(Ordering::Relaxed),
+            max_events: self.max_events.load(Ordering::Relaxed),
+            max_name_length: self.max_name_length.load(Ordering::Relaxed),
+            max_tags_per_line: self.max_tags_per_line.load(Ordering::Relaxed),
+            max_tag_length: self.max_tag_length.load(Ordering::Relaxed),
+        }
+    }
+}
+
 /// Settings the aggregator needs, taken from the validated config.
 #[derive(Debug, Clone)]
 pub struct AggregatorConfig {
     /// Number of shards; rounded up to a power of two.
     pub shards: usize,
-    /// Distinct series per interval before new ones are refused.
-    pub max_series: usize,
-    /// Events plus service checks kept per interval before new ones are refused.
-    pub max_events: usize,
+    /// Input limits (changeable later with [`Aggregator::set_limits`]).
+    pub limits: Limits,
     /// `-N` gauge semantics.
     pub gauge_deltas: GaugeDeltas,
     /// Hostname for events and service checks that carry no `h:`.
@@ -119,6 +184,9 @@ pub struct Aggregator {
     flushes: std::sync::atomic::AtomicU64,
     passthrough: Mutex<Passthrough>,
     config: AggregatorConfig,
+    limits: AtomicLimits,
+    /// Series per metric name this interval, kept only while `max_series_per_metric` > 0.
+    per_metric: Mutex<HashMap<Box<[u8]>, usize>>,
     telemetry: Arc<Telemetry>,
     health: Option<Arc<HealthStore>>,
 }
@@ -145,10 +213,46 @@ impl Aggregator {
             series: AtomicUsize::new(0),
             flushes: std::sync::atomic::AtomicU64::new(0),
             passthrough: Mutex::new(Passthrough::default()),
+            limits: {
+                let l = AtomicLimits::default();
+                l.store(&config.limits);
+                l
+            },
+            per_metric: Mutex::new(HashMap::new()),
             config,
             telemetry,
             health: None,
         }
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> Limits {
+        self.limits.load()
+    }
+
+    /// Changes the limits; they apply from the next batch on (SIGHUP reload).
+    pub fn set_limits(&self, limits: &Limits) {
+        self.limits.store(limits);
+    }
+
+    /// Admits one new series of the metric in `key` under `max_series_per_metric`.
+    fn admit_per_metric(&self, key: &[u8], limit: usize) -> bool {
+        let Some(parts) = key::KeyParts::decode(key) else {
+            return true;
+        };
+        let mut map = self
+            .per_metric
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(n) = map.get_mut(parts.name.as_bytes()) {
+            if *n >= limit {
+                return false;
+            }
+            *n += 1;
+            return true;
+        }
+        map.insert(parts.name.as_bytes().into(), 1);
+        true
     }
 
     /// Sends `_sc` lines to `store` as well as to the sinks (SPEC §6).
@@ -192,7 +296,8 @@ impl Aggregator {
     /// Queues an event for the next flush; refused (and counted) beyond `max_events`.
     pub fn push_event(&self, event: Event) {
         let mut p = lock(&self.passthrough);
-        if p.events.len() + p.service_checks.len() >= self.config.max_events {
+        if p.events.len() + p.service_checks.len() >= self.limits.max_events.load(Ordering::Relaxed)
+        {
             self.telemetry
                 .events_dropped
                 .fetch_add(1, Ordering::Relaxed);
@@ -204,7 +309,8 @@ impl Aggregator {
     /// Queues a service check for the next flush; refused (and counted) beyond `max_events`.
     pub fn push_service_check(&self, check: ServiceCheck) {
         let mut p = lock(&self.passthrough);
-        if p.events.len() + p.service_checks.len() >= self.config.max_events {
+        if p.events.len() + p.service_checks.len() >= self.limits.max_events.load(Ordering::Relaxed)
+        {
             self.telemetry
                 .events_dropped
                 .fetch_add(1, Ordering::Relaxed);
@@ -213,13 +319,16 @@ impl Aggregator {
         p.service_checks.push(check);
     }
 
-    /// Applies one shard's batch under one lock. Returns the number of ops refused by the
-    /// series limit.
-    fn apply(&self, shard: usize, keys: &[u8], ops: &[batch::Op]) -> u64 {
+    /// Applies one shard's batch under one lock. Returns the ops refused by `max_series` and by
+    /// `max_series_per_metric`.
+    fn apply(&self, shard: usize, keys: &[u8], ops: &[batch::Op]) -> (u64, u64) {
         let Some(m) = self.shards.get(shard) else {
-            return 0;
+            return (0, 0);
         };
+        let max_series = self.limits.max_series.load(Ordering::Relaxed);
+        let per_metric = self.limits.max_series_per_metric.load(Ordering::Relaxed);
         let mut refused = 0;
+        let mut refused_per_metric = 0;
         let mut guard = lock(m);
         let shard = &mut *guard;
         for op in ops {
@@ -234,9 +343,14 @@ impl Aggregator {
                 update(&mut series.state, op.value);
                 continue;
             }
-            if self.series.fetch_add(1, Ordering::Relaxed) >= self.config.max_series {
+            if self.series.fetch_add(1, Ordering::Relaxed) >= max_series {
                 self.series.fetch_sub(1, Ordering::Relaxed);
                 refused += 1;
+                continue;
+            }
+            if per_metric > 0 && !self.admit_per_metric(key, per_metric) {
+                self.series.fetch_sub(1, Ordering::Relaxed);
+                refused_per_metric += 1;
                 continue;
             }
             let previous = shard.gauge_last.get(&hash).map(|g| g.0).unwrap_or(0.0);
@@ -251,7 +365,7 @@ impl Aggregator {
                 |s| s.hash,
             );
         }
-        refused
+        (refused, refused_per_metric)
     }
 
     /// Merges whole series states (forwarded from locals) under one lock per shard: counters
@@ -267,6 +381,7 @@ impl Aggregator {
             }
         }
         let mut refused = 0;
+        let max_series = self.limits.max_series.load(Ordering::Relaxed);
         for (m, items) in self.shards.iter().zip(per_shard) {
             if items.is_empty() {
                 continue;
@@ -280,7 +395,7 @@ impl Aggregator {
                     merge_state(&mut series.state, state);
                     continue;
                 }
-                if self.series.fetch_add(1, Ordering::Relaxed) >= self.config.max_series {
+                if self.series.fetch_add(1, Ordering::Relaxed) >= max_series {
                     self.series.fetch_sub(1, Ordering::Relaxed);
                     refused += 1;
                     continue;
@@ -324,6 +439,7 @@ impl Aggregator {
             self.series.fetch_sub(table.len(), Ordering::Relaxed);
             tables.push(table);
         }
+        lock(&self.per_metric).clear();
         let p = std::mem::take(&mut *lock(&self.passthrough));
         Snapshot {
             tables,

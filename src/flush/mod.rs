@@ -249,7 +249,7 @@ pub struct Flusher {
     pub health: Arc<HealthStore>,
     /// Delivery to globals, when this instance forwards.
     pub forwarder: Option<Forwarder>,
-    previous: Vec<u64>,
+    previous: std::collections::HashMap<(&'static str, String), u64>,
     last_kernel_drops: u64,
     last_packets: u64,
     last_lines: u64,
@@ -273,7 +273,7 @@ impl Flusher {
             udp_ports,
             health,
             forwarder,
-            previous: Vec::new(),
+            previous: std::collections::HashMap::new(),
             last_kernel_drops: t.udp_kernel_drops.load(Ordering::Relaxed),
             last_packets: 0,
             last_lines: 0,

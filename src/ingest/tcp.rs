@@ -3,7 +3,7 @@
 //! Each connection is a task with its own [`Ingestor`] and a read buffer of at most
 //! `max_line` bytes plus one read. A line longer than `max_line` is dropped alone (counted as
 //! `too_long`) and the connection stays open. At most `max_connections` are served at once;
-//! more are accepted and closed immediately.
+//! more are accepted and closed immediately. A connection silent for `idle` is closed.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -25,6 +25,7 @@ pub async fn serve(
     aggregator: Arc<Aggregator>,
     max_line: usize,
     max_connections: usize,
+    idle: Duration,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let permits = Arc::new(Semaphore::new(max_connections.max(1)));
@@ -48,7 +49,7 @@ pub async fn serve(
                 let ingestor = Ingestor::new(aggregator.clone());
                 let rx = shutdown.clone();
                 tasks.spawn(async move {
-                    connection(stream, peer, ingestor, max_line, rx).await;
+                    connection(stream, peer, ingestor, max_line, idle, rx).await;
                     drop(permit);
                 });
             }
@@ -64,6 +65,7 @@ async fn connection(
     peer: SocketAddr,
     mut ingestor: Ingestor,
     max_line: usize,
+    idle: Duration,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut buf = vec![0u8; max_line + 4096];
@@ -79,7 +81,13 @@ async fn connection(
             }
         } else {
             tokio::select! {
-                r = stream.read(free) => r,
+                r = tokio::time::timeout(idle, stream.read(free)) => match r {
+                    Ok(r) => r,
+                    Err(_) => {
+                        tracing::debug!(%peer, "tcp connection idle; closing");
+                        break;
+                    }
+                },
                 _ = shutdown.changed() => { draining = true; continue; }
             }
         };

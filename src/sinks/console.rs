@@ -29,6 +29,14 @@ pub struct ConsoleConfig {
     pub timeout: String,
     /// Further attempts to finish a write that timed out (default 3).
     pub max_retries: u32,
+    /// Only metrics and service checks whose name starts with one of these (default: all).
+    pub include: Vec<String>,
+    /// No metric or service check whose name starts with one of these.
+    pub exclude: Vec<String>,
+    /// Tag keys removed before printing.
+    pub drop_tags: Vec<String>,
+    /// Tags added to everything printed.
+    pub tags: Vec<String>,
 }
 
 impl Default for ConsoleConfig {
@@ -38,6 +46,10 @@ impl Default for ConsoleConfig {
             format: ConsoleFormat::default(),
             timeout: default_timeout(),
             max_retries: default_max_retries(),
+            include: Vec::new(),
+            exclude: Vec::new(),
+            drop_tags: Vec::new(),
+            tags: Vec::new(),
         }
     }
 }

@@ -13,7 +13,10 @@ use reqwest::header::{HeaderMap, HeaderName};
 use reqwest::{Client, Url};
 use serde::{Deserialize, Serialize};
 
-use super::http::{build_client, json_headers, parse_url, secret_header, Outbox};
+use super::http::{
+    build_client, check_batch_max_bytes, json_headers, parse_url, secret_header, BodyEncoding,
+    Outbox,
+};
 use super::{
     default_max_retries, default_timeout, resolve_env, Compression, Secret, Sink, SinkConfigError,
     SinkError,
@@ -59,6 +62,18 @@ pub struct DatadogConfig {
     pub timeout: String,
     /// Further attempts after a retryable failure (default 3).
     pub max_retries: u32,
+    /// Uncompressed bytes after which a `series` request is closed (default: unset, 3 MB
+    /// plain or 16 MB gzipped, under the API's payload limits).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub batch_max_bytes: Option<usize>,
+    /// Only metrics and service checks whose name starts with one of these (default: all).
+    pub include: Vec<String>,
+    /// No metric or service check whose name starts with one of these.
+    pub exclude: Vec<String>,
+    /// Tag keys removed before sending.
+    pub drop_tags: Vec<String>,
+    /// Tags added to everything sent.
+    pub tags: Vec<String>,
 }
 
 impl Default for DatadogConfig {
@@ -70,6 +85,11 @@ impl Default for DatadogConfig {
             compression: Compression::Gzip,
             timeout: default_timeout(),
             max_retries: default_max_retries(),
+            batch_max_bytes: None,
+            include: Vec::new(),
+            exclude: Vec::new(),
+            drop_tags: Vec::new(),
+            tags: Vec::new(),
         }
     }
 }
@@ -79,6 +99,8 @@ pub(super) struct DatadogSettings {
     urls: [Url; 3],
     headers: HeaderMap,
     gzip: bool,
+    /// Uncompressed size limit of a `series` request.
+    max_raw: usize,
 }
 
 pub(super) fn validate(
@@ -116,10 +138,16 @@ pub(super) fn validate(
     let gzip = config.compression == Compression::Gzip;
     let mut headers = json_headers(gzip);
     headers.insert(HeaderName::from_static("dd-api-key"), api_key);
+    let max_raw = match config.batch_max_bytes {
+        Some(n) => check_batch_max_bytes(n, key)?,
+        None if gzip => MAX_GZIP_RAW_BYTES,
+        None => MAX_PLAIN_BODY_BYTES,
+    };
     Ok(DatadogSettings {
         urls,
         headers,
         gzip,
+        max_raw,
     })
 }
 
@@ -217,14 +245,16 @@ fn json_error(err: serde_json::Error) -> SinkError {
     SinkError::Encode(err.to_string())
 }
 
-/// Encodes `batch` into `outbox`: series requests, then check runs, then events.
-fn encode_batch(outbox: &mut Outbox, batch: &FlushBatch, gzip: bool) -> Result<(), SinkError> {
+/// Encodes `batch` into `outbox`: series requests (each closed once past `max_raw`
+/// uncompressed bytes), then check runs, then events.
+fn encode_batch(
+    outbox: &mut Outbox,
+    batch: &FlushBatch,
+    gzip: bool,
+    max_raw: usize,
+) -> Result<(), SinkError> {
     outbox.clear();
-    let max_raw = if gzip {
-        MAX_GZIP_RAW_BYTES
-    } else {
-        MAX_PLAIN_BODY_BYTES
-    };
+    let encoding = BodyEncoding::gzip_if(gzip);
     let mut points = batch.metrics.iter().peekable();
     while points.peek().is_some() {
         let raw = outbox.raw();
@@ -240,7 +270,7 @@ fn encode_batch(outbox: &mut Outbox, batch: &FlushBatch, gzip: bool) -> Result<(
             n += 1;
         }
         raw.extend_from_slice(b"]}");
-        outbox.push(SERIES, n as u64, gzip)?;
+        outbox.push(SERIES, n as u64, encoding)?;
     }
 
     if !batch.service_checks.is_empty() {
@@ -253,12 +283,12 @@ fn encode_batch(outbox: &mut Outbox, batch: &FlushBatch, gzip: bool) -> Result<(
             serde_json::to_writer(&mut *raw, &DdCheck::new(check)).map_err(json_error)?;
         }
         raw.push(b']');
-        outbox.push(CHECK_RUN, batch.service_checks.len() as u64, gzip)?;
+        outbox.push(CHECK_RUN, batch.service_checks.len() as u64, encoding)?;
     }
 
     for event in &batch.events {
         serde_json::to_writer(outbox.raw(), &DdEvent::new(event)).map_err(json_error)?;
-        outbox.push(EVENTS, 1, gzip)?;
+        outbox.push(EVENTS, 1, encoding)?;
     }
     Ok(())
 }
@@ -270,6 +300,7 @@ pub(super) struct DatadogSink {
     urls: [Url; 3],
     headers: HeaderMap,
     gzip: bool,
+    max_raw: usize,
     timeout: Duration,
     outbox: Outbox,
 }
@@ -284,6 +315,7 @@ impl DatadogSink {
             urls: settings.urls,
             headers: settings.headers,
             gzip: settings.gzip,
+            max_raw: settings.max_raw,
             timeout,
             outbox: Outbox::default(),
         })
@@ -292,7 +324,7 @@ impl DatadogSink {
 
 impl Sink for DatadogSink {
     fn encode(&mut self, batch: &FlushBatch) -> Result<(), SinkError> {
-        encode_batch(&mut self.outbox, batch, self.gzip)
+        encode_batch(&mut self.outbox, batch, self.gzip, self.max_raw)
     }
 
     async fn send(&mut self) -> Result<(), SinkError> {
@@ -331,7 +363,12 @@ mod tests {
     /// Encodes and decodes every request: `(endpoint, items, json)`.
     fn encode(batch: &FlushBatch, gzip: bool) -> Vec<(usize, u64, Value)> {
         let mut outbox = Outbox::default();
-        encode_batch(&mut outbox, batch, gzip).expect("encodes");
+        let max_raw = if gzip {
+            MAX_GZIP_RAW_BYTES
+        } else {
+            MAX_PLAIN_BODY_BYTES
+        };
+        encode_batch(&mut outbox, batch, gzip, max_raw).expect("encodes");
         outbox
             .bodies()
             .map(|(endpoint, items, body)| {
@@ -467,7 +504,7 @@ mod tests {
         point.tags = vec!["big:".to_owned() + &"x".repeat(100_000)].into();
         batch.metrics = vec![point; 50];
         let mut outbox = Outbox::default();
-        encode_batch(&mut outbox, &batch, false).expect("encodes");
+        encode_batch(&mut outbox, &batch, false, MAX_PLAIN_BODY_BYTES).expect("encodes");
         let sizes: Vec<(u64, usize)> = outbox
             .bodies()
             .filter(|b| b.0 == SERIES)

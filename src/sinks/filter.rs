@@ -51,9 +51,15 @@ impl SinkFilter {
             }
             Ok(values.to_vec())
         };
-        let prefix = |v: &str| !v.is_empty() && !v.chars().any(char::is_control);
-        let tag_key = |v: &str| prefix(v) && !v.contains([':', ',']);
-        let tag = |v: &str| prefix(v) && !v.contains(',');
+        fn prefix(v: &str) -> bool {
+            !v.is_empty() && !v.chars().any(char::is_control)
+        }
+        fn tag_key(v: &str) -> bool {
+            prefix(v) && !v.contains([':', ','])
+        }
+        fn tag(v: &str) -> bool {
+            prefix(v) && !v.contains(',')
+        }
         let include = checked("include", keys.include, "a non-empty name prefix", prefix)?;
         let exclude = checked("exclude", keys.exclude, "a non-empty name prefix", prefix)?;
         let drop_tags = checked(
@@ -205,8 +211,12 @@ mod tests {
     }
 
     fn filter(include: &[&str], exclude: &[&str], drop: &[&str], tags: &[&str]) -> SinkFilter {
-        let (include, exclude, drop_tags, tags) =
-            (strings(include), strings(exclude), strings(drop), strings(tags));
+        let (include, exclude, drop_tags, tags) = (
+            strings(include),
+            strings(exclude),
+            strings(drop),
+            strings(tags),
+        );
         SinkFilter::new(
             &FilterKeys {
                 include: &include,

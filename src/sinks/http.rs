@@ -1,6 +1,7 @@
 //! The `http` sink: SPEC §4's JSON document POSTed to any URL, optionally gzipped, with
-//! configured headers. Also the HTTP plumbing the `datadog` sink shares: URL and header
-//! validation, the client, an [`Outbox`] of encoded requests that resumes after a partial
+//! configured headers; with `batch_max_bytes` set, a large flush is split into several complete
+//! documents. Also the HTTP plumbing the other HTTP sinks share: URL and header validation, the
+//! client, an [`Outbox`] of encoded requests (plain, gzip or snappy) that resumes after a partial
 //! delivery, and [`post`] with its status classification.
 
 use std::collections::BTreeMap;
@@ -52,6 +53,18 @@ pub struct HttpConfig {
     pub timeout: String,
     /// Further attempts after a retryable failure (default 3).
     pub max_retries: u32,
+    /// Uncompressed bytes after which a document is closed and the flush's remaining metrics
+    /// go into another one (default: unset, one document per flush).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub batch_max_bytes: Option<usize>,
+    /// Only metrics and service checks whose name starts with one of these (default: all).
+    pub include: Vec<String>,
+    /// No metric or service check whose name starts with one of these.
+    pub exclude: Vec<String>,
+    /// Tag keys removed before sending.
+    pub drop_tags: Vec<String>,
+    /// Tags added to everything sent.
+    pub tags: Vec<String>,
 }
 
 impl Default for HttpConfig {
@@ -63,6 +76,11 @@ impl Default for HttpConfig {
             compression: Compression::None,
             timeout: default_timeout(),
             max_retries: default_max_retries(),
+            batch_max_bytes: None,
+            include: Vec::new(),
+            exclude: Vec::new(),
+            drop_tags: Vec::new(),
+            tags: Vec::new(),
         }
     }
 }
@@ -72,6 +90,7 @@ pub(super) struct HttpSettings {
     url: Url,
     headers: HeaderMap,
     gzip: bool,
+    batch_max_bytes: Option<usize>,
 }
 
 pub(super) fn validate(
@@ -85,16 +104,54 @@ pub(super) fn validate(
     let url = parse_url(&resolve_env(raw, || key("url"))?, || key("url"))?;
     let gzip = config.compression == Compression::Gzip;
     let mut headers = json_headers(gzip);
-    for (name, value) in &config.headers {
+    add_headers(&mut headers, &config.headers, &[], key)?;
+    let batch_max_bytes = config
+        .batch_max_bytes
+        .map(|n| check_batch_max_bytes(n, key))
+        .transpose()?;
+    Ok(HttpSettings {
+        url,
+        headers,
+        gzip,
+        batch_max_bytes,
+    })
+}
+
+/// Smallest accepted `batch_max_bytes`: below it almost every request would carry one item.
+pub(super) const MIN_BATCH_BYTES: usize = 1024;
+
+/// Checks a `batch_max_bytes` value.
+pub(super) fn check_batch_max_bytes(
+    n: usize,
+    key: &impl Fn(&str) -> String,
+) -> Result<usize, SinkConfigError> {
+    if n < MIN_BATCH_BYTES {
+        return Err(SinkConfigError::new(
+            key("batch_max_bytes"),
+            format!("must be at least {MIN_BATCH_BYTES}"),
+        ));
+    }
+    Ok(n)
+}
+
+/// Adds configured `headers` (values may be secrets) to `headers`, refusing the ones meterd
+/// sets itself ([`RESERVED_HEADERS`] and `also_reserved`).
+pub(super) fn add_headers(
+    headers: &mut HeaderMap,
+    configured: &BTreeMap<String, Secret>,
+    also_reserved: &[&str],
+    key: &impl Fn(&str) -> String,
+) -> Result<(), SinkConfigError> {
+    for (name, value) in configured {
         let header_key = || key(&format!("headers.{name}"));
         let header = HeaderName::from_bytes(name.as_bytes())
             .map_err(|_| SinkConfigError::new(header_key(), "invalid header name"))?;
-        if RESERVED_HEADERS.contains(&header.as_str()) {
+        if RESERVED_HEADERS.contains(&header.as_str()) || also_reserved.contains(&header.as_str()) {
             return Err(SinkConfigError::new(header_key(), "is set by meterd"));
         }
         headers.insert(header, secret_header(value, header_key)?);
     }
-    Ok(HttpSettings { url, headers, gzip })
+    Ok(())
 }
 
 /// Parses an `http`/`https` URL with a host. Errors never echo the value (it may be a secret).
@@ -146,6 +203,28 @@ pub(super) fn build_client(timeout: Duration) -> Result<Client, reqwest::Error> 
         .build()
 }
 
+/// How an [`Outbox`] request's body goes on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum BodyEncoding {
+    /// As written.
+    Plain,
+    /// gzip (`Content-Encoding: gzip`).
+    Gzip,
+    /// Snappy's block format, unframed (Prometheus remote write).
+    Snappy,
+}
+
+impl BodyEncoding {
+    /// [`BodyEncoding::Gzip`] when `gzip`, else [`BodyEncoding::Plain`].
+    pub(super) const fn gzip_if(gzip: bool) -> Self {
+        if gzip {
+            BodyEncoding::Gzip
+        } else {
+            BodyEncoding::Plain
+        }
+    }
+}
+
 /// One encoded request waiting in an [`Outbox`].
 #[derive(Debug, Default)]
 struct Encoded {
@@ -183,13 +262,23 @@ impl Outbox {
         &mut self.raw
     }
 
+    /// The scratch buffer as it is, to go on writing the current request's body.
+    pub(super) fn raw_mut(&mut self) -> &mut Vec<u8> {
+        &mut self.raw
+    }
+
+    /// What was written into [`Outbox::raw`] so far (the current request's uncompressed body).
+    pub(super) fn raw_len(&self) -> usize {
+        self.raw.len()
+    }
+
     /// Turns what was written into [`Outbox::raw`] into a request for `endpoint` carrying
-    /// `items` batch items, gzipping it when asked.
+    /// `items` batch items, compressed as asked.
     pub(super) fn push(
         &mut self,
         endpoint: usize,
         items: u64,
-        gzip: bool,
+        encoding: BodyEncoding,
     ) -> Result<(), SinkError> {
         if self.used == self.requests.len() {
             self.requests.push(Encoded::default());
@@ -198,18 +287,31 @@ impl Outbox {
         let slot = &mut self.requests[self.used];
         slot.endpoint = endpoint;
         slot.items = items;
-        if gzip {
-            let mut body = std::mem::take(&mut slot.body);
-            body.clear();
-            let mut encoder = flate2::write::GzEncoder::new(body, flate2::Compression::default());
-            let gzipped = encoder
-                .write_all(&self.raw)
-                .and_then(|()| encoder.finish())
-                .map_err(|e| SinkError::Encode(format!("gzip: {e}")))?;
-            slot.body = gzipped;
-        } else {
-            // The body takes the scratch buffer; the old body becomes the next scratch.
-            std::mem::swap(&mut slot.body, &mut self.raw);
+        match encoding {
+            BodyEncoding::Gzip => {
+                let mut body = std::mem::take(&mut slot.body);
+                body.clear();
+                let mut encoder =
+                    flate2::write::GzEncoder::new(body, flate2::Compression::default());
+                let gzipped = encoder
+                    .write_all(&self.raw)
+                    .and_then(|()| encoder.finish())
+                    .map_err(|e| SinkError::Encode(format!("gzip: {e}")))?;
+                slot.body = gzipped;
+            }
+            BodyEncoding::Snappy => {
+                slot.body.clear();
+                slot.body
+                    .resize(snap::raw::max_compress_len(self.raw.len()), 0);
+                let n = snap::raw::Encoder::new()
+                    .compress(&self.raw, &mut slot.body)
+                    .map_err(|e| SinkError::Encode(format!("snappy: {e}")))?;
+                slot.body.truncate(n);
+            }
+            BodyEncoding::Plain => {
+                // The body takes the scratch buffer; the old body becomes the next scratch.
+                std::mem::swap(&mut slot.body, &mut self.raw);
+            }
         }
         self.used += 1;
         Ok(())
@@ -297,12 +399,13 @@ pub(super) async fn post(
         .unwrap_or(Err(SinkError::Timeout(timeout)))
 }
 
-/// POSTs each batch as SPEC §4's JSON document.
+/// POSTs each batch as SPEC §4's JSON document (or several, with `batch_max_bytes`).
 pub(super) struct HttpSink {
     client: Client,
     urls: [Url; 1],
     headers: HeaderMap,
     gzip: bool,
+    batch_max_bytes: Option<usize>,
     timeout: Duration,
     outbox: Outbox,
 }
@@ -314,18 +417,66 @@ impl HttpSink {
             urls: [settings.url],
             headers: settings.headers,
             gzip: settings.gzip,
+            batch_max_bytes: settings.batch_max_bytes,
             timeout,
             outbox: Outbox::default(),
         })
     }
 }
 
+fn json_error(err: serde_json::Error) -> SinkError {
+    SinkError::Encode(err.to_string())
+}
+
+/// Encodes `batch` as documents of at most about `max_bytes` uncompressed bytes each: a
+/// document is closed once it passes the limit (so it holds at least one metric). The first
+/// carries the service checks and events; every document has all three keys, like one built by
+/// serde from a [`FlushBatch`].
+fn encode_split(
+    outbox: &mut Outbox,
+    batch: &FlushBatch,
+    max_bytes: usize,
+    encoding: BodyEncoding,
+) -> Result<(), SinkError> {
+    let mut points = batch.metrics.iter().peekable();
+    let mut first = true;
+    while first || points.peek().is_some() {
+        let raw = outbox.raw();
+        raw.extend_from_slice(b"{\"metrics\":[");
+        let mut n = 0u64;
+        while let Some(point) = points.next_if(|_| n == 0 || raw.len() < max_bytes) {
+            if n > 0 {
+                raw.push(b',');
+            }
+            serde_json::to_writer(&mut *raw, point).map_err(json_error)?;
+            n += 1;
+        }
+        raw.extend_from_slice(b"],\"service_checks\":");
+        let mut items = n;
+        if first {
+            serde_json::to_writer(&mut *raw, &batch.service_checks).map_err(json_error)?;
+            raw.extend_from_slice(b",\"events\":");
+            serde_json::to_writer(&mut *raw, &batch.events).map_err(json_error)?;
+            items += (batch.service_checks.len() + batch.events.len()) as u64;
+        } else {
+            raw.extend_from_slice(b"[],\"events\":[]");
+        }
+        raw.push(b'}');
+        outbox.push(0, items, encoding)?;
+        first = false;
+    }
+    Ok(())
+}
+
 impl Sink for HttpSink {
     fn encode(&mut self, batch: &FlushBatch) -> Result<(), SinkError> {
         self.outbox.clear();
-        serde_json::to_writer(self.outbox.raw(), batch)
-            .map_err(|e| SinkError::Encode(e.to_string()))?;
-        self.outbox.push(0, batch.len() as u64, self.gzip)
+        let encoding = BodyEncoding::gzip_if(self.gzip);
+        if let Some(max_bytes) = self.batch_max_bytes {
+            return encode_split(&mut self.outbox, batch, max_bytes, encoding);
+        }
+        serde_json::to_writer(self.outbox.raw(), batch).map_err(json_error)?;
+        self.outbox.push(0, batch.len() as u64, encoding)
     }
 
     async fn send(&mut self) -> Result<(), SinkError> {

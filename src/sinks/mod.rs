@@ -8,12 +8,19 @@
 //! ingest, the flusher or the other sinks.
 //!
 //! Configuration is one [`SinkConfig`] per `[[sinks]]` table, tagged by `type`. Values written as
-//! `"${NAME}"` in `url`, `api_key` and header values are read from the environment when the
-//! configuration is validated; secrets never appear in `Debug` output, errors or logs.
+//! `"${NAME}"` in `url`, `api_key`, tokens, passwords and header values are read from the
+//! environment when the configuration is validated; secrets never appear in `Debug` output,
+//! errors or logs. Every sink also takes the filter keys `include`, `exclude`, `drop_tags` and
+//! `tags` (`filter.rs`), applied to the batch before the sink encodes it.
 
 mod console;
 mod datadog;
+mod filter;
 mod http;
+mod influxdb;
+mod prom_series;
+mod prometheus_remote_write;
+mod prometheus_scrape;
 mod retry;
 
 use std::fmt;
@@ -33,6 +40,9 @@ use crate::flush::point::FlushBatch;
 pub use console::{ConsoleConfig, ConsoleFormat};
 pub use datadog::DatadogConfig;
 pub use http::HttpConfig;
+pub use influxdb::InfluxdbConfig;
+pub use prometheus_remote_write::{proto as remote_write_proto, PrometheusRemoteWriteConfig};
+pub use prometheus_scrape::PrometheusConfig;
 
 /// Batches each sink's queue holds besides the one it is delivering; a batch arriving at a full
 /// queue is dropped for that sink (and counted), so a slow sink is never more than this many
@@ -44,6 +54,9 @@ const LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// Default per-attempt timeout, before clamping to half the interval.
 const DEFAULT_TIMEOUT: &str = "5s";
+
+/// Default `expire_after` of the Prometheus sinks.
+const DEFAULT_EXPIRE_AFTER: &str = "5m";
 
 /// One `[[sinks]]` table, tagged by its `type` key; unknown keys are rejected.
 ///
@@ -59,6 +72,12 @@ pub enum SinkConfig {
     Http(HttpConfig),
     /// Datadog's v1 API (`series`, `check_run`, `events`), or anything speaking it.
     Datadog(DatadogConfig),
+    /// Prometheus remote write 1.0 (protobuf, snappy).
+    PrometheusRemoteWrite(PrometheusRemoteWriteConfig),
+    /// InfluxDB line protocol to 1.x `/write` or 2.x `/api/v2/write`.
+    Influxdb(InfluxdbConfig),
+    /// A Prometheus scrape endpoint serving the last flush.
+    Prometheus(PrometheusConfig),
 }
 
 impl Default for SinkConfig {
@@ -69,7 +88,14 @@ impl Default for SinkConfig {
 }
 
 /// The `type` values, for "unknown variant" errors.
-const SINK_TYPES: &[&str] = &["console", "http", "datadog"];
+const SINK_TYPES: &[&str] = &[
+    "console",
+    "http",
+    "datadog",
+    "prometheus_remote_write",
+    "influxdb",
+    "prometheus",
+];
 
 impl<'de> Deserialize<'de> for SinkConfig {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -105,6 +131,10 @@ impl<'de> serde::de::Visitor<'de> for SinkConfigVisitor {
             "console" => ConsoleConfig::deserialize(rest).map(SinkConfig::Console),
             "http" => HttpConfig::deserialize(rest).map(SinkConfig::Http),
             "datadog" => DatadogConfig::deserialize(rest).map(SinkConfig::Datadog),
+            "prometheus_remote_write" => PrometheusRemoteWriteConfig::deserialize(rest)
+                .map(SinkConfig::PrometheusRemoteWrite),
+            "influxdb" => InfluxdbConfig::deserialize(rest).map(SinkConfig::Influxdb),
+            "prometheus" => PrometheusConfig::deserialize(rest).map(SinkConfig::Prometheus),
             other => return Err(A::Error::unknown_variant(other, SINK_TYPES)),
         };
         parsed.map_err(|e| A::Error::custom(e.message()))
@@ -112,31 +142,49 @@ impl<'de> serde::de::Visitor<'de> for SinkConfigVisitor {
 }
 
 impl SinkConfig {
-    /// The `type` key's value: `console`, `http` or `datadog`.
+    /// The `type` key's value: `console`, `http`, `datadog`, `prometheus_remote_write`,
+    /// `influxdb` or `prometheus`.
     pub const fn type_name(&self) -> &'static str {
         match self {
             SinkConfig::Console(_) => "console",
             SinkConfig::Http(_) => "http",
             SinkConfig::Datadog(_) => "datadog",
+            SinkConfig::PrometheusRemoteWrite(_) => "prometheus_remote_write",
+            SinkConfig::Influxdb(_) => "influxdb",
+            SinkConfig::Prometheus(_) => "prometheus",
         }
     }
 
     /// The keys every sink type has.
     fn common(&self) -> CommonKeys<'_> {
-        let (name, timeout, max_retries) = match self {
-            SinkConfig::Console(c) => (&c.name, &c.timeout, c.max_retries),
-            SinkConfig::Http(c) => (&c.name, &c.timeout, c.max_retries),
-            SinkConfig::Datadog(c) => (&c.name, &c.timeout, c.max_retries),
-        };
-        CommonKeys {
-            name: name.as_deref(),
-            timeout,
-            max_retries,
+        macro_rules! common {
+            ($c:expr) => {
+                CommonKeys {
+                    name: $c.name.as_deref(),
+                    timeout: &$c.timeout,
+                    max_retries: $c.max_retries,
+                    filter: filter::FilterKeys {
+                        include: &$c.include,
+                        exclude: &$c.exclude,
+                        drop_tags: &$c.drop_tags,
+                        tags: &$c.tags,
+                    },
+                }
+            };
+        }
+        match self {
+            SinkConfig::Console(c) => common!(c),
+            SinkConfig::Http(c) => common!(c),
+            SinkConfig::Datadog(c) => common!(c),
+            SinkConfig::PrometheusRemoteWrite(c) => common!(c),
+            SinkConfig::Influxdb(c) => common!(c),
+            SinkConfig::Prometheus(c) => common!(c),
         }
     }
 }
 
-/// The keys every sink type has (`name`, `timeout`, `max_retries`), borrowed from its struct.
+/// The keys every sink type has (`name`, `timeout`, `max_retries`, and the filter's
+/// `include`, `exclude`, `drop_tags`, `tags`), borrowed from its struct.
 ///
 /// Each sink struct declares these fields itself rather than `#[serde(flatten)]`ing a shared
 /// struct, because flattening defeats `deny_unknown_fields`.
@@ -144,6 +192,48 @@ struct CommonKeys<'a> {
     name: Option<&'a str>,
     timeout: &'a str,
     max_retries: u32,
+    filter: filter::FilterKeys<'a>,
+}
+
+/// Default of the Prometheus sinks' `expire_after` key.
+fn default_expire_after() -> String {
+    DEFAULT_EXPIRE_AFTER.to_owned()
+}
+
+/// Parses a positive `expire_after` duration.
+fn parse_expire_after(
+    value: &str,
+    key: &impl Fn(&str) -> String,
+) -> Result<Duration, SinkConfigError> {
+    let d = parse_duration(value)
+        .map_err(|reason| SinkConfigError::new(key("expire_after"), reason))?;
+    if d < Duration::from_secs(1) {
+        return Err(SinkConfigError::new(
+            key("expire_after"),
+            "must be at least 1s",
+        ));
+    }
+    Ok(d)
+}
+
+/// Unix seconds now (0 before 1970).
+fn unix_now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// Appends a finite value as Prometheus and InfluxDB parse it: integral values below 2^53 as
+/// integers (`25`), others in ryu's shortest round-trip form (`12.5`, `1e20`).
+fn write_number(out: &mut Vec<u8>, value: f64) {
+    const EXACT: f64 = 9_007_199_254_740_992.0; // 2^53
+    if value.fract() == 0.0 && value.abs() < EXACT {
+        // In range and integral: the conversion is exact.
+        let n = value as i64;
+        out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+    } else {
+        out.extend_from_slice(ryu::Buffer::new().format(value).as_bytes());
+    }
 }
 
 /// Default of every sink's `timeout` key.
@@ -309,6 +399,10 @@ impl Default for SinkStats {
 /// One sink's encoder and transport, driven by [`run_sink`]: encode a batch once, then send it
 /// one or more times until it is delivered or given up.
 trait Sink: Send + 'static {
+    /// Whether the sink delivers metric points only (no service checks or events): then only
+    /// points count as its items in [`SinkStats`].
+    const METRICS_ONLY: bool = false;
+
     /// Encodes `batch` into the sink's reused buffers, replacing whatever the last batch left.
     /// Runs on the blocking pool (pure CPU work, no I/O).
     fn encode(&mut self, batch: &FlushBatch) -> Result<(), SinkError>;
@@ -326,6 +420,7 @@ struct ValidSink {
     name: String,
     timeout: Duration,
     max_retries: u32,
+    filter: filter::SinkFilter,
     kind: ValidKind,
 }
 
@@ -333,6 +428,9 @@ enum ValidKind {
     Console(console::ConsoleSettings),
     Http(http::HttpSettings),
     Datadog(datadog::DatadogSettings),
+    PrometheusRemoteWrite(prometheus_remote_write::RemoteWriteSettings),
+    Influxdb(influxdb::InfluxdbSettings),
+    Prometheus(prometheus_scrape::ScrapeSettings),
 }
 
 /// Names may only use these, as they become a tag value and part of a check name.
@@ -385,15 +483,24 @@ fn validate_all(
         if timeout.is_zero() {
             return Err(SinkConfigError::new(key("timeout"), "must be positive"));
         }
+        let filter = filter::SinkFilter::new(&common.filter, &key)?;
         let kind = match config {
             SinkConfig::Console(c) => ValidKind::Console(console::validate(c)),
             SinkConfig::Http(c) => ValidKind::Http(http::validate(c, &key)?),
             SinkConfig::Datadog(c) => ValidKind::Datadog(datadog::validate(c, &key)?),
+            SinkConfig::PrometheusRemoteWrite(c) => {
+                ValidKind::PrometheusRemoteWrite(prometheus_remote_write::validate(c, &key)?)
+            }
+            SinkConfig::Influxdb(c) => ValidKind::Influxdb(influxdb::validate(c, &key)?),
+            SinkConfig::Prometheus(c) => {
+                ValidKind::Prometheus(prometheus_scrape::validate(c, &key)?)
+            }
         };
         valid.push(ValidSink {
             name,
             timeout: timeout.min(max_timeout),
             max_retries: common.max_retries,
+            filter,
             kind,
         });
     }
@@ -482,6 +589,7 @@ impl SinkSet {
                 shared: Arc::clone(&shared),
                 max_retries: v.max_retries,
                 interval,
+                filter: Arc::new(v.filter),
             };
             let build_error =
                 |e: reqwest::Error| SinkConfigError::new(format!("sinks[{i}]"), e.to_string());
@@ -497,6 +605,25 @@ impl SinkSet {
                     datadog::DatadogSink::new(s, v.timeout).map_err(build_error)?,
                     task,
                 )),
+                ValidKind::PrometheusRemoteWrite(s) => tokio::spawn(run_sink(
+                    prometheus_remote_write::RemoteWriteSink::new(s, v.timeout)
+                        .map_err(build_error)?,
+                    task,
+                )),
+                ValidKind::Influxdb(s) => tokio::spawn(run_sink(
+                    influxdb::InfluxdbSink::new(s, v.timeout).map_err(build_error)?,
+                    task,
+                )),
+                ValidKind::Prometheus(s) => {
+                    let sink =
+                        prometheus_scrape::ScrapeSink::start(s, &shared.name).map_err(|e| {
+                            SinkConfigError::new(
+                                format!("sinks[{i}].listen"),
+                                format!("cannot bind: {e}"),
+                            )
+                        })?;
+                    tokio::spawn(run_sink(sink, task))
+                }
             };
             tracing::info!(sink = %shared.name, timeout = ?v.timeout, max_retries = v.max_retries, "sink started");
             sinks.push(SinkHandle {
@@ -601,6 +728,8 @@ struct Task {
     shared: Arc<Shared>,
     max_retries: u32,
     interval: Duration,
+    /// Applied to each batch before encoding.
+    filter: Arc<filter::SinkFilter>,
 }
 
 /// A sink's task: deliver queued batches one at a time until the queue closes.
@@ -609,28 +738,38 @@ async fn run_sink<S: Sink>(mut sink: S, mut task: Task) {
     let stats = &shared.stats;
     let mut failures = LogLimiter::default();
     while let Some(batch) = task.rx.recv().await {
-        let items = batch.len() as u64;
+        // `queued` is what `submit` counted in flight; `items` what this sink is to deliver
+        // after its filter (and without checks and events for a metrics-only sink). Items the
+        // filter removes are neither sent nor dropped.
+        let queued = batch.len() as u64;
         let started = Instant::now();
-        // Encoding is CPU work that grows with the batch (a million points take seconds as
-        // gzipped JSON): it runs on the blocking pool, never on a runtime thread.
+        // Filtering and encoding are CPU work that grows with the batch (a million points take
+        // seconds as gzipped JSON): they run on the blocking pool, never on a runtime thread.
         let encoding = {
             let batch = Arc::clone(&batch);
+            let filter = Arc::clone(&task.filter);
             tokio::task::spawn_blocking(move || {
-                let encoded = sink.encode(&batch);
-                (sink, encoded)
+                let view = filter.apply(&batch);
+                let items = if S::METRICS_ONLY {
+                    view.metrics.len()
+                } else {
+                    view.len()
+                } as u64;
+                let encoded = sink.encode(&view);
+                (sink, encoded, items)
             })
         };
         drop(batch);
-        let encoded = match encoding.await {
-            Ok((returned, encoded)) => {
+        let (encoded, items) = match encoding.await {
+            Ok((returned, encoded, items)) => {
                 sink = returned;
-                encoded
+                (encoded, items)
             }
             Err(err) => {
                 // The encoder panicked and took the sink with it: stop, dropping the rest.
                 tracing::error!(sink = %shared.name, error = %err, "sink encoder failed, sink stopped");
                 task.rx.close();
-                let mut lost = items;
+                let mut lost = queued;
                 while let Ok(queued) = task.rx.try_recv() {
                     lost += queued.len() as u64;
                 }
@@ -680,7 +819,7 @@ async fn run_sink<S: Sink>(mut sink: S, mut task: Task) {
                 }
             }
         }
-        shared.in_flight.fetch_sub(items, Ordering::Relaxed);
+        shared.in_flight.fetch_sub(queued, Ordering::Relaxed);
     }
 }
 
@@ -986,6 +1125,9 @@ pub(crate) mod tests {
             SinkConfig::default(),
             SinkConfig::Http(HttpConfig::default()),
             SinkConfig::Datadog(DatadogConfig::default()),
+            SinkConfig::PrometheusRemoteWrite(PrometheusRemoteWriteConfig::default()),
+            SinkConfig::Influxdb(InfluxdbConfig::default()),
+            SinkConfig::Prometheus(PrometheusConfig::default()),
         ] {
             let text = format!("[[sinks]]\ntype = \"{}\"\n", config.type_name());
             assert!(SINK_TYPES.contains(&config.type_name()));

@@ -157,14 +157,19 @@ fn tcp_over_long_line_is_dropped_alone_and_the_connection_stays_open() {
         "statsd_tcp = [\"127.0.0.1:0\"]\nmax_datagram_bytes = 512",
     ));
     let addr = m.addr("tcp");
-    let connections = 4;
-    let long = format!("tcp.long:1|c|#{}\n", "a".repeat(600));
+    let connections: usize = 4;
+    // Even connections: a line a little over the limit; odd ones: a line longer than meterd's
+    // whole read buffer (the limit plus one read), so it arrives in several reads.
+    let long = |i: usize| {
+        let n = if i % 2 == 0 { 600 } else { 20_000 };
+        format!("tcp.long:1|c|#{}\n", "a".repeat(n))
+    };
     let mut streams: Vec<TcpStream> = (0..connections)
         .map(|_| TcpStream::connect(addr).expect("connect"))
         .collect();
     std::thread::scope(|s| {
         for (i, stream) in streams.iter_mut().enumerate() {
-            let long = &long;
+            let long = long(i);
             s.spawn(move || {
                 let before: String = (0..50)
                     .map(|_| format!("tcp.count:1|c|#conn:{i}\n"))
@@ -180,7 +185,7 @@ fn tcp_over_long_line_is_dropped_alone_and_the_connection_stays_open() {
             });
         }
     });
-    m.wait_lines(connections * 101);
+    m.wait_lines(connections as u64 * 101);
     for stream in &mut streams {
         // Still open: no EOF from meterd, and more lines on it are still read.
         stream
@@ -200,7 +205,7 @@ fn tcp_over_long_line_is_dropped_alone_and_the_connection_stays_open() {
         }
         stream.write_all(b"tcp.after:1|c\n").expect("write after");
     }
-    m.wait_lines(connections * 102);
+    m.wait_lines(connections as u64 * 102);
     drop(streams);
     let status = m.terminate();
     assert!(status.success(), "exit {status}:\n{}", m.log());
@@ -296,6 +301,119 @@ fn max_series_refuses_new_series_and_keeps_counting_existing_ones() {
         sum_tagged(&points, "meterd.series.dropped", "reason:limit"),
         12.0
     );
+}
+
+#[test]
+fn max_series_next_interval_starts_empty() {
+    let capture = CaptureServer::start(Behaviour::Ok);
+    let mut m = Meterd::start(&config(&capture.url(), "1s", "max_series = 2", ""));
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let margin = Duration::from_millis(400);
+    // Which series of one datagram win the last free slots is not defined (lines are applied
+    // per shard), so each step sends only what must be accepted, then what must be refused.
+    avoid_boundary(Duration::from_secs(1), margin);
+    socket
+        .send_to(b"ns.a:1|c\nns.b:1|c", m.addr("udp"))
+        .unwrap();
+    m.wait_lines(2);
+    socket.send_to(b"ns.c:1|c", m.addr("udp")).unwrap();
+    m.wait_lines(3);
+    wait_for("a flush with ns.a", || {
+        (!points_named(&metric_points(&capture), "ns.a").is_empty()).then_some(())
+    });
+    avoid_boundary(Duration::from_secs(1), margin);
+    socket
+        .send_to(b"ns.c:1|c\nns.d:1|c", m.addr("udp"))
+        .unwrap();
+    m.wait_lines(5);
+    socket
+        .send_to(b"ns.e:1|c\nns.a:1|c", m.addr("udp"))
+        .unwrap();
+    m.wait_lines(7);
+    let status = m.terminate();
+    assert!(status.success(), "exit {status}:\n{}", m.log());
+    let points = metric_points(&capture);
+    for (name, want) in [
+        ("ns.a", 1.0),
+        ("ns.b", 1.0),
+        ("ns.c", 1.0),
+        ("ns.d", 1.0),
+        ("ns.e", 0.0),
+    ] {
+        assert_eq!(sum_named(&points, name), want, "{name}");
+    }
+    assert_eq!(
+        sum_tagged(&points, "meterd.series.dropped", "reason:limit"),
+        3.0,
+        "ns.c in the first interval; ns.e and ns.a (a third series) in the second"
+    );
+}
+
+#[test]
+fn non_finite_aggregates_are_dropped_and_counted() {
+    let points = one_flush(
+        "aggregates = [\"min\", \"max\", \"count\", \"sum\"]\npercentiles = []",
+        "",
+        |m| {
+            send_udp(
+                m.addr("udp"),
+                &[b"nf.c:1e300|c|@1e-10\nnf.g:1e308|g\nnf.g:+1e308|g\nnf.h:1e300|h|@1e-10\nnf.ok:1|c"],
+            );
+            m.wait_lines(5);
+        },
+    );
+    // serde_json writes a non-finite f64 as null: every value must be a finite number.
+    let bad: Vec<&Value> = points
+        .iter()
+        .filter(|p| !p["value"].as_f64().is_some_and(f64::is_finite))
+        .collect();
+    assert!(
+        bad.is_empty(),
+        "non-finite values reached the sink: {bad:?}"
+    );
+    for gone in ["nf.c", "nf.g", "nf.h.sum"] {
+        assert!(points_named(&points, gone).is_empty(), "{gone} emitted");
+    }
+    assert_eq!(only_point(&points, "nf.h.max")["value"], 1e300);
+    assert_eq!(only_point(&points, "nf.h.count")["value"], 1e10);
+    assert_eq!(only_point(&points, "nf.ok")["value"], 1.0);
+    assert_eq!(
+        sum_tagged(&points, "meterd.series.dropped", "reason:non_finite"),
+        3.0
+    );
+}
+
+#[test]
+fn unix_socket_replaces_a_stale_socket_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("stale.sock");
+    drop(UnixDatagram::bind(&path).unwrap());
+    assert!(path.exists());
+    let points = one_flush(
+        "",
+        &format!("statsd_unix = [\"{}\"]", path.display()),
+        |m| {
+            UnixDatagram::unbound()
+                .unwrap()
+                .send_to(b"stale.count:1|c", &path)
+                .expect("send to the re-bound socket");
+            m.wait_lines(1);
+        },
+    );
+    assert_eq!(only_point(&points, "stale.count")["value"], 1.0);
+}
+
+#[test]
+fn sigint_stops_like_sigterm() {
+    avoid_boundary(Duration::from_secs(3600), Duration::from_secs(10));
+    let capture = CaptureServer::start(Behaviour::Ok);
+    let mut m = Meterd::start(&config(&capture.url(), "1h", "", ""));
+    send_udp(m.addr("udp"), &[b"int.count:2|c"]);
+    m.wait_lines(1);
+    m.send_signal(libc::SIGINT);
+    let status = m.wait_exit();
+    assert!(status.success(), "exit {status}:\n{}", m.log());
+    assert_eq!(sum_named(&metric_points(&capture), "int.count"), 2.0);
 }
 
 #[test]
@@ -433,15 +551,29 @@ fn timestamped_counters_are_emitted_at_their_timestamp() {
     );
 }
 
-#[test]
-fn global_tags_are_on_every_point() {
-    let points = one_flush("tags = [\"env:test\", \"zone:a\"]", "", |m| {
+fn global_tags_run() -> Vec<Value> {
+    one_flush("tags = [\"env:test\", \"zone:a\"]", "", |m| {
         send_udp(
             m.addr("udp"),
             &[b"gt.c:1|c|#zeta,alpha\ngt.dup:1|c|#env:test\ngt.h:1|h|#b\ngt.g:1|g|#host:elsewhere"],
         );
         m.wait_lines(4);
-    });
+    })
+}
+
+fn without_global_tags(points: &[Value]) -> Vec<&Value> {
+    points
+        .iter()
+        .filter(|p| {
+            let tags = p["tags"].as_array().unwrap();
+            !(tags.contains(&json!("env:test")) && tags.contains(&json!("zone:a")))
+        })
+        .collect()
+}
+
+#[test]
+fn global_tags_are_on_every_series() {
+    let points = global_tags_run();
     assert_eq!(
         only_point(&points, "gt.c")["tags"],
         json!(["alpha", "env:test", "zeta", "zone:a"])
@@ -450,23 +582,90 @@ fn global_tags_are_on_every_point() {
         only_point(&points, "gt.dup")["tags"],
         json!(["env:test", "zone:a"])
     );
-    assert_eq!(
-        only_point(&points, "gt.h.max")["tags"],
-        json!(["b", "env:test", "zone:a"])
-    );
+    for aggregate in ["min", "max", "count", "50percentile", "99percentile"] {
+        assert_eq!(
+            only_point(&points, &format!("gt.h.{aggregate}"))["tags"],
+            json!(["b", "env:test", "zone:a"])
+        );
+    }
     let g = only_point(&points, "gt.g");
     assert_eq!(g["tags"], json!(["env:test", "zone:a"]));
     assert_eq!(g["host"], "elsewhere");
-    let missing: Vec<&Value> = points
+    let user: Vec<Value> = points
         .iter()
-        .filter(|p| {
-            let tags = p["tags"].as_array().unwrap();
-            !(tags.contains(&json!("env:test")) && tags.contains(&json!("zone:a")))
-        })
+        .filter(|p| p["name"].as_str().is_some_and(|n| n.starts_with("gt.")))
+        .cloned()
         .collect();
+    assert_eq!(user.len(), 3 + 6, "{user:?}");
+    let missing = without_global_tags(&user);
+    assert!(missing.is_empty(), "{missing:?}");
+}
+
+/// The brief and SPEC §9 (`tags`: "added to every series"; §8: self-metrics go "through the
+/// normal pipeline") say every point; meterd's own points come without them.
+#[test]
+#[ignore = "bug: global tags are not added to meterd.* self-metrics nor healthcheck.* gauges \
+            (src/telemetry.rs Telemetry::points and the health gauges bypass Renderer::tags_of)"]
+fn global_tags_are_on_meterds_own_points_too() {
+    let points = global_tags_run();
+    let missing = without_global_tags(&points);
     assert!(
         missing.is_empty(),
         "points without the global tags: {missing:?}"
+    );
+}
+
+/// SIGTERM at once after "meterd started", with a datagram already sent: exit 0, and the
+/// datagram is in the final flush. Regression: the signal handler was installed only when the
+/// flush loop first polled the shutdown future, after the sockets were bound and read.
+#[test]
+#[ignore = "bug: SIGTERM right after start kills meterd (default signal action): the handler is \
+            installed only when run()'s flush loop first polls shutdown::signal() (src/server.rs)"]
+fn sigterm_right_after_start_still_flushes() {
+    for _ in 0..5 {
+        let capture = CaptureServer::start(Behaviour::Ok);
+        let mut m = Meterd::start_unguarded(&config(&capture.url(), "1h", "", ""), &[]);
+        send_udp(m.addr("udp"), &[b"early.count:1|c"]);
+        let t = Instant::now();
+        let status = m.terminate();
+        assert!(status.success(), "exit {status}:\n{}", m.log());
+        assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+        let docs = documents(&capture);
+        assert_eq!(docs.len(), 1, "one final flush");
+        assert_eq!(sum_named(&metric_points(&capture), "early.count"), 1.0);
+    }
+}
+
+/// Two flushes must never carry a point of one series at one timestamp: a backend keeps only
+/// one of them (Datadog overwrites, Prometheus remote write refuses the duplicate). The final
+/// flush is stamped with the current second, which is the previous regular flush's timestamp
+/// whenever SIGTERM comes less than a second after it.
+#[test]
+#[ignore = "bug: the final flush is stamped unix_now() rounded down, the same second as the \
+            regular flush just before it (src/server.rs, `flusher.flush(now)` after the loop)"]
+fn final_flush_is_stamped_after_the_last_regular_flush() {
+    let capture = CaptureServer::start(Behaviour::Ok);
+    let mut m = Meterd::start(&config(&capture.url(), "1s", "", ""));
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket.send_to(b"ff.count:1|c", m.addr("udp")).unwrap();
+    wait_for("a regular flush with ff.count", || {
+        (!points_named(&metric_points(&capture), "ff.count").is_empty()).then_some(())
+    });
+    // Within the same second: more of the same series, then SIGTERM.
+    socket.send_to(b"ff.count:2|c", m.addr("udp")).unwrap();
+    m.wait_lines(2);
+    let status = m.terminate();
+    assert!(status.success(), "exit {status}:\n{}", m.log());
+    let points = metric_points(&capture);
+    assert_eq!(sum_named(&points, "ff.count"), 3.0);
+    let stamps: Vec<i64> = points_named(&points, "ff.count")
+        .iter()
+        .map(|p| p["timestamp"].as_i64().unwrap())
+        .collect();
+    assert_eq!(stamps.len(), 2, "{stamps:?}");
+    assert!(
+        stamps[1] > stamps[0],
+        "ff.count twice at one timestamp: {stamps:?}"
     );
 }
 
@@ -476,7 +675,7 @@ fn shutdown_is_prompt_when_idle() {
     let mut m = Meterd::start(&config(&capture.url(), "1h", "", ""));
     let t = Instant::now();
     let status = m.terminate();
-    assert!(status.success());
+    assert!(status.success(), "exit {status}:\n{}", m.log());
     assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
     assert_eq!(documents(&capture).len(), 1, "one final flush");
 }

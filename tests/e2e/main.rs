@@ -4,6 +4,7 @@
 mod cli;
 mod fixtures;
 mod fleet;
+mod hardening;
 mod health;
 mod lifecycle;
 mod sinks;

@@ -62,6 +62,29 @@ impl Meterd {
 
     /// As [`Meterd::start`], with extra environment variables for the child.
     pub fn start_with_env(config: &str, env: &[(&str, &str)]) -> Meterd {
+        let m = Meterd::start_unguarded(config, env);
+        // meterd installs its SIGTERM handler only after logging "meterd started" (see
+        // lifecycle::sigterm_right_after_start_still_flushes); until then SIGTERM kills it.
+        // Wait for the handler, so tests that stop meterd soon after start are not flaky.
+        wait_for("meterd's SIGTERM handler", || {
+            m.catches_sigterm().then_some(())
+        });
+        m
+    }
+
+    /// Whether meterd has a handler installed for SIGTERM (`SigCgt` in `/proc/PID/status`).
+    pub fn catches_sigterm(&self) -> bool {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("SigCgt:"))
+            .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+            .is_some_and(|mask| mask & (1 << (libc::SIGTERM - 1)) != 0)
+    }
+
+    /// As [`Meterd::start_with_env`], returning as soon as "meterd started" is logged.
+    pub fn start_unguarded(config: &str, env: &[(&str, &str)]) -> Meterd {
         let dir = tempfile::tempdir().expect("tempdir");
         let config = config.replace("@DIR@", &dir.path().display().to_string());
         let path = dir.path().join("meterd.toml");
@@ -162,11 +185,21 @@ impl Meterd {
         self.wait_exit()
     }
 
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Sends SIGTERM without waiting.
     pub fn send_sigterm(&self) {
+        self.send_signal(libc::SIGTERM);
+    }
+
+    /// Sends `signal` without waiting.
+    pub fn send_signal(&self, signal: libc::c_int) {
         let pid = libc::pid_t::try_from(self.child.id()).expect("pid");
         // SAFETY: sending a signal to our own child process.
-        unsafe { libc::kill(pid, libc::SIGTERM) };
+        unsafe { libc::kill(pid, signal) };
     }
 
     /// Waits (up to the deadline) for meterd to exit.

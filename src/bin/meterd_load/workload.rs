@@ -465,8 +465,8 @@ pub fn build_ring(spec: &Spec, seed: u64, min_datagrams: usize) -> Result<Ring, 
         let full_bytes = cur.n_lines > 0 && cur.len + 1 + line.len() > spec.datagram_bytes;
         if full_lines || full_bytes {
             ring.slots.push(cur);
-            let enough = ring.slots.len() >= min_datagrams.max(1)
-                && ring.lines.len() as u64 >= min_lines;
+            let enough =
+                ring.slots.len() >= min_datagrams.max(1) && ring.lines.len() as u64 >= min_lines;
             if enough {
                 return Ok(ring);
             }
@@ -578,7 +578,9 @@ impl Totals {
         }
         let rate = spec.rate_of(l.series);
         match kind {
-            Kind::Counter => *self.counters.entry(l.series).or_default() += times as f64 * (l.value / rate),
+            Kind::Counter => {
+                *self.counters.entry(l.series).or_default() += times as f64 * (l.value / rate)
+            }
             Kind::Timer | Kind::Histogram | Kind::Distribution => {
                 let e = self.timers.entry(l.series).or_default();
                 e.0 += times;
@@ -800,10 +802,16 @@ mod tests {
     fn presets_pack_as_the_issue_describes() {
         let plain = build_ring(&Spec::plain(), 1, 1024).expect("ring");
         let lpd = plain.avg_lines_per_datagram();
-        assert!((65.0..=75.0).contains(&lpd), "plain: {lpd} lines per datagram");
+        assert!(
+            (65.0..=75.0).contains(&lpd),
+            "plain: {lpd} lines per datagram"
+        );
         let dd = build_ring(&Spec::dogstatsd(), 1, 1024).expect("ring");
         let lpd = dd.avg_lines_per_datagram();
-        assert!((23.0..=25.0).contains(&lpd), "dogstatsd: {lpd} lines per datagram");
+        assert!(
+            (23.0..=25.0).contains(&lpd),
+            "dogstatsd: {lpd} lines per datagram"
+        );
     }
 
     #[test]
