@@ -40,6 +40,8 @@ pub struct ApiState {
     pub aggregator: Arc<Aggregator>,
     /// Required bearer token for `/import`; empty = none.
     pub import_token: Arc<str>,
+    /// Required bearer token for `POST /api/v1/healthchecks`; empty = none.
+    pub healthcheck_token: Arc<str>,
     /// Largest decompressed import.
     pub max_import_bytes: usize,
 }
@@ -109,6 +111,9 @@ async fn post_healthchecks(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    if let Err(r) = authorize(&headers, &s.healthcheck_token) {
+        return r;
+    }
     if let Some(ct) = headers.get(header::CONTENT_TYPE) {
         let ct = ct.to_str().unwrap_or_default().to_ascii_lowercase();
         if !ct.contains("json") {
@@ -137,20 +142,34 @@ fn same_token(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// Checks `Authorization: Bearer TOKEN` when `token` is set; 401 otherwise.
+#[allow(clippy::result_large_err)]
+fn authorize(headers: &HeaderMap, token: &str) -> Result<(), Response> {
+    if token.is_empty() {
+        return Ok(());
+    }
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    if same_token(given.as_bytes(), token.as_bytes()) {
+        Ok(())
+    } else {
+        Err(error(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong bearer token",
+        ))
+    }
+}
+
 async fn import(
     State(s): State<ApiState>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    if !s.import_token.is_empty() {
-        let given = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or_default();
-        if !same_token(given.as_bytes(), s.import_token.as_bytes()) {
-            return error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
-        }
+    if let Err(r) = authorize(&headers, &s.import_token) {
+        return r;
     }
     let body = match body {
         Ok(b) => b,

@@ -238,6 +238,8 @@ pub struct HttpConfig {
     pub max_body_bytes: usize,
     /// When set, `POST /import` requires `Authorization: Bearer TOKEN`.
     pub import_token: Secret,
+    /// When set, `POST /api/v1/healthchecks` requires `Authorization: Bearer TOKEN`.
+    pub healthcheck_token: Secret,
 }
 
 /// `[forward]`.
@@ -336,6 +338,7 @@ impl Default for HttpConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8127)),
             max_body_bytes: 10 * 1024 * 1024,
             import_token: Secret::default(),
+            healthcheck_token: Secret::default(),
         }
     }
 }
@@ -361,6 +364,8 @@ pub struct Runtime {
     pub forward_token: String,
     /// Resolved `[http] import_token` (empty = none).
     pub import_token: String,
+    /// Resolved `[http] healthcheck_token` (empty = none).
+    pub healthcheck_token: String,
     /// The file this came from (SIGHUP re-reads it); `None` on embedded defaults.
     pub source: Option<PathBuf>,
 }
@@ -476,6 +481,11 @@ impl Config {
             .import_token
             .resolve(|| "http.import_token".into())
             .map_err(|e| invalid(&e.key, e.reason))?;
+        let healthcheck_token = self
+            .http
+            .healthcheck_token
+            .resolve(|| "http.healthcheck_token".into())
+            .map_err(|e| invalid(&e.key, e.reason))?;
         if self.health.stale_after.0.is_zero() {
             return Err(invalid("health.stale_after", "must be more than 0".into()));
         }
@@ -523,6 +533,7 @@ impl Config {
         }
         .next_power_of_two();
         Ok(Runtime {
+            healthcheck_token,
             source: None,
             globals,
             forward_token,

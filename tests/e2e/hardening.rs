@@ -184,6 +184,16 @@ headers = {{ Authorization = "${{METERD_TEST_DD}}" }}
         !printed.contains(SECRET),
         "check-config leaked a literal secret:\n{printed}"
     );
+    // Health-check posts can require a token too.
+    let guarded = Meterd::start_with_env(
+        &format!("[ingest]\nstatsd_udp = [\"127.0.0.1:0\"]\n[http]\nlisten = \"127.0.0.1:0\"\nhealthcheck_token = \"${{METERD_TEST_DD}}\"\n"),
+        &env,
+    );
+    let body = br#"{"id": "x", "status": 1, "service": {"name": "s"}}"#;
+    assert_eq!(
+        http_request(guarded.addr("http"), "POST", "/api/v1/healthchecks", body).0,
+        401
+    );
     // A wrong import token is refused without echoing anything.
     let (status, body) = http_request(m.addr("http"), "POST", "/import", b"x");
     assert_eq!(status, 401);

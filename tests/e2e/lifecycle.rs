@@ -171,9 +171,11 @@ fn tcp_over_long_line_is_dropped_alone_and_the_connection_stays_open() {
         for (i, stream) in streams.iter_mut().enumerate() {
             let long = long(i);
             s.spawn(move || {
-                let before: String = (0..50)
+                let mut before: String = (0..50)
                     .map(|_| format!("tcp.count:1|c|#conn:{i}\n"))
                     .collect();
+                // An invalid line is dropped alone too.
+                before.push_str("not a metric\n");
                 let after: String = (0..50)
                     .map(|_| format!("tcp.count:2|c|#conn:{i}\n"))
                     .collect();
@@ -185,7 +187,7 @@ fn tcp_over_long_line_is_dropped_alone_and_the_connection_stays_open() {
             });
         }
     });
-    m.wait_lines(connections as u64 * 101);
+    m.wait_lines(connections as u64 * 102);
     for stream in &mut streams {
         // Still open: no EOF from meterd, and more lines on it are still read.
         stream
@@ -205,7 +207,7 @@ fn tcp_over_long_line_is_dropped_alone_and_the_connection_stays_open() {
         }
         stream.write_all(b"tcp.after:1|c\n").expect("write after");
     }
-    m.wait_lines(connections as u64 * 102);
+    m.wait_lines(connections as u64 * 103);
     drop(streams);
     let status = m.terminate();
     assert!(status.success(), "exit {status}:\n{}", m.log());
@@ -226,8 +228,12 @@ fn tcp_over_long_line_is_dropped_alone_and_the_connection_stays_open() {
         connections as f64
     );
     assert_eq!(
+        sum_tagged(&points, "meterd.lines.invalid", "reason:bad_name"),
+        connections as f64
+    );
+    assert_eq!(
         sum_named(&points, "meterd.lines.invalid"),
-        connections as f64,
+        2.0 * connections as f64,
         "nothing else was invalid"
     );
 }

@@ -88,14 +88,6 @@ impl Kind {
             Kind::Gauge | Kind::Set => false,
         }
     }
-
-    /// Whether the aggregator keeps a sample count (`x.count`) for this kind.
-    pub const fn is_timer(self) -> bool {
-        match self {
-            Kind::Timer | Kind::Histogram | Kind::Distribution => true,
-            Kind::Counter | Kind::Gauge | Kind::Set => false,
-        }
-    }
 }
 
 /// The shape of a workload: which series exist and how lines are packed into datagrams.
