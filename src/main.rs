@@ -117,7 +117,10 @@ fn run(cli: Cli) -> Result<()> {
                 .thread_name("meterd-rt")
                 .build()
                 .context("cannot start the tokio runtime")?;
-            runtime.block_on(meterd::run(rt, meterd::shutdown::signal()))?;
+            runtime.block_on(async {
+                let shutdown = meterd::shutdown::install();
+                meterd::run(rt, shutdown).await
+            })?;
             Ok(())
         }
     }

@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use crate::aggregate::{Aggregator, AggregatorConfig, Ingestor};
 use crate::api::{self, ApiState};
 use crate::config::{Config, Runtime};
-use crate::flush::{next_boundary, unix_now, Flusher, Renderer};
+use crate::flush::{next_boundary, Flusher, Renderer};
 use crate::forward::client::{Forwarder, ForwarderConfig};
 use crate::health::{HealthConfig, HealthStore};
 use crate::ingest;
@@ -54,6 +54,8 @@ fn bind_err(
 /// Runs meterd until `shutdown` resolves, then shuts down in order and returns.
 pub async fn run(rt: Runtime, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
     let cfg = &rt.config;
+    // Before binding anything: a SIGHUP without a handler would kill the process.
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     let telemetry = Arc::new(Telemetry::default());
     let interval = rt.interval;
     let gauge_memory_flushes = (3600 / interval.as_secs().max(1)).max(1);
@@ -212,7 +214,6 @@ pub async fn run(rt: Runtime, shutdown: impl Future<Output = ()>) -> Result<(), 
         forwarder,
     );
     tokio::pin!(shutdown);
-    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     let mut running = rt.clone();
     let mut retired: Vec<tokio::task::JoinHandle<()>> = Vec::new();
     loop {
@@ -242,8 +243,13 @@ pub async fn run(rt: Runtime, shutdown: impl Future<Output = ()>) -> Result<(), 
         tracing::error!("a reader thread panicked");
     }
     while tcp_tasks.join_next().await.is_some() {}
-    let now = i64::try_from(unix_now().as_secs()).unwrap_or(i64::MAX);
-    flusher.flush(now).await;
+    // The final flush ends the interval in progress now. Stamp it now, but always later than
+    // the last regular flush: two flushes of one series at one timestamp would overwrite each
+    // other at the backend. (Not the interval's end: that may be far in the future, which
+    // Datadog refuses beyond 10 minutes.)
+    let now = i64::try_from(crate::flush::unix_now().as_secs()).unwrap_or(i64::MAX);
+    let last = i64::try_from(telemetry.last_flush_unix.load(Ordering::Relaxed)).unwrap_or(0);
+    flusher.flush(now.max(last + 1)).await;
     tracing::info!("final flush submitted; waiting for sinks");
     if let Some(f) = flusher.forwarder.take() {
         f.shutdown(cfg.shutdown_timeout.0).await;

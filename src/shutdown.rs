@@ -1,21 +1,28 @@
-//! Signal handling: SIGTERM or SIGINT resolves [`signal`], which the binary passes to
-//! [`crate::run`] as its shutdown future.
+//! Signal handling: [`install`] registers SIGTERM and SIGINT handlers at once and returns the
+//! future that resolves on the first of them, which the binary passes to [`crate::run`].
+//!
+//! Registering before anything is bound matters: a signal that arrives between start-up and the
+//! first poll of a lazily registered handler would kill the process with nothing flushed.
 
-/// Resolves on the first SIGTERM or SIGINT.
-pub async fn signal() {
+use std::future::Future;
+
+/// Installs the handlers now (inside a tokio runtime) and returns the shutdown future.
+pub fn install() -> impl Future<Output = ()> + Send + 'static {
     use tokio::signal::unix::{signal, SignalKind};
     let term = signal(SignalKind::terminate());
     let int = signal(SignalKind::interrupt());
-    match (term, int) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => tracing::info!(signal = "SIGTERM", "shutting down"),
-                _ = int.recv() => tracing::info!(signal = "SIGINT", "shutting down"),
+    async move {
+        match (term, int) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => tracing::info!(signal = "SIGTERM", "shutting down"),
+                    _ = int.recv() => tracing::info!(signal = "SIGINT", "shutting down"),
+                }
             }
-        }
-        _ => {
-            tracing::warn!("cannot install signal handlers; falling back to ctrl-c");
-            let _ = tokio::signal::ctrl_c().await;
+            _ => {
+                tracing::warn!("cannot install signal handlers; falling back to ctrl-c");
+                let _ = tokio::signal::ctrl_c().await;
+            }
         }
     }
 }

@@ -295,7 +295,8 @@ impl HistogramState {
             return Err("histogram arrays must be paired");
         }
         let hdr_parts = !p.pos_buckets.is_empty() || !p.neg_buckets.is_empty() || p.zeros > 0;
-        if hdr_parts == !p.raw_values.is_empty() {
+        // Exactly one of the two representations.
+        if hdr_parts != p.raw_values.is_empty() {
             return Err("histogram must hold either raw samples or buckets");
         }
         if p.raw_values.len() > RAW_LIMIT {

@@ -372,8 +372,8 @@ impl Aggregator {
     /// add, gauges take the arriving value, sets and histograms merge. New series count against
     /// `max_series`; returns how many were refused.
     pub fn merge_series(&self, items: Vec<(Box<[u8]>, State)>) -> u64 {
-        let mut per_shard: Vec<Vec<(u64, Box<[u8]>, State)>> =
-            (0..self.shards.len()).map(|_| Vec::new()).collect();
+        type Keyed = (u64, Box<[u8]>, State);
+        let mut per_shard: Vec<Vec<Keyed>> = (0..self.shards.len()).map(|_| Vec::new()).collect();
         for (key, state) in items {
             let hash = key::hash_key(&key);
             if let Some(v) = per_shard.get_mut(self.shard_of(hash)) {

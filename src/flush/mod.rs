@@ -122,6 +122,30 @@ impl Renderer {
         }
     }
 
+    /// Adds the configured `tags` to what did not come from a series key: the points from
+    /// `own_from` on (health gauges, self-metrics), every service check and every event.
+    pub fn add_global_tags(&self, batch: &mut FlushBatch, own_from: usize) {
+        if self.tags.is_empty() {
+            return;
+        }
+        let merge = |tags: &mut Vec<String>| {
+            tags.extend(self.tags.iter().cloned());
+            tags.sort_unstable();
+            tags.dedup();
+        };
+        for p in batch.metrics.iter_mut().skip(own_from) {
+            let mut tags = p.tags.to_vec();
+            merge(&mut tags);
+            p.tags = Arc::from(tags);
+        }
+        for c in &mut batch.service_checks {
+            merge(&mut c.tags);
+        }
+        for e in &mut batch.events {
+            merge(&mut e.tags);
+        }
+    }
+
     fn tags_of(&self, parts: &KeyParts<'_>) -> Arc<[String]> {
         let mut tags: Vec<String> = parts.tags().map(str::to_owned).collect();
         if !self.tags.is_empty() {
@@ -385,6 +409,7 @@ impl Flusher {
         }
         let (checks, gauges, events) = self.health.drain(self.renderer.interval);
         batch.service_checks.extend(checks);
+        let own_from = batch.metrics.len();
         batch.metrics.extend(gauges);
         batch.events.extend(events);
         t.health_dropped.store(
@@ -405,6 +430,7 @@ impl Flusher {
             timestamp,
             self.renderer.interval,
         ));
+        self.renderer.add_global_tags(&mut batch, own_from);
         let points = batch.metrics.len();
         self.sinks.submit(Arc::new(batch));
         let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);

@@ -517,6 +517,41 @@ mod tests {
     }
 
     #[test]
+    fn batch_max_bytes_closes_series_requests() {
+        let mut c = config(DEFAULT_URL, "k");
+        assert_eq!(
+            validate(&c, &key).expect("valid").max_raw,
+            MAX_GZIP_RAW_BYTES
+        );
+        c.compression = Compression::None;
+        assert_eq!(
+            validate(&c, &key).expect("valid").max_raw,
+            MAX_PLAIN_BODY_BYTES
+        );
+        c.batch_max_bytes = Some(4096);
+        let settings = validate(&c, &key).expect("valid");
+        assert_eq!(settings.max_raw, 4096);
+        let mut batch = sample_batch();
+        let point = batch.metrics[0].clone();
+        batch.metrics = vec![point; 100];
+        let mut outbox = Outbox::default();
+        encode_batch(&mut outbox, &batch, false, settings.max_raw).expect("encodes");
+        let series: Vec<(u64, usize)> = outbox
+            .bodies()
+            .filter(|b| b.0 == SERIES)
+            .map(|b| (b.1, b.2.len()))
+            .collect();
+        assert!(series.len() > 2, "{series:?}");
+        assert_eq!(series.iter().map(|s| s.0).sum::<u64>(), 100);
+        assert!(series.iter().all(|s| s.1 < 4096 + 200), "{series:?}");
+        c.batch_max_bytes = Some(100);
+        assert_eq!(
+            validate(&c, &key).err().expect("tiny").key,
+            "sinks[0].batch_max_bytes"
+        );
+    }
+
+    #[test]
     fn urls_append_the_api_paths() {
         let settings = validate(&config("https://api.datadoghq.eu/", "k"), &key).expect("valid");
         assert_eq!(

@@ -428,40 +428,41 @@ fn json_error(err: serde_json::Error) -> SinkError {
     SinkError::Encode(err.to_string())
 }
 
-/// Encodes `batch` as documents of at most about `max_bytes` uncompressed bytes each: a
-/// document is closed once it passes the limit (so it holds at least one metric). The first
-/// carries the service checks and events; every document has all three keys, like one built by
-/// serde from a [`FlushBatch`].
+/// Encodes `batch` as documents of about `max_bytes` uncompressed bytes each: a document is
+/// closed once it passes the limit (so it holds at least one metric). The first carries the
+/// service checks and events (counted towards its size); every document has all three keys, like
+/// one built by serde from a [`FlushBatch`].
 fn encode_split(
     outbox: &mut Outbox,
     batch: &FlushBatch,
     max_bytes: usize,
     encoding: BodyEncoding,
 ) -> Result<(), SinkError> {
+    let mut first_tail = Vec::from(&b"],\"service_checks\":"[..]);
+    serde_json::to_writer(&mut first_tail, &batch.service_checks).map_err(json_error)?;
+    first_tail.extend_from_slice(b",\"events\":");
+    serde_json::to_writer(&mut first_tail, &batch.events).map_err(json_error)?;
+    first_tail.push(b'}');
+    const TAIL: &[u8] = b"],\"service_checks\":[],\"events\":[]}";
     let mut points = batch.metrics.iter().peekable();
     let mut first = true;
     while first || points.peek().is_some() {
+        let tail: &[u8] = if first { &first_tail } else { TAIL };
         let raw = outbox.raw();
         raw.extend_from_slice(b"{\"metrics\":[");
-        let mut n = 0u64;
-        while let Some(point) = points.next_if(|_| n == 0 || raw.len() < max_bytes) {
-            if n > 0 {
+        let mut items = 0u64;
+        while let Some(point) = points.next_if(|_| items == 0 || raw.len() + tail.len() < max_bytes)
+        {
+            if items > 0 {
                 raw.push(b',');
             }
             serde_json::to_writer(&mut *raw, point).map_err(json_error)?;
-            n += 1;
+            items += 1;
         }
-        raw.extend_from_slice(b"],\"service_checks\":");
-        let mut items = n;
+        raw.extend_from_slice(tail);
         if first {
-            serde_json::to_writer(&mut *raw, &batch.service_checks).map_err(json_error)?;
-            raw.extend_from_slice(b",\"events\":");
-            serde_json::to_writer(&mut *raw, &batch.events).map_err(json_error)?;
             items += (batch.service_checks.len() + batch.events.len()) as u64;
-        } else {
-            raw.extend_from_slice(b"[],\"events\":[]");
         }
-        raw.push(b'}');
         outbox.push(0, items, encoding)?;
         first = false;
     }
@@ -634,6 +635,78 @@ mod tests {
             assert_eq!(doc, serde_json::to_value(&batch).expect("value"));
         }
         assert_eq!(s.outbox.requests.len(), 1, "request slots are reused");
+    }
+
+    #[test]
+    fn batch_max_bytes_splits_into_complete_documents() {
+        let mut batch = sample_batch();
+        let point = batch.metrics[0].clone();
+        batch.metrics = vec![point; 40];
+        let mut c = config("http://127.0.0.1:9/");
+        c.batch_max_bytes = Some(2048);
+        let mut s = sink(&c);
+        s.encode(&batch).expect("encodes");
+        let docs: Vec<(u64, usize, serde_json::Value)> = s
+            .outbox
+            .bodies()
+            .map(|(_, items, body)| {
+                (
+                    items,
+                    body.len(),
+                    serde_json::from_slice(body).expect("json"),
+                )
+            })
+            .collect();
+        assert!(docs.len() > 2, "{} documents", docs.len());
+        let mut metrics = Vec::new();
+        for (i, (items, len, doc)) in docs.iter().enumerate() {
+            let m = doc["metrics"].as_array().expect("metrics");
+            let checks = doc["service_checks"]
+                .as_array()
+                .expect("service_checks")
+                .len();
+            let events = doc["events"].as_array().expect("events").len();
+            assert_eq!(*items as usize, m.len() + checks + events);
+            if i > 0 {
+                assert_eq!(
+                    (checks, events),
+                    (0, 0),
+                    "checks and events go in the first"
+                );
+            }
+            // Closed once past the limit: at most one point over it.
+            assert!(*len < 2048 + 300, "{len}");
+            metrics.extend(m.iter().cloned());
+        }
+        assert_eq!(
+            serde_json::Value::Array(metrics),
+            serde_json::to_value(&batch.metrics).expect("value")
+        );
+        // Everything fits: the same bytes as one serde document.
+        c.batch_max_bytes = Some(1 << 20);
+        let mut s = sink(&c);
+        let batch = sample_batch();
+        s.encode(&batch).expect("encodes");
+        let bodies: Vec<_> = s.outbox.bodies().collect();
+        assert_eq!(bodies.len(), 1);
+        assert_eq!(
+            bodies[0].2,
+            serde_json::to_vec(&batch).expect("json").as_slice()
+        );
+        assert_eq!(bodies[0].1, 4);
+        // An empty flush is still one document.
+        s.encode(&FlushBatch::default()).expect("encodes");
+        let bodies: Vec<_> = s.outbox.bodies().collect();
+        assert_eq!(bodies.len(), 1);
+        assert_eq!(
+            bodies[0].2,
+            br#"{"metrics":[],"service_checks":[],"events":[]}"#
+        );
+        c.batch_max_bytes = Some(10);
+        assert_eq!(
+            validate(&c, &key).err().expect("tiny").key,
+            "sinks[0].batch_max_bytes"
+        );
     }
 
     #[tokio::test]

@@ -7,10 +7,13 @@
 //! requests of at most `batch_max_bytes` (uncompressed), optionally gzipped. Service checks and
 //! events are not sent.
 //!
-//! Escaping follows the line protocol reference: in measurements `,` and space; in tag keys and
-//! values `,`, `=` and space; and everywhere `\` itself, so that no backslash can escape the
-//! separator after it. Newlines cannot appear in line protocol: `\n`, `\r` and tab are written as
-//! `\n`, `\r`, `\t` (as Telegraf does).
+//! Escaping follows the line protocol reference: in measurements `,` and space get a backslash;
+//! in tag keys and values `,`, `=` and space. Other backslashes are written as they are (InfluxDB
+//! 1.x would store an escaped `\\` as two), except one right before a character that gets escaped,
+//! which is doubled so that it cannot swallow the separator (VictoriaMetrics reads it back
+//! exactly; InfluxDB 1.x keeps the doubled backslash). Trailing backslashes are dropped: InfluxDB
+//! 1.x cannot parse them in any form. Newlines cannot appear in line protocol: `\n`, `\r` and tab
+//! are written as `\n`, `\r`, `\t`. Checked against InfluxDB 1.6 and VictoriaMetrics 1.79.
 
 use std::time::Duration;
 
@@ -254,15 +257,18 @@ pub(super) fn validate(
     })
 }
 
-/// Appends `s` escaped: backslash and `specials` get a backslash; `\n`, `\r` and tab become
-/// `\n`, `\r`, `\t`.
+/// Appends `s` escaped (see the module docs): trailing backslashes dropped, `specials` and a
+/// backslash before one of them get a backslash, `\n`, `\r` and tab become `\n`, `\r`, `\t`.
 fn escape_into(out: &mut Vec<u8>, s: &str, specials: &[u8]) {
-    for &b in s.as_bytes() {
+    let bytes = s.trim_end_matches('\\').as_bytes();
+    for (i, &b) in bytes.iter().enumerate() {
         match b {
             b'\n' => out.extend_from_slice(b"\\n"),
             b'\r' => out.extend_from_slice(b"\\r"),
             b'\t' => out.extend_from_slice(b"\\t"),
-            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\\' if bytes.get(i + 1).is_some_and(|next| specials.contains(next)) => {
+                out.extend_from_slice(b"\\\\");
+            }
             _ if specials.contains(&b) => {
                 out.push(b'\\');
                 out.push(b);
@@ -288,6 +294,8 @@ fn tag_pairs<'a>(point: &'a Point, pairs: &mut Vec<(&'a str, &'a str)>) {
     pairs.clear();
     for tag in point.tags.iter() {
         let (k, v) = tag.split_once(':').unwrap_or((tag.as_str(), "true"));
+        // What escaping would leave of them (trailing backslashes go).
+        let (k, v) = (k.trim_end_matches('\\'), v.trim_end_matches('\\'));
         if !k.is_empty() && !v.is_empty() {
             pairs.push((k, v));
         }
@@ -467,9 +475,19 @@ mod tests {
             )),
             "a\\ b\\,c=d,bare=true,host=h\\ 1,k\\ y=v\\,w,k\\=z=x\\=y\\ z value=-1.5 1763775000\n"
         );
+        // A lone backslash stays; one before an escaped character is doubled; trailing ones go.
         assert_eq!(
-            line(&point("back\\slash", &["t:ends\\"], "", 2.0)),
-            "back\\\\slash,t=ends\\\\ value=2 1763775000\n"
+            line(&point(
+                "back\\slash\\",
+                &["t:ends\\", "u:a\\,b", "v:\\", "w:C:\\dir"],
+                "",
+                2.0
+            )),
+            "back\\slash,t=ends,u=a\\\\\\,b,w=C:\\dir value=2 1763775000\n"
+        );
+        assert_eq!(
+            line(&point("a\\ b\\=c", &[], "", 2.0)),
+            "a\\\\\\ b\\=c value=2 1763775000\n"
         );
         assert_eq!(
             line(&point("nl", &["t:a\nb\tc"], "", 0.25)),

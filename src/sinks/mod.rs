@@ -1136,6 +1136,106 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn every_type_takes_the_filter_keys() {
+        for kind in SINK_TYPES {
+            let text = format!(
+                "[[sinks]]\ntype = \"{kind}\"\ninclude = [\"a.\"]\nexclude = [\"a.b\"]\n\
+                 drop_tags = [\"k\"]\ntags = [\"x:y\"]\n"
+            );
+            let configs = parse(&text).unwrap_or_else(|e| panic!("{kind}: {e}"));
+            let common = configs[0].common();
+            assert_eq!(common.filter.include, ["a."], "{kind}");
+            assert_eq!(common.filter.exclude, ["a.b"], "{kind}");
+            assert_eq!(common.filter.drop_tags, ["k"], "{kind}");
+            assert_eq!(common.filter.tags, ["x:y"], "{kind}");
+        }
+        let configs = vec![http_config("http://a", "include = [\"\"]")];
+        let err = SinkSet::validate(&configs, Duration::from_secs(10)).expect_err("empty prefix");
+        assert_eq!(err.key, "sinks[0].include[0]");
+    }
+
+    #[tokio::test]
+    async fn filters_apply_before_encoding() {
+        let server = CaptureServer::start(Answer::Status(200)).await;
+        let config = http_config(
+            &server.url,
+            "include = [\"api.req\"]\ndrop_tags = [\"route\"]\ntags = [\"sink:x\"]",
+        );
+        let set = SinkSet::start(&[config], Duration::from_secs(2)).expect("starts");
+        let (_, stats) = set.stats().remove(0);
+        set.submit(Arc::new(sample_batch()));
+        // One point and the event (events have no name to filter by); the check is filtered.
+        wait_for(Duration::from_secs(3), "delivery", || {
+            stat(&stats, "sent") == 2
+        })
+        .await;
+        let doc = server.requests()[0].json();
+        assert_eq!(doc["metrics"].as_array().map(Vec::len), Some(1));
+        assert_eq!(doc["metrics"][0]["name"], "api.requests");
+        assert_eq!(
+            doc["metrics"][0]["tags"],
+            serde_json::json!(["env:prod", "sink:x"])
+        );
+        assert_eq!(doc["service_checks"], serde_json::json!([]));
+        assert_eq!(doc["events"][0]["tags"], serde_json::json!(["sink:x"]));
+        assert_eq!(stat(&stats, "dropped"), 0);
+        set.shutdown(Duration::from_secs(1)).await;
+    }
+
+    #[test]
+    fn numbers_are_written_as_prometheus_and_influxdb_parse_them() {
+        let text = |v: f64| {
+            let mut out = Vec::new();
+            write_number(&mut out, v);
+            String::from_utf8(out).expect("utf-8")
+        };
+        assert_eq!(text(25.0), "25");
+        assert_eq!(text(-3.0), "-3");
+        assert_eq!(text(0.0), "0");
+        assert_eq!(text(12.5), "12.5");
+        assert_eq!(text(1e20), "1e20");
+        assert_eq!(text(1.5e-7), "1.5e-7");
+        assert_eq!(text(9_007_199_254_740_993.0), "9007199254740992.0");
+    }
+
+    #[test]
+    fn commented_examples_in_the_default_config_parse() {
+        // Every `# [[sinks]]` block of config.example.toml, uncommented, up to the blank line.
+        let mut blocks: Vec<String> = Vec::new();
+        let mut inside = false;
+        for line in crate::config::DEFAULT_CONFIG.lines() {
+            if line == "# [[sinks]]" {
+                blocks.push(String::new());
+                inside = true;
+            }
+            match (inside, line.strip_prefix("# "), blocks.last_mut()) {
+                (true, Some(rest), Some(block)) => {
+                    block.push_str(rest);
+                    block.push('\n');
+                }
+                _ => inside = false,
+            }
+        }
+        let types: Vec<&str> = blocks
+            .iter()
+            .map(|b| {
+                let configs = parse(b).unwrap_or_else(|e| panic!("{e}\n{b}"));
+                configs[0].type_name()
+            })
+            .collect();
+        assert_eq!(
+            types,
+            [
+                "http",
+                "datadog",
+                "prometheus_remote_write",
+                "influxdb",
+                "prometheus"
+            ]
+        );
+    }
+
+    #[test]
     fn default_names_count_per_type() {
         let configs = parse(
             "[[sinks]]\ntype = \"http\"\nurl = \"http://a\"\n\

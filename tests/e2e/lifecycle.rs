@@ -607,11 +607,9 @@ fn global_tags_are_on_every_series() {
     assert!(missing.is_empty(), "{missing:?}");
 }
 
-/// The brief and SPEC §9 (`tags`: "added to every series"; §8: self-metrics go "through the
-/// normal pipeline") say every point; meterd's own points come without them.
+/// SPEC §9 `tags`: "added to every series", and §8: self-metrics are emitted "through the
+/// normal pipeline"; so a dashboard filtering on `env:` sees meterd's own points too.
 #[test]
-#[ignore = "bug: global tags are not added to meterd.* self-metrics nor healthcheck.* gauges \
-            (src/telemetry.rs Telemetry::points and the health gauges bypass Renderer::tags_of)"]
 fn global_tags_are_on_meterds_own_points_too() {
     let points = global_tags_run();
     let missing = without_global_tags(&points);
@@ -625,8 +623,6 @@ fn global_tags_are_on_meterds_own_points_too() {
 /// datagram is in the final flush. Regression: the signal handler was installed only when the
 /// flush loop first polled the shutdown future, after the sockets were bound and read.
 #[test]
-#[ignore = "bug: SIGTERM right after start kills meterd (default signal action): the handler is \
-            installed only when run()'s flush loop first polls shutdown::signal() (src/server.rs)"]
 fn sigterm_right_after_start_still_flushes() {
     for _ in 0..5 {
         let capture = CaptureServer::start(Behaviour::Ok);
@@ -647,8 +643,6 @@ fn sigterm_right_after_start_still_flushes() {
 /// flush is stamped with the current second, which is the previous regular flush's timestamp
 /// whenever SIGTERM comes less than a second after it.
 #[test]
-#[ignore = "bug: the final flush is stamped unix_now() rounded down, the same second as the \
-            regular flush just before it (src/server.rs, `flusher.flush(now)` after the loop)"]
 fn final_flush_is_stamped_after_the_last_regular_flush() {
     let capture = CaptureServer::start(Behaviour::Ok);
     let mut m = Meterd::start(&config(&capture.url(), "1s", "", ""));

@@ -7,6 +7,8 @@ mod fleet;
 mod hardening;
 mod health;
 mod lifecycle;
+mod real_sinks;
+mod servers;
 mod sinks;
 mod statsd;
 mod util;

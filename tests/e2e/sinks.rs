@@ -190,7 +190,7 @@ fn datadog_api_key_stays_out_of_check_config() {
     );
 }
 
-/// The first run of `n` consecutive whole seconds in `ts`, if any.
+/// Whether `ts` holds `n` consecutive whole seconds.
 fn consecutive_run(ts: &BTreeSet<i64>, n: usize) -> bool {
     let v: Vec<i64> = ts.iter().copied().collect();
     v.windows(n).any(|w| w.windows(2).all(|p| p[1] == p[0] + 1))

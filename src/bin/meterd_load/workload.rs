@@ -212,7 +212,7 @@ impl Spec {
     /// Digits of the largest name index, so that names of one workload have one length.
     fn name_width(&self) -> usize {
         let max_index = u64::from(self.series.saturating_sub(1)) / self.combos().max(1);
-        max_index.to_string().len()
+        max_index.to_string().len().max(NAME_DIGITS)
     }
 
     /// Writes series `i`'s name: `load.<code>.m<index>`. The type code is the second component
@@ -253,11 +253,15 @@ impl Spec {
     }
 }
 
-/// Tag keys and value prefixes, realistic in length: 3 tags add about 32 bytes to a line.
+/// Least digits of the name index: sizes the plain preset's lines to ~70 per 1432 bytes.
+const NAME_DIGITS: usize = 5;
+
+/// Tag keys and value prefixes: 3 tags add 32 bytes to a line, which sizes the dogstatsd preset's
+/// lines to a little over 25 per 1432 bytes.
 const TAG_KEYS: [(&str, &str); 8] = [
-    ("env", "env-"),
-    ("service", "svc-"),
-    ("region", "reg-"),
+    ("env", "env"),
+    ("service", "svc"),
+    ("region", "r"),
     ("zone", "z"),
     ("version", "v1."),
     ("team", "team-"),
@@ -383,7 +387,7 @@ fn write_line(spec: &Spec, i: u32, width: usize, rng: &mut Rng, out: &mut Vec<u8
             // Gauges from 0, timers from 1: collectd leaves 0 ms samples out of its counts.
             let low = u64::from(kind != Kind::Gauge);
             if spec.decimals {
-                let tenths = low * 10 + rng.below(100_000 - low * 10);
+                let tenths = low * 10 + rng.below(10_000 - low * 10);
                 let _ = write!(out, "{}.{}", tenths / 10, tenths % 10);
                 tenths as f64 / 10.0
             } else {
