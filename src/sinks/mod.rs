@@ -483,6 +483,20 @@ fn validate_all(
         if timeout.is_zero() {
             return Err(SinkConfigError::new(key("timeout"), "must be positive"));
         }
+        if let SinkConfig::Prometheus(c) = config {
+            // SO_REUSEPORT would let two endpoints share the address and split the scrapes.
+            let addr = |listen: &str| listen.parse::<std::net::SocketAddr>().ok();
+            let mine = addr(&c.listen).filter(|a| a.port() != 0);
+            let same = |other: &SinkConfig| {
+                matches!(other, SinkConfig::Prometheus(o) if mine.is_some() && addr(&o.listen) == mine)
+            };
+            if let Some(j) = configs.iter().take(i).position(same) {
+                return Err(SinkConfigError::new(
+                    key("listen"),
+                    format!("{} is already the listen address of sinks[{j}]", c.listen),
+                ));
+            }
+        }
         let filter = filter::SinkFilter::new(&common.filter, &key)?;
         let kind = match config {
             SinkConfig::Console(c) => ValidKind::Console(console::validate(c)),

@@ -146,6 +146,21 @@ fn render(out: &mut Vec<u8>, state: &Cumulative) {
     }
 }
 
+/// A non-blocking listener on `addr` with `SO_REUSEADDR` and `SO_REUSEPORT`.
+fn bind_reusable(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    Ok(socket.into())
+}
+
 /// The rendered exposition, shared with the HTTP handler.
 type Published = Arc<Mutex<Bytes>>;
 
@@ -176,18 +191,24 @@ pub(super) struct ScrapeSink {
     last_len: usize,
     items: u64,
     delivered: u64,
+    /// The bound address (port 0 resolved).
+    bound: SocketAddr,
     _server: ServerGuard,
 }
 
 impl ScrapeSink {
     /// Binds `listen` and starts serving `/metrics` (empty until the first flush).
     ///
+    /// The socket is bound with `SO_REUSEPORT`: when SIGHUP replaces the sinks, the new set's
+    /// endpoint binds the same address while the retired one finishes; until it has, a scrape
+    /// may still get the retired sink's last flush. (Two sinks of one config on one address
+    /// are refused at validation.)
+    ///
     /// # Panics
     ///
     /// When called outside a tokio runtime.
     pub(super) fn start(settings: ScrapeSettings, sink: &str) -> std::io::Result<Self> {
-        let listener = std::net::TcpListener::bind(settings.listen)?;
-        listener.set_nonblocking(true)?;
+        let listener = bind_reusable(settings.listen)?;
         let bound = listener.local_addr()?;
         let listener = tokio::net::TcpListener::from_std(listener)?;
         tracing::info!(transport = "prometheus", addr = %bound, sink, "listening");
@@ -208,6 +229,7 @@ impl ScrapeSink {
             last_len: 0,
             items: 0,
             delivered: 0,
+            bound,
             _server: ServerGuard(server),
         })
     }
@@ -391,6 +413,42 @@ mod tests {
             std::net::TcpStream::connect(addr).is_err()
         })
         .await;
+    }
+
+    #[tokio::test]
+    async fn a_replacement_binds_the_same_address() {
+        let first = PrometheusConfig {
+            listen: "127.0.0.1:0".into(),
+            ..PrometheusConfig::default()
+        };
+        let settings = validate(&first, &|k: &str| k.to_owned()).expect("valid");
+        let old = ScrapeSink::start(settings, "prometheus").expect("binds");
+        let addr = old.bound;
+        let again = PrometheusConfig {
+            listen: addr.to_string(),
+            ..PrometheusConfig::default()
+        };
+        let settings = validate(&again, &|k: &str| k.to_owned()).expect("valid");
+        let new = ScrapeSink::start(settings, "prometheus").expect("binds the same address");
+        assert_eq!(new.bound, addr);
+        drop(old);
+        drop(new);
+    }
+
+    #[test]
+    fn two_scrape_sinks_on_one_address_are_refused() {
+        let text = "[[sinks]]\ntype = \"prometheus\"\n\
+                    [[sinks]]\ntype = \"prometheus\"\nlisten = \"127.0.0.1:9102\"\n\
+                    [[sinks]]\ntype = \"prometheus\"\nlisten = \"127.0.0.1:0\"\n\
+                    [[sinks]]\ntype = \"prometheus\"\nlisten = \"127.0.0.1:0\"\n";
+        #[derive(Deserialize)]
+        struct File {
+            sinks: Vec<SinkConfig>,
+        }
+        let configs = toml::from_str::<File>(text).expect("parses").sinks;
+        let err = SinkSet::validate(&configs, Duration::from_secs(10)).expect_err("same address");
+        assert_eq!(err.key, "sinks[1].listen");
+        assert!(SinkSet::validate(&configs[1..], Duration::from_secs(10)).is_ok());
     }
 
     #[test]

@@ -4,6 +4,7 @@
 mod cli;
 mod fixtures;
 mod fleet;
+mod flood;
 mod hardening;
 mod health;
 mod lifecycle;
