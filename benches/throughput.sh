@@ -34,6 +34,10 @@ usage: benches/throughput.sh [--smoke] [--out FILE] [options]
   --cpu-rate N         offered rate of the CPU measurement (default 1000000)
   --lo-rate N          lowest rate the search tries (default 20000)
   --meterd-readers N   meterd's [ingest] readers (default 1: it gets one core)
+  --nice N             run the generator and the aggregators at this nice value, and give the
+                       script's scheduler autogroup the same (restored on exit: with
+                       sched_autogroup a process's nice only counts within its session), so that
+                       other work on a shared machine does not take their cores (default 0)
   --perf               record `perf record -g` of meterd during its flood runs
   --keep               keep the work directory
 EOF
@@ -50,6 +54,7 @@ CPU_RATE=1000000
 LO_RATE=20000
 READERS=1
 PERF=0
+NICE=0
 KEEP=0
 LOAD_CPU=0
 PEER_CPU=1
@@ -67,6 +72,7 @@ while [[ $# -gt 0 ]]; do
     --lo-rate) LO_RATE="$2"; shift ;;
     --meterd-readers) READERS="$2"; shift ;;
     --perf) PERF=1 ;;
+    --nice) NICE="$2"; shift ;;
     --keep) KEEP=1 ;;
     -h|--help) usage; exit 0 ;;
     *) echo "throughput.sh: unknown argument $1" >&2; usage >&2; exit 2 ;;
@@ -78,6 +84,8 @@ for n in "$RCVBUF" "$RUN_SECS" "$STEPS" "$CPU_RATE" "$LO_RATE" "$READERS"; do
 done
 (( RUN_SECS >= 1 && RUN_SECS <= 120 )) || { echo "throughput.sh: --run-secs must be 1..120" >&2; exit 2; }
 (( STEPS <= 20 )) || { echo "throughput.sh: --steps must be at most 20" >&2; exit 2; }
+[[ $NICE =~ ^-?[0-9]+$ ]] && (( NICE >= -20 && NICE <= 19 )) || { echo "throughput.sh: --nice must be -20..19" >&2; exit 2; }
+if (( $(nproc) < 2 )); then PEER_CPU=0; fi
 
 ROOT=$(git -C "$(dirname "$0")" rev-parse --show-toplevel)
 PEERS_DIR="$ROOT/../shared/bench-peers"
@@ -87,6 +95,7 @@ SHM=$(mktemp -d /dev/shm/meterd-bench.XXXXXX)
 RECORDS="$WORK/runs.jsonl"
 PIDS=()
 SYSCTL_SAVED=""
+AUTOGROUP_SAVED=""
 PEER_PID=""
 
 log() { printf '== %s\n' "$*" >&2; }
@@ -108,6 +117,9 @@ stop_pid() { # PID: SIGTERM, up to 30 s for a final flush, then SIGKILL
 cleanup() {
   local rc=$? p
   for p in "${PIDS[@]}"; do stop_pid "$p"; done
+  if [[ -n $AUTOGROUP_SAVED ]]; then
+    echo "$AUTOGROUP_SAVED" >/proc/$$/autogroup 2>/dev/null || echo "throughput.sh: could not restore the autogroup nice $AUTOGROUP_SAVED" >&2
+  fi
   if [[ -n $SYSCTL_SAVED ]]; then
     # shellcheck disable=SC2086
     sysctl -q -w $SYSCTL_SAVED >/dev/null || echo "throughput.sh: could not restore $SYSCTL_SAVED" >&2
@@ -165,6 +177,28 @@ def proc(pid):
             status[k] = int(v.split()[0])
     return {"cpu_s": (int(f[11]) + int(f[12])) / CLK,
             "rss_kb": status.get("VmRSS", 0), "hwm_kb": status.get("VmHWM", 0)}
+
+
+def sched(pid):
+    """Per thread: (on-CPU, runqueue-wait) nanoseconds from schedstat."""
+    out = {}
+    for path in glob.glob(f"/proc/{pid}/task/*/schedstat"):
+        try:
+            f = open(path).read().split()
+        except OSError:
+            continue
+        out[path.split("/")[4]] = (int(f[0]), int(f[1]))
+    return out
+
+
+def sched_delta(before, after):
+    """On-CPU and runqueue-wait seconds between two snapshots, over threads alive at both plus
+    threads started in between (a thread that exited takes its times with it)."""
+    on = wait = 0
+    for tid, (a_on, a_wait) in after.items():
+        b_on, b_wait = before.get(tid, (0, 0))
+        on, wait = on + a_on - b_on, wait + a_wait - b_wait
+    return on / 1e9, wait / 1e9
 
 
 def loadavg():
@@ -266,19 +300,22 @@ class Peer:
 
 
 def wait_drained(peer, timeout=90):
-    """Until the socket's queue stays empty (and meterd's line counter stops moving)."""
-    deadline, zero, last = time.time() + timeout, 0, None
+    """Until the socket's queue stays empty (and meterd's line counter stops moving); returns when
+    the queue was first seen empty, so that polling does not stretch the measured window."""
+    deadline, zero, last, first_zero = time.time() + timeout, 0, None, None
     while time.time() < deadline:
         if not peer.alive():
             raise SystemExit(f"{peer.kind} (pid {peer.pid}) died during the run")
+        now = time.time()
         if udp_stat(peer.port)["rx_queue"] == 0:
             zero += 1
+            first_zero = first_zero or now
             cur = peer.state()["lines"] if peer.kind == "meterd" else None
             if zero >= 2 and cur == last:
-                return time.time()
+                return first_zero
             last = cur
         else:
-            zero, last = 0, None
+            zero, last, first_zero = 0, None, None
         time.sleep(0.05)
     raise SystemExit(f"{peer.kind}: socket queue not drained within {timeout} s")
 
@@ -286,15 +323,17 @@ def wait_drained(peer, timeout=90):
 def run_once(a, peer, phase, load_args, target):
     """One load run against a running peer; returns (and appends) its record."""
     totals_file = os.path.join(a.work, f"totals-{peer.kind}-{a.workload}-{phase}.json")
-    before = {"proc": proc(peer.pid), "udp": udp_stat(peer.port), "snmp": snmp(), "peer": peer.state()}
+    before = {"proc": proc(peer.pid), "sched": sched(peer.pid), "udp": udp_stat(peer.port), "snmp": snmp(),
+              "peer": peer.state()}
     la = loadavg()
     t0 = time.time()
-    cmd = [a.load, "--to", f"127.0.0.1:{peer.port}", "--workload", a.workload, "--cpu", str(a.load_cpu),
+    cmd = ["nice", "-n", str(a.nice), a.load, "--to", f"127.0.0.1:{peer.port}", "--workload", a.workload, "--cpu", str(a.load_cpu),
            "--quiet", "--totals", totals_file] + load_args
     subprocess.run(cmd, check=True)
     t_end = time.time()
     t_drain = wait_drained(peer)
-    after_proc, after_udp, after_snmp = proc(peer.pid), udp_stat(peer.port), snmp()
+    after_proc, after_sched = proc(peer.pid), sched(peer.pid)
+    after_udp, after_snmp = udp_stat(peer.port), snmp()
     peer.wait_reported(t_drain)
     after_peer = peer.state()
     t = json.load(open(totals_file))
@@ -320,6 +359,9 @@ def run_once(a, peer, phase, load_args, target):
         "rcvbuf_errors_delta": after_snmp["rcvbuf_errors"] - before["snmp"]["rcvbuf_errors"],
         "rss_kb": after_proc["rss_kb"], "hwm_kb": after_proc["hwm_kb"], "loadavg_start": la,
     }
+    # Of the time the aggregator wanted a CPU, the share it got (< 100 %: other work on its core).
+    on, rec["runq_wait_s"] = sched_delta(before["sched"], after_sched)
+    rec["on_cpu_share"] = on / (on + rec["runq_wait_s"]) if on + rec["runq_wait_s"] > 0 else None
     if peer.kind == "meterd":
         rec["invalid"] = after_peer["invalid"] - before["peer"]["invalid"]
     if peer.kind in ("statsd", "collectd"):
@@ -334,7 +376,8 @@ def run_once(a, peer, phase, load_args, target):
     say(f"   [{peer.kind} {a.workload} {phase}] sent {sent:,} at {t['lines_per_s']:,.0f}/s"
         f" -> processed {processed:,} ({rec['processed_rate']:,.0f}/s), loss {rec['loss'] * 100:.3f} %,"
         f" cpu {cpu:.2f} s ({(rec['ns_per_line'] or 0):.0f} ns/line), kernel drops {drops:,} datagrams,"
-        f" rss {after_proc['rss_kb'] // 1024} MiB, load {' '.join(la)}")
+        f" rss {after_proc['rss_kb'] // 1024} MiB, on cpu {(rec['on_cpu_share'] or 0) * 100:.0f} % of runnable time,"
+        f" load {' '.join(la)}")
     return rec
 
 
@@ -346,48 +389,59 @@ def cmd_phases(a):
     run_once(a, peer, "warmup", ["--rate", "200000", "--count", str(a.warm_lines)], 200000)
     run_once(a, peer, "cpu", ["--rate", str(a.cpu_rate), "--duration", str(secs)], a.cpu_rate)
     if a.perf_out:
-        perf = subprocess.Popen(["taskset", "-c", str(a.load_cpu), "perf", "record", "-F", "499", "-g",
+        perf = subprocess.Popen(["taskset", "-c", str(a.load_cpu), "perf", "record", "-F", "499", "--call-graph", "dwarf",
                                  "-p", str(peer.pid), "-o", a.perf_out, "--", "sleep", str(max(1, secs - 1))],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     flood = run_once(a, peer, "flood", ["--duration", str(secs)], 0)
     if a.perf_out:
         perf.wait(timeout=60)
-    # Held at < 0.1 % loss: the lowest rate must pass, then log bisection up to the flood
-    # capacity (with headroom) or what the generator itself achieved flat out.
-    ok = lambda r: r["loss"] < 0.001 and r["achieved_rate"] >= 0.99 * r["target_rate"]
-    lo = float(a.lo_rate)
-    hi = min(max(flood["processed_rate"] * 1.3, lo * 2), flood["achieved_rate"])
+    # Held at < 0.1 % loss: the lowest rate must pass; then 1.3 × the flooded rate is tried, going
+    # up by 1.5× while it passes (at most 4 times, never beyond what the generator achieved flat
+    # out), and the last passing and first failing rates are bisected in log space.
+    ok = lambda r: r["loss"] < 0.001
     rnd = lambda x: float(f"{x:.3g}")
-    best, note = None, ""
-    r = run_once(a, peer, "search", ["--rate", str(lo), "--duration", str(secs)], lo)
-    if ok(r):
-        best = lo
-        hi = rnd(hi)
-        if hi <= lo:
-            note = "generator limit"
-        else:
-            r = run_once(a, peer, "search", ["--rate", str(hi), "--duration", str(secs)], hi)
-            if ok(r):
-                best, note = hi, "search ceiling (flood rate × 1.3 or generator maximum)"
-            else:
-                for _ in range(a.steps):
-                    mid = rnd(math.sqrt(lo * hi))
-                    if mid <= lo or mid >= hi:
-                        break
-                    r = run_once(a, peer, "search", ["--rate", str(mid), "--duration", str(secs)], mid)
-                    if ok(r):
-                        lo = best = mid
-                    else:
-                        hi = mid
+    held = lambda r: min(r["target_rate"], rnd(r["achieved_rate"]))
+    gen_max = flood["achieved_rate"]
+    step = lambda rate: run_once(a, peer, "search", ["--rate", str(rate), "--duration", str(secs)], rate)
+    best, note, fail = None, "", None
+    lo = float(a.lo_rate)
+    r = step(lo)
+    if not ok(r):
+        fail = r
     else:
-        note = f"lost {r['loss'] * 100:.2f} % already at the lowest rate tried"
+        best = held(r)
+        hi = rnd(min(max(flood["processed_rate"] * 1.3, lo * 2), gen_max))
+        ups = 0
+        r = step(hi) if hi > lo else None
+        while r is not None and ok(r):
+            lo, best = hi, held(r)
+            nxt = rnd(min(hi * 1.5, gen_max))
+            if ups == 4 or nxt <= hi * 1.01:
+                break
+            hi, ups = nxt, ups + 1
+            r = step(hi)
+        if r is None or lo == hi:
+            note = "highest rate tried" if r is not None and ups == 4 else "generator limit"
+        else:
+            fail = r
+            for _ in range(a.steps):
+                mid = rnd(math.sqrt(lo * hi))
+                if mid <= lo or mid >= hi:
+                    break
+                r = step(mid)
+                if ok(r):
+                    lo, best = mid, max(best, held(r))
+                else:
+                    hi, fail = mid, r
+    if fail is not None:
+        note = note or f"fails at {fail['target_rate']:,.0f}/s: loss {fail['loss'] * 100:.2f} %"
     p = proc(peer.pid)
     summary = {"peer": peer.kind, "workload": a.workload, "phase": "summary", "held_rate": best,
-               "held_note": note, "failed_above": hi if best is not None else lo,
-               "rss_kb": p["rss_kb"], "hwm_kb": p["hwm_kb"]}
+               "held_note": note, "fail_rate": fail["target_rate"] if fail else None,
+               "fail_loss": fail["loss"] if fail else None, "rss_kb": p["rss_kb"], "hwm_kb": p["hwm_kb"]}
     with open(a.records, "a") as f:
         f.write(json.dumps(summary) + "\n")
-    say(f"   [{peer.kind} {a.workload}] held {best} lines/s ({note or f'fails at {hi:g}'}),"
+    say(f"   [{peer.kind} {a.workload}] held {best} lines/s ({note}),"
         f" rss {p['rss_kb'] // 1024} MiB, peak {p['hwm_kb'] // 1024} MiB")
 
 
@@ -476,11 +530,16 @@ def cmd_table(a):
             c, f, s = rows[p].get("cpu"), rows[p].get("flood"), rows[p].get("summary")
             cpu = f"{c['ns_per_line']:.0f} ns ({c['loss'] * 100:.2f} %)" if c and c["ns_per_line"] else "–"
             fl = f"{fmt_rate(f['processed_rate'])} lines/s" if f else "–"
+            if f and f.get("on_cpu_share") is not None:
+                fl += f" (on CPU {f['on_cpu_share'] * 100:.0f} %)"
             if s and s["held_rate"] is not None:
-                held = f"{fmt_rate(s['held_rate'])} lines/s" + (f" ({s['held_note']})" if s["held_note"] else
-                                                              f" (fails at {fmt_rate(s['failed_above'])})")
+                held = f"{fmt_rate(s['held_rate'])} lines/s"
+                if s["fail_rate"]:
+                    held += f" (fails at {fmt_rate(s['fail_rate'])}: {s['fail_loss'] * 100:.2f} % loss)"
+                else:
+                    held += f" ({s['held_note']})"
             elif s:
-                held = f"< {fmt_rate(s['failed_above'])} ({s['held_note']})"
+                held = f"< {fmt_rate(s['fail_rate'])} ({s['held_note']})"
             else:
                 held = "–"
             mem = f"{s['rss_kb'] / 1024:.0f} MiB ({s['hwm_kb'] / 1024:.0f} MiB)" if s else "–"
@@ -514,7 +573,8 @@ def cmd_table(a):
                 if r:
                     out.append(f"- {p} {ph}: sent {r['sent']:,}, processed {r['processed']:,}, kernel drops "
                                f"{r['kernel_drops_datagrams']:,} datagrams (RcvbufErrors +{r['rcvbuf_errors_delta']:,}),"
-                               f" unexplained {r['unexplained_lines']:,} lines")
+                               f" unexplained {r['unexplained_lines']:,} lines; on CPU "
+                               f"{(r.get('on_cpu_share') or 0) * 100:.0f} % of its runnable time, load {' '.join(r['loadavg_start'])}")
     print("\n".join(out))
 
 
@@ -533,6 +593,7 @@ def main():
         p.add_argument("--work", required=True)
         p.add_argument("--load", required=True)
         p.add_argument("--load-cpu", type=int, default=0)
+        p.add_argument("--nice", type=int, default=0)
         if name == "phases":
             p.add_argument("--run-secs", type=int, default=11)
             p.add_argument("--cpu-rate", type=int, default=1000000)
@@ -553,6 +614,9 @@ def main():
     p = sub.add_parser("bound")
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--pid", type=int, required=True)
+    p = sub.add_parser("http")
+    p.add_argument("--url", required=True)
+    p.add_argument("--pid", type=int, required=True)
     a = ap.parse_args()
     if a.cmd == "run" and a.load_args[:1] == ["--"]:
         a.load_args = a.load_args[1:]
@@ -565,6 +629,17 @@ def main():
                 return
             time.sleep(0.1)
         sys.exit(f"nothing bound 127.0.0.1:{a.port} within 30 s")
+    if a.cmd == "http":
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            if not os.path.exists(f"/proc/{a.pid}"):
+                sys.exit(f"pid {a.pid} exited before serving {a.url}")
+            try:
+                urllib.request.urlopen(a.url, timeout=2).read()
+                return
+            except OSError:
+                time.sleep(0.1)
+        sys.exit(f"{a.url} did not answer within 30 s")
     {"phases": cmd_phases, "run": cmd_run, "exact": cmd_exact, "table": cmd_table}[a.cmd](a)
 
 
@@ -610,16 +685,11 @@ listen = "127.0.0.1:$HPORT"
 type = "console"
 format = "json"
 EOF
-  taskset -c "$PEER_CPU" "$WORK/meterd" --config "$WORK/meterd.toml" >"$1" 2>>"$WORK/meterd.log" &
+  nice -n "$NICE" taskset -c "$PEER_CPU" "$WORK/meterd" --config "$WORK/meterd.toml" >"$1" 2>>"$WORK/meterd.log" &
   PEER_PID=$!
   PIDS+=("$PEER_PID")
   "${BENCH[@]}" bound --port "$PORT" --pid "$PEER_PID"
-  local i
-  for ((i = 0; i < 100; i++)); do
-    curl -fsS "http://127.0.0.1:$HPORT/metrics" >/dev/null 2>&1 && break
-    sleep 0.1
-  done
-  curl -fsS "http://127.0.0.1:$HPORT/metrics" >/dev/null
+  "${BENCH[@]}" http --url "http://127.0.0.1:$HPORT/metrics" --pid "$PEER_PID"
   PEER_SOURCE="http://127.0.0.1:$HPORT/metrics"
   PEER_INTERVAL=10
 }
@@ -630,7 +700,7 @@ start_collectd() { # INTERVAL
   mkdir -p "$dir" "$csv"
   sed -e "s#@VARDIR@#$dir#g" -e "s#^Interval .*#Interval $1#" -e "s#Port \"8125\"#Port \"$PORT\"#" \
     -e "s#DataDir \".*\"#DataDir \"$csv\"#" "$PEERS_DIR/collectd.conf" >"$dir/collectd.conf"
-  taskset -c "$PEER_CPU" collectd -C "$dir/collectd.conf" -f >"$dir/stdout.log" 2>&1 &
+  nice -n "$NICE" taskset -c "$PEER_CPU" collectd -C "$dir/collectd.conf" -f >"$dir/stdout.log" 2>&1 &
   PEER_PID=$!
   PIDS+=("$PEER_PID")
   "${BENCH[@]}" bound --port "$PORT" --pid "$PEER_PID"
@@ -644,7 +714,7 @@ start_statsd() { # DIR INTERVAL_MS
   cp "$PEERS_DIR/sumlog.js" "$dir/sumlog.js"
   sed -e "s#port: 8125#port: $PORT#" -e "s#mgmt_port: 8126#mgmt_port: $(free_port tcp)#" \
     -e "s#flushInterval: [0-9]*#flushInterval: $2#" "$PEERS_DIR/statsd-config.js" >"$dir/statsd-config.js"
-  (cd "$dir" && exec taskset -c "$PEER_CPU" node node_modules/statsd/stats.js statsd-config.js >"$dir/stdout.log" 2>&1) &
+  (cd "$dir" && exec nice -n "$NICE" taskset -c "$PEER_CPU" node node_modules/statsd/stats.js statsd-config.js >"$dir/stdout.log" 2>&1) &
   PEER_PID=$!
   PIDS+=("$PEER_PID")
   "${BENCH[@]}" bound --port "$PORT" --pid "$PEER_PID"
@@ -654,7 +724,7 @@ start_statsd() { # DIR INTERVAL_MS
 
 peer_args() { # the arguments bench.py needs about the running peer
   echo --peer "$1" --pid "$PEER_PID" --port "$PORT" --source "$PEER_SOURCE" --interval "$PEER_INTERVAL" \
-    --records "$RECORDS" --work "$WORK" --load "$LOAD" --load-cpu "$LOAD_CPU"
+    --records "$RECORDS" --work "$WORK" --load "$LOAD" --load-cpu "$LOAD_CPU" --nice "$NICE"
 }
 
 has_collectd() { command -v collectd >/dev/null 2>&1 && [[ -e /usr/lib/collectd/statsd.so ]]; }
@@ -742,6 +812,12 @@ if [[ ,$PEERS, == *,statsd,* ]]; then
   (cd "$STATSD_DIR" && npm install --no-audit --no-fund --silent statsd@0.9.0 >/dev/null)
 fi
 
+if [[ $NICE != 0 && -w /proc/$$/autogroup ]]; then
+  AUTOGROUP_SAVED=$(sed -n 's/.* nice \(-\{0,1\}[0-9]*\)$/\1/p' /proc/$$/autogroup)
+  echo "$NICE" >/proc/$$/autogroup
+  log "scheduler autogroup nice $NICE (was $AUTOGROUP_SAVED; restored on exit)"
+fi
+
 # The same receive buffer for everyone: the peers set none and get rmem_default.
 SYSCTL_SAVED="net.core.rmem_default=$(sysctl -n net.core.rmem_default) net.core.rmem_max=$(sysctl -n net.core.rmem_max)"
 log "socket receive buffer $RCVBUF bytes for all (was: $SYSCTL_SAVED; restored on exit)"
@@ -773,7 +849,12 @@ for w in ${WORKLOADS//,/ }; do
       --lo-rate "$LO_RATE" --steps "$STEPS" --warm-lines "$warm" --perf-out "$perf_out"
     stop_pid "$PEER_PID"
     if [[ -n $perf_out && -s $perf_out ]]; then
-      perf report -i "$perf_out" --stdio --no-children 2>/dev/null | grep -v '^$' | head -80 >"$WORK/perf-meterd-$w.txt" || true
+      {
+        echo "# flat profile (self)"
+        perf report -i "$perf_out" --stdio --no-children --sort dso,symbol -g none 2>/dev/null | grep -v '^#' | grep -v '^$' | head -40
+        echo "# call graphs (self, callers)"
+        perf report -i "$perf_out" --stdio --no-children --percent-limit 2 --max-stack 12 -g caller,0.5,callee,function,percent 2>/dev/null | grep -v '^$' | head -200
+      } >"$WORK/perf-meterd-$w.txt" || true
       log "perf report of meterd under flood ($w): $WORK/perf-meterd-$w.txt"
       KEEP=1
     fi
@@ -798,7 +879,7 @@ for w in ${WORKLOADS//,/ }; do
 done
 LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
 
-COLLECTD_VERSION=$( (collectd -h 2>/dev/null || true) | grep -o 'collectd [0-9][0-9.]*' | head -1)
+COLLECTD_VERSION=$( (collectd -h 2>/dev/null || true) | grep -o 'collectd [0-9][0-9.]*[0-9]' | head -1)
 CPU_MODEL=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
 {
   echo
@@ -806,12 +887,17 @@ CPU_MODEL=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
   echo
   echo "Command: \`benches/throughput.sh ${ARGV[*]:1}\` (meterd $COMMIT)."
   echo "Machine: nproc $(nproc), CPU \"$CPU_MODEL\", kernel $(uname -r); load average $LOAD_START at the start, $LOAD_END at the end (a shared machine)."
-  echo "Setup: meterd-load pinned to CPU 0, each aggregator to CPU 1 (taskset); runs of $RUN_SECS s (each spans a 10 s flush);"
+  echo "Setup: meterd-load pinned to CPU 0, each aggregator to CPU 1 (taskset), both at nice $NICE; runs of $RUN_SECS s with 10 s flush intervals;"
   echo "socket receive buffer $RCVBUF bytes for all (granted: $(for p in "${!RB[@]}"; do printf '%s %s; ' "$p" "${RB[$p]:-?}"; done | sed 's/; $//'));"
-  echo "meterd readers = $READERS, console JSON sink; peers ${COLLECTD_VERSION:-collectd} (Debian collectd-core) and Etsy statsd 0.9.0 on Node $(node --version 2>/dev/null || echo '?'),"
-  echo "configured as in shared/bench-peers. Held rate: the lowest rate ($LO_RATE lines/s) must pass, then a log bisection of $STEPS steps up to 1.3 × the flooded rate;"
-  echo "a step passes when loss < 0.1 % and the generator achieved ≥ 99 % of the rate. Loss = 1 − processed ÷ sent (meterd: /metrics lines received;"
+  PEER_DESC=""
+  [[ ,$PEERS, == *,collectd,* ]] && PEER_DESC+="${COLLECTD_VERSION:-collectd} (Debian collectd-core), "
+  [[ ,$PEERS, == *,statsd,* ]] && PEER_DESC+="Etsy statsd 0.9.0 on Node $(node --version 2>/dev/null || echo '?'), "
+  echo "meterd readers = $READERS, console JSON sink; peers: ${PEER_DESC:-none, }"
+  echo "configured as in shared/bench-peers (ports, and collectd's CSV directory, moved). Held rate: the lowest rate ($LO_RATE lines/s) must pass; then 1.3 × the flooded rate,"
+  echo "raised 1.5× while it passes, and a log bisection of $STEPS steps between the last passing and the first failing rate;"
+  echo "a step passes when loss < 0.1 %, and the rate held is the one the generator achieved in it. Loss = 1 − processed ÷ sent (meterd: /metrics lines received;"
   echo "statsd: sumlog metrics_received; collectd: counter totals and timer counts from its CSV files, scaled to lines)."
+  echo "\"On CPU\": the share of the time the aggregator was runnable that it spent on a CPU (/proc/PID/task/*/schedstat); below 100 % other work took its core."
   for w in ${WORKLOADS//,/ }; do
     [[ -n ${EXACT[$w]:-} ]] && echo "meterd exactness ($w, 500k lines/s for 3 s, flushed counter sums and timer counts vs totals, series by series): ${EXACT[$w]}."
   done

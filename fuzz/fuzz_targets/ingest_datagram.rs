@@ -6,9 +6,15 @@ use libfuzzer_sys::fuzz_target;
 use meterd::aggregate::{GaugeDeltas, Ingestor};
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&flags, datagram)) = data.split_first() else { return };
-    let etsy = if flags & 2 != 0 { GaugeDeltas::Etsy } else { GaugeDeltas::Dogstatsd };
-    let aggregator = meterd_fuzz::aggregator(etsy);
+    let Some((&flags, datagram)) = data.split_first() else {
+        return;
+    };
+    let gauge_deltas = if flags & 2 != 0 {
+        GaugeDeltas::Etsy
+    } else {
+        GaugeDeltas::Dogstatsd
+    };
+    let aggregator = meterd_fuzz::aggregator(gauge_deltas);
     let mut ingestor = Ingestor::new(aggregator.clone());
     ingestor.ingest_datagram(datagram, flags & 1 != 0);
     ingestor.commit();

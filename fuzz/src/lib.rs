@@ -41,7 +41,11 @@ pub fn aggregator(gauge_deltas: GaugeDeltas) -> Arc<Aggregator> {
 /// Swaps and renders (as a local that forwards, or standalone) and checks the result: every
 /// point is finite, and every series a local forwards is one a global accepts.
 pub fn render_checked(aggregator: &Aggregator, forwarding: bool) {
-    let renderer = if forwarding { &*FORWARDING } else { &*STANDALONE };
+    let renderer = if forwarding {
+        &*FORWARDING
+    } else {
+        &*STANDALONE
+    };
     let (batch, _stats, forward) = renderer.render(aggregator.swap(), NOW);
     for p in &batch.metrics {
         assert!(p.value.is_finite(), "non-finite point rendered: {p:?}");

@@ -128,6 +128,17 @@ fn magnitude_at_rank(h: &Histogram<u64>, rank: u64) -> f64 {
     h.max() as f64 / SCALE
 }
 
+/// A sample's term of Σ weight ÷ value. Zero of either sign counts +∞ (so the harmonic mean of a
+/// series with a zero is 0, and `0` and `-0` never sum to NaN); the sum can still be non-finite
+/// with extreme values, and the renderer drops a non-finite hmean.
+fn reciprocal(value: f64, weight: f64) -> f64 {
+    if value == 0.0 {
+        f64::INFINITY
+    } else {
+        weight / value
+    }
+}
+
 impl HistogramState {
     /// A state holding one sample.
     pub fn new(value: f64, weight: f64) -> HistogramState {
@@ -138,7 +149,7 @@ impl HistogramState {
             sum: value * weight,
             min: value,
             max: value,
-            recip_sum: weight / value,
+            recip_sum: reciprocal(value, weight),
             repr: Repr::Raw(raw),
         }
     }
@@ -147,7 +158,7 @@ impl HistogramState {
     pub fn record(&mut self, value: f64, weight: f64) {
         self.count += weight;
         self.sum += value * weight;
-        self.recip_sum += weight / value;
+        self.recip_sum += reciprocal(value, weight);
         if value < self.min {
             self.min = value;
         }
@@ -264,12 +275,19 @@ impl HistogramState {
                 parts.raw_weights = raw.iter().map(|s| s.1).collect();
             }
             Repr::Hdr(h) => {
+                // Each bucket travels as its lowest value: recording it lands in the same bucket,
+                // and it never exceeds a recorded value (the top bucket's highest value can be
+                // above MAX_SCALED, which a receiver rightly refuses).
                 for v in h.pos.iter_recorded() {
-                    parts.pos_buckets.push(v.value_iterated_to());
+                    parts
+                        .pos_buckets
+                        .push(h.pos.lowest_equivalent(v.value_iterated_to()));
                     parts.pos_counts.push(v.count_at_value());
                 }
                 for v in h.neg.iter_recorded() {
-                    parts.neg_buckets.push(v.value_iterated_to());
+                    parts
+                        .neg_buckets
+                        .push(h.neg.lowest_equivalent(v.value_iterated_to()));
                     parts.neg_counts.push(v.count_at_value());
                 }
                 parts.zeros = h.zeros;
@@ -278,14 +296,15 @@ impl HistogramState {
         parts
     }
 
-    /// Rebuilds a state from [`HistogramState::to_parts`] output, validating it: every number
-    /// finite, min ≤ max, counts positive, arrays paired and bounded.
+    /// Rebuilds a state from [`HistogramState::to_parts`] output, validating it: min and max
+    /// finite, min ≤ max, count positive, arrays paired and bounded, buckets in range. The sums
+    /// (`sum`, `recip_sum`, and `count` upwards) may have overflowed on the sender exactly as
+    /// they can here, so they are taken as they are; the renderer drops non-finite points.
     pub fn from_parts(p: &HistogramParts) -> Result<HistogramState, &'static str> {
-        let finite = [p.count, p.sum, p.min, p.max];
-        if finite.iter().any(|v| !v.is_finite()) || p.recip_sum.is_nan() {
-            return Err("histogram numbers must be finite");
+        if !p.min.is_finite() || !p.max.is_finite() {
+            return Err("histogram min and max must be finite");
         }
-        if p.count <= 0.0 || p.min > p.max {
+        if p.count.is_nan() || p.count <= 0.0 || p.min > p.max {
             return Err("histogram count must be positive and min ≤ max");
         }
         if p.raw_values.len() != p.raw_weights.len()

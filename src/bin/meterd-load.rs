@@ -6,6 +6,24 @@
 //! bounded count or duration, and writes a totals file: lines, datagrams, bytes, send errors,
 //! rate achieved, and per series what the aggregator must report (counter sums of value ÷ rate,
 //! timer sample counts), so that loss is computed exactly from what an aggregator flushed.
+//!
+//! Series are named `load.<type>.m<index>` (the type code second, so statsd's sumlog backend
+//! groups by type). The totals file (`--totals`) is one JSON object:
+//!
+//! ```text
+//! lines, datagrams, bytes, avg_lines_per_datagram      what went out (datagrams the kernel accepted)
+//! send_errors, send_errors_by_kind {"ECONNREFUSED": n} datagrams refused, by errno; never fatal
+//! duration_s, lines_per_s, datagrams_per_s             first send → last send; achieved rates
+//! target_rate, count, deadline_s, complete, pacing_resets, seed, threads, command, workload {...}
+//! lines_by_type {"c": n, ...}, series_sent
+//! counter_sum, counters {"KEY": Σ value ÷ rate}         what the aggregator's counters must sum to
+//! timer_samples, timer_count,
+//! timers {"KEY": {"type", "samples", "count"}}         samples sent; count = Σ 1 ÷ rate (x.count)
+//! gauges {"KEY": lines}, sets {"KEY": distinct members}
+//! ```
+//!
+//! KEY is the series name, followed by `|#` and its tags sorted by bytes and joined with `,` when
+//! it has tags: `load.c.m00153|#env:env0,region:r0,service:svc2`.
 
 mod meterd_load;
 
@@ -67,8 +85,8 @@ struct Cli {
     /// Tags per line, 0..=16 (each takes 4 values) [plain 0, dogstatsd 3].
     #[arg(long, value_name = "N")]
     tags: Option<u32>,
-    /// Sample rates in (0, 1], comma-separated, spread over the counter/timer/histogram/
-    /// distribution series [plain 1; dogstatsd 1,0.5,0.25].
+    /// Sample rates in (0, 1], comma-separated, spread over the series of sampled types (c, ms,
+    /// h, d) [plain 1; dogstatsd 1,0.5,0.25].
     #[arg(long, value_name = "RATE[,RATE…]")]
     sample_rate: Option<String>,
     /// Values with one decimal (gauges, timers, histograms, distributions) [dogstatsd only].

@@ -57,6 +57,9 @@ fn encode_set(sketch: &SetSketch) -> Option<SetSketchState> {
     // The estimator's own serde form is (data word, optional register words).
     let (data, words): (u64, Option<Vec<u32>>) =
         serde_json::from_value(serde_json::to_value(sketch).ok()?).ok()?;
+    // Array and HLL sketches keep a heap pointer in the data word; only its representation tag
+    // (the low two bits) is read back, so the address never leaves the process.
+    let data = if data & 3 == 0 { data } else { data & 3 };
     Some(SetSketchState {
         data,
         has_words: words.is_some(),
@@ -66,12 +69,25 @@ fn encode_set(sketch: &SetSketch) -> Option<SetSketchState> {
 
 fn decode_set(s: &SetSketchState) -> Result<SetSketch, String> {
     let words = s.has_words.then(|| s.words.clone());
-    let value = serde_json::to_value((s.data, words)).map_err(|e| e.to_string())?;
-    serde_json::from_value(value).map_err(|e| format!("bad set sketch: {e}"))
+    // The estimator frees its register array with the layout it assumes: an array sketch
+    // (tag 1) as a slice of `len.next_power_of_two()` words, an HLL sketch (tag 3) as exactly
+    // its words. So each must arrive in a Vec of exactly that capacity: an array through a
+    // sequence with no size hint (the Vec grows by doubling from 4, which is that power of
+    // two for the 3..=128 words it accepts), an HLL through one with an exact hint.
+    let bad = |e: serde_json::Error| format!("bad set sketch: {e}");
+    if s.data & 3 == 1 {
+        let text = serde_json::to_string(&(s.data, words)).map_err(|e| e.to_string())?;
+        serde_json::from_str(&text).map_err(bad)
+    } else {
+        let value = serde_json::to_value((s.data, words)).map_err(|e| e.to_string())?;
+        serde_json::from_value(value).map_err(bad)
+    }
 }
 
+/// Names and tags are refused for the bytes the statsd parser refuses (ASCII control
+/// characters), so every series a local forwards is one a global accepts.
 fn valid_text(s: &str) -> bool {
-    !s.chars().any(char::is_control)
+    !s.bytes().any(|b| b.is_ascii_control())
 }
 
 /// Validates a forwarded series and turns it into the key and state a global merges. The key
@@ -221,9 +237,100 @@ mod tests {
         assert!(matches!(state, State::Counter(v) if v == 5.0));
     }
 
+    /// Ingests `datagram` as a local that forwards, renders, and decodes every forwarded series
+    /// as a global would (what the `ingest_datagram` fuzz target checks).
+    fn forwarded_series_all_accepted(datagram: &[u8]) -> usize {
+        use crate::aggregate::{Aggregator, AggregatorConfig, GaugeDeltas, Ingestor, Limits};
+        use std::sync::Arc;
+        let aggregator = Arc::new(Aggregator::new(
+            AggregatorConfig {
+                shards: 4,
+                limits: Limits::default(),
+                gauge_deltas: GaugeDeltas::Dogstatsd,
+                hostname: Arc::from("local"),
+                gauge_memory_flushes: 360,
+            },
+            Arc::new(crate::telemetry::Telemetry::default()),
+        ));
+        let mut ingestor = Ingestor::new(aggregator.clone());
+        ingestor.ingest_datagram(datagram, false);
+        ingestor.commit();
+        let mut config = crate::config::Config::default();
+        config.forward.addresses = vec!["http://127.0.0.1:8127".to_owned()];
+        let renderer = crate::flush::Renderer::new(&config.validate("").unwrap());
+        let (batch, _, forward) = renderer.render(aggregator.swap(), 1_763_775_000);
+        for p in &batch.metrics {
+            assert!(p.value.is_finite(), "non-finite point rendered: {p:?}");
+        }
+        for (_, s) in &forward {
+            if let Err(e) = decode_series(s) {
+                panic!("a global refuses {s:?}: {e}");
+            }
+        }
+        forward.len()
+    }
+
+    #[test]
+    fn fuzz_c1_control_tag_is_forwardable() {
+        // fuzz/regressions/ingest_datagram-c1-control-tag.bin: the parser took U+0080 in a tag,
+        // the import decoder refused it as a control character.
+        assert_eq!(
+            forwarded_series_all_accepted("t:1|d|#env:\u{80}".as_bytes()),
+            1
+        );
+    }
+
+    #[test]
+    fn fuzz_histogram_top_bucket_is_forwardable() {
+        // fuzz/regressions/ingest_datagram-histogram-top-bucket.bin: a saturated sample's HDR
+        // bucket was sent as its highest value, above what a receiver accepts.
+        let mut line = b"t:1e16".to_vec();
+        for _ in 0..80 {
+            line.extend_from_slice(b":1");
+        }
+        line.extend_from_slice(b"|d");
+        assert_eq!(forwarded_series_all_accepted(&line), 1);
+    }
+
+    #[test]
+    fn fuzz_recip_sum_nan_is_forwardable() {
+        // fuzz/regressions/ingest_datagram-recip-sum-nan.bin: 1/0 + 1/-0 summed to NaN.
+        assert_eq!(forwarded_series_all_accepted(b"t:0:-0|d"), 1);
+        let mut h = HistogramState::new(0.0, 1.0);
+        h.record(-0.0, 1.0);
+        assert_eq!(h.hmean(), 0.0);
+    }
+
+    #[test]
+    fn fuzz_sum_overflow_is_forwardable() {
+        // fuzz/regressions/ingest_datagram-sum-overflow.bin: the sum overflowed to +inf, which
+        // the renderer drops but the import decoder refused the whole series for.
+        assert_eq!(forwarded_series_all_accepted(b"t:1e308:1e308|d"), 1);
+    }
+
+    #[test]
+    fn set_sketches_send_no_heap_address() {
+        for n in [3u64, 5, 100, 5000] {
+            let mut sk = SetSketch::new();
+            for i in 0..n {
+                sk.insert_hash(hash_member(&i.to_le_bytes()));
+            }
+            let s = encode_series(&key(MetricType::Set, Scope::Default, None), &State::Set(sk))
+                .unwrap();
+            let data = s.set.as_ref().unwrap().data;
+            assert!(
+                data <= 3,
+                "n={n}: data word {data:#x} carries more than its tag"
+            );
+            let (_, state) = decode_series(&s).unwrap();
+            let State::Set(back) = state else { panic!() };
+            assert!(back.estimate() as u64 >= n * 9 / 10, "n={n}");
+        }
+    }
+
     #[test]
     fn sets_round_trip_small_and_large() {
-        for n in [1u64, 2, 50, 5000] {
+        for n in [1u64, 2, 3, 5, 7, 50, 127, 128, 129, 5000] {
             let mut sk = SetSketch::new();
             for i in 0..n {
                 sk.insert_hash(hash_member(&i.to_le_bytes()));

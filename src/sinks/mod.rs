@@ -487,9 +487,7 @@ fn validate_all(
             // SO_REUSEPORT would let two endpoints share the address and split the scrapes.
             let addr = |listen: &str| listen.parse::<std::net::SocketAddr>().ok();
             let mine = addr(&c.listen).filter(|a| a.port() != 0);
-            let same = |other: &SinkConfig| {
-                matches!(other, SinkConfig::Prometheus(o) if mine.is_some() && addr(&o.listen) == mine)
-            };
+            let same = |other: &SinkConfig| matches!(other, SinkConfig::Prometheus(o) if mine.is_some() && addr(&o.listen) == mine);
             if let Some(j) = configs.iter().take(i).position(same) {
                 return Err(SinkConfigError::new(
                     key("listen"),

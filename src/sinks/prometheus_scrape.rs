@@ -191,8 +191,6 @@ pub(super) struct ScrapeSink {
     last_len: usize,
     items: u64,
     delivered: u64,
-    /// The bound address (port 0 resolved).
-    bound: SocketAddr,
     _server: ServerGuard,
 }
 
@@ -229,7 +227,6 @@ impl ScrapeSink {
             last_len: 0,
             items: 0,
             delivered: 0,
-            bound,
             _server: ServerGuard(server),
         })
     }
@@ -417,22 +414,37 @@ mod tests {
 
     #[tokio::test]
     async fn a_replacement_binds_the_same_address() {
-        let first = PrometheusConfig {
-            listen: "127.0.0.1:0".into(),
-            ..PrometheusConfig::default()
-        };
-        let settings = validate(&first, &|k: &str| k.to_owned()).expect("valid");
-        let old = ScrapeSink::start(settings, "prometheus").expect("binds");
-        let addr = old.bound;
-        let again = PrometheusConfig {
+        let free = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = free.local_addr().expect("addr");
+        drop(free);
+        let config = PrometheusConfig {
             listen: addr.to_string(),
             ..PrometheusConfig::default()
         };
-        let settings = validate(&again, &|k: &str| k.to_owned()).expect("valid");
-        let new = ScrapeSink::start(settings, "prometheus").expect("binds the same address");
-        assert_eq!(new.bound, addr);
+        let settings = || validate(&config, &|k: &str| k.to_owned()).expect("valid");
+        let old = ScrapeSink::start(settings(), "prometheus").expect("binds");
+        let new = ScrapeSink::start(settings(), "prometheus").expect("binds the same address");
         drop(old);
-        drop(new);
+        let mut new = new;
+        new.encode(&sample_batch()).expect("encodes");
+        new.send().await.expect("publishes");
+        // Once the old endpoint is gone (its task is aborted asynchronously; a connection it
+        // had queued is reset), scrapes reach the new one.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+        loop {
+            let scraped = match reqwest::get(format!("http://{addr}/metrics")).await {
+                Ok(response) => response.text().await.unwrap_or_default(),
+                Err(_) => String::new(),
+            };
+            if scraped.contains("api_requests_total") {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "never served: {scraped:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     #[test]

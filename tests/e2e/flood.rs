@@ -24,7 +24,11 @@ fn vm_hwm(pid: u32) -> u64 {
 #[test]
 fn ten_million_distinct_series_stay_bounded() {
     // A debug build parses ~10× slower; keep its run short but the shape the same.
-    let total: u64 = if cfg!(debug_assertions) { 1_000_000 } else { 10_000_000 };
+    let total: u64 = if cfg!(debug_assertions) {
+        1_000_000
+    } else {
+        10_000_000
+    };
     let sink = CaptureServer::start(Behaviour::Ok);
     let config = format!(
         r#"
@@ -58,7 +62,10 @@ compression = "gzip"
             conn.write_all(&buf).unwrap();
             buf.clear();
         }
-        assert!(started.elapsed() < Duration::from_secs(240), "flood took too long");
+        assert!(
+            started.elapsed() < Duration::from_secs(240),
+            "flood took too long"
+        );
     }
     conn.write_all(&buf).unwrap();
     drop(conn);
@@ -66,13 +73,25 @@ compression = "gzip"
     let hwm = vm_hwm(m.pid());
     assert!(m.terminate().success(), "{}", m.log());
     assert!(hwm > 0, "could not read VmHWM");
-    assert!(hwm < RSS_BOUND_BYTES, "peak RSS {} MiB over the bound", hwm >> 20);
+    assert!(
+        hwm < RSS_BOUND_BYTES,
+        "peak RSS {} MiB over the bound",
+        hwm >> 20
+    );
     let pts = metric_points(&sink);
-    assert_eq!(sum_named(&pts, "steady.count"), steady as f64, "established series exact");
+    assert_eq!(
+        sum_named(&pts, "steady.count"),
+        steady as f64,
+        "established series exact"
+    );
     let refused = sum_tagged(&pts, "meterd.series.dropped", "reason:metric_limit")
         + sum_tagged(&pts, "meterd.series.dropped", "reason:limit");
     let accepted = sum_named(&pts, "flood.requests");
-    assert_eq!(accepted + refused, total as f64, "every flood line aggregated or counted");
+    assert_eq!(
+        accepted + refused,
+        total as f64,
+        "every flood line aggregated or counted"
+    );
     eprintln!(
         "flood: {total} lines in {:?}, peak RSS {} MiB, {refused} refused",
         started.elapsed(),

@@ -186,7 +186,7 @@ headers = {{ Authorization = "${{METERD_TEST_DD}}" }}
     );
     // Health-check posts can require a token too.
     let guarded = Meterd::start_with_env(
-        &format!("[ingest]\nstatsd_udp = [\"127.0.0.1:0\"]\n[http]\nlisten = \"127.0.0.1:0\"\nhealthcheck_token = \"${{METERD_TEST_DD}}\"\n"),
+        "[ingest]\nstatsd_udp = [\"127.0.0.1:0\"]\n[http]\nlisten = \"127.0.0.1:0\"\nhealthcheck_token = \"${METERD_TEST_DD}\"\n",
         &env,
     );
     let body = br#"{"id": "x", "status": 1, "service": {"name": "s"}}"#;

@@ -74,7 +74,8 @@ impl Pacer {
 /// rates keep the traffic smooth; large ones at high rates keep the per-call cost low.
 pub fn batch_datagrams(rate: f64, lines_per_datagram: f64, max_batch: usize) -> usize {
     let max_batch = max_batch.max(1);
-    if !(rate.is_finite() && rate > 0.0) || !(lines_per_datagram > 0.0) {
+    let paced = rate.is_finite() && rate > 0.0 && lines_per_datagram > 0.0;
+    if !paced {
         return max_batch;
     }
     let per_period = rate * BATCH_PERIOD.as_secs_f64() / lines_per_datagram;
