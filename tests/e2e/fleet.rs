@@ -349,3 +349,57 @@ fn imports_are_guarded_and_validated() {
     assert!(resp.starts_with("HTTP/1.1 413"), "{resp}");
     assert_eq!(g.prom("meterd_import_received_total"), Some(0.0));
 }
+
+#[test]
+fn a_global_down_from_the_start_costs_exactly_the_series_forwarded() {
+    // An address nothing listens on: every forward is refused at connect.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_addr = dead.local_addr().unwrap();
+    drop(dead);
+    let local_sink = CaptureServer::start(Behaviour::Ok);
+    let global = format!("http://{dead_addr}");
+    let l = Meterd::start(&local_config(
+        "local-1",
+        &local_sink.url(),
+        std::slice::from_ref(&global),
+        "1s",
+        2,
+    ));
+    // 40 distinct timers, each once: 40 series to forward, all of which must be dropped and
+    // counted once each. Plain counters stay local and keep reaching the local sink.
+    let timers: Vec<String> = (0..40).map(|i| format!("down.t{i}:5|ms")).collect();
+    let datagram = timers.join("\n");
+    send_udp(l.addr("udp"), &[datagram.as_bytes()]);
+    let heartbeats = 20u64;
+    for _ in 0..heartbeats {
+        send_udp(l.addr("udp"), &[b"down.heartbeat:1|c"]);
+    }
+    l.wait_lines(40 + heartbeats);
+
+    let dropped = format!("meterd_forward_dropped_total{{global=\"{global}\"}}");
+    let sent = format!("meterd_forward_sent_total{{global=\"{global}\"}}");
+    wait_for("the 40 forwarded series dropped", || {
+        (l.prom(&dropped).unwrap_or(0.0) >= 40.0).then_some(())
+    });
+    // Three more intervals: nothing else is forwarded, so the count stays exact.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(l.prom(&dropped), Some(40.0), "{}", l.http_get("/metrics").1);
+    assert_eq!(l.prom(&sent).unwrap_or(0.0), 0.0);
+    assert!(
+        l.prom(&format!(
+            "meterd_forward_errors_total{{global=\"{global}\"}}"
+        ))
+        .unwrap_or(0.0)
+            >= 1.0
+    );
+    // Ingest lost nothing and the local sink got every heartbeat.
+    assert_eq!(
+        l.prom("meterd_lines_received_total"),
+        Some((40 + heartbeats) as f64)
+    );
+    wait_for("every heartbeat flushed locally", || {
+        (sum_named(&metric_points(&local_sink), "down.heartbeat") == heartbeats as f64)
+            .then_some(())
+    });
+    assert_eq!(l.http_get("/healthz").0, 200);
+}
