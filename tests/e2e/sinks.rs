@@ -1,10 +1,11 @@
 //! Sinks against a capturing HTTP server: the `datadog` sink's v1 API requests (API key from the
-//! environment, gzip, counters as rates), failing and hanging sinks next to a healthy one, the
-//! console sink's JSON lines, and the `http` sink's gzip and custom headers.
+//! environment, gzip, counters as rates), failing and hanging sinks next to a healthy one, drops
+//! counted exactly for refused, 500, hanging and slow sinks, the console sink's JSON lines, and
+//! the `http` sink's gzip and custom headers.
 
 use std::collections::BTreeSet;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
 
@@ -402,4 +403,116 @@ headers = {{ "X-Test" = "yes" }}
     assert_eq!(gz.len(), 1, "{gz:?}");
     assert_eq!(gz[0]["value"], 4.0);
     assert_eq!(gz[0]["tags"], json!(["k:v"]));
+}
+
+/// Items (points, checks, events) in every document a capture server received.
+fn items_received(server: &CaptureServer) -> f64 {
+    documents(server)
+        .iter()
+        .map(|d| {
+            ["metrics", "service_checks", "events"]
+                .iter()
+                .map(|k| d[*k].as_array().map_or(0, Vec::len))
+                .sum::<usize>()
+        })
+        .sum::<usize>() as f64
+}
+
+#[test]
+fn refused_failing_hanging_and_slow_sinks_are_counted_exactly() {
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let refused_url = format!("http://{}", dead.local_addr().unwrap());
+    drop(dead);
+    let failing = CaptureServer::start(Behaviour::Status(500));
+    let hanging = CaptureServer::start(Behaviour::Hang);
+    let slow = CaptureServer::start(Behaviour::Slow(Duration::from_secs(1)));
+    let healthy = CaptureServer::start(Behaviour::Ok);
+    let sink = |name: &str, url: &str, timeout: &str| {
+        format!(
+            "[[sinks]]\nname = \"{name}\"\ntype = \"http\"\nurl = \"{url}/x\"\ntimeout = \"{timeout}\"\nmax_retries = 1\n"
+        )
+    };
+    let config = format!(
+        "hostname = \"test-host\"\ninterval = \"3s\"\n[ingest]\nstatsd_udp = [\"127.0.0.1:0\"]\n\
+         [http]\nlisten = \"127.0.0.1:0\"\n{}{}{}{}{}",
+        sink("refused", &refused_url, "300ms"),
+        sink("failing", &failing.url(), "300ms"),
+        sink("hanging", &hanging.url(), "300ms"),
+        sink("slow", &slow.url(), "1500ms"),
+        sink("healthy", &healthy.url(), "1500ms"),
+    );
+    let m = Meterd::start(&config);
+
+    // A steady stream for about 7 s (three or four flushes): 2 lines every 10 ms.
+    let addr = m.addr("udp");
+    let datagrams = 700u64;
+    let sender = std::thread::spawn(move || {
+        let start = Instant::now();
+        for i in 0..datagrams {
+            let due = start + Duration::from_millis(10 * i);
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+            send_udp(addr, &[b"steady.count:1|c\nsteady.ms:3|ms"]);
+        }
+    });
+    sender.join().unwrap();
+    m.wait_lines(2 * datagrams);
+    wait_for("every increment delivered to the healthy sink", || {
+        (sum_named(&metric_points(&healthy), "steady.count") == datagrams as f64).then_some(())
+    });
+    assert_eq!(
+        m.prom("meterd_lines_received_total"),
+        Some(2.0 * datagrams as f64)
+    );
+
+    // Read the counters while every sink has settled: past the slow sink's second after a
+    // flush, well before the next one.
+    let sent = |text: &str, sink: &str| {
+        prom_value(text, &format!("meterd_sink_sent_total{{sink=\"{sink}\"}}")).unwrap_or(-1.0)
+    };
+    let dropped = |text: &str, sink: &str| {
+        prom_value(
+            text,
+            &format!("meterd_sink_dropped_total{{sink=\"{sink}\"}}"),
+        )
+        .unwrap_or(-1.0)
+    };
+    let text = loop {
+        avoid_boundary(Duration::from_secs(3), Duration::from_millis(1200));
+        let into = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis()
+            % 3000;
+        if into < 1600 {
+            std::thread::sleep(Duration::from_millis((1600 - into) as u64));
+        }
+        let before = items_received(&healthy);
+        let (_, text) = m.http_get("/metrics");
+        // A flush that arrived meanwhile makes this reading unsettled; take the next interval.
+        if items_received(&healthy) == before && sent(&text, "healthy") == before {
+            break text;
+        }
+    };
+    let total = sent(&text, "healthy");
+    assert!(total > 0.0);
+    assert_eq!(dropped(&text, "healthy"), 0.0);
+    for faulty in ["refused", "failing", "hanging"] {
+        assert_eq!(sent(&text, faulty), 0.0, "{faulty}:\n{text}");
+        assert_eq!(
+            dropped(&text, faulty),
+            total,
+            "{faulty} drops every item once:\n{text}"
+        );
+    }
+    assert_eq!(
+        sent(&text, "slow"),
+        total,
+        "the slow sink delivers everything:\n{text}"
+    );
+    assert_eq!(dropped(&text, "slow"), 0.0);
+    assert_eq!(items_received(&slow), total);
+    // Bounded retries: 1 + max_retries attempts per flush at the failing sink.
+    assert!(failing.requests().len() <= 2 * documents(&healthy).len());
 }

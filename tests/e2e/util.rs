@@ -291,6 +291,8 @@ pub enum Behaviour {
     Status(u16),
     /// Read the request, never answer (until the server is dropped).
     Hang,
+    /// Answer 200, but only after this long.
+    Slow(Duration),
 }
 
 /// One request the capture server received, body already gunzipped.
@@ -445,6 +447,10 @@ fn serve_conn(
                     std::thread::sleep(Duration::from_millis(50));
                 }
                 return;
+            }
+            Behaviour::Slow(delay) => {
+                std::thread::sleep(delay);
+                200
             }
         };
         let resp = format!(
