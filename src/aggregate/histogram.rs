@@ -2,22 +2,39 @@
 //! structure that starts as raw samples and switches to HDR histograms when it grows.
 //!
 //! Values are `f64`; HDR needs integers, so magnitudes are scaled to fixed-point thousandths
-//! ([`SCALE`]) and negatives go into a mirrored histogram of their magnitudes. Magnitudes below
-//! 0.001 count as zero (SPEC §3). HDR runs at two significant digits with auto-resize, and a
-//! percentile reports the midpoint of its bucket, so its relative error stays under 0.4 % while a
-//! series of millisecond timers costs about 10 KiB instead of 64 KiB at three digits. Below
-//! [`RAW_LIMIT`] samples the raw values are kept and percentiles are exact.
+//! ([`SCALE`]) and negatives go into a mirrored histogram of their magnitudes, created only when
+//! the first negative arrives. Magnitudes below 0.001 count as zero (SPEC §3). HDR runs at two
+//! significant digits with auto-resize, and a percentile reports the midpoint of its bucket, so
+//! its relative error stays under 0.4 % while a series of millisecond timers up to 10 s costs
+//! about 9 KiB with `u32` buckets (18 KiB with `u64`, 64 KiB at three digits).
+//!
+//! Up to [`RAW_LIMIT`] samples the raw values are kept and percentiles are exact. Raw samples
+//! are stored compactly so that a series with 100 samples in its interval stays under 2 KiB
+//! (issue 6): values as `f64`, and one shared weight while every sample has the same one (a
+//! client samples a metric at one rate); only a series whose samples arrive with different
+//! rates keeps a weight per sample, as `f32` (weights only rank samples for percentiles; the
+//! exact weighted count lives in [`HistogramState::count`]).
 
 use hdrhistogram::Histogram;
 
 /// Fixed-point scale: HDR unit = 1/1000 of a value.
 pub const SCALE: f64 = 1000.0;
-/// Raw samples kept before switching to HDR. 64 × 16 bytes = 1 KiB per series at most.
-pub const RAW_LIMIT: usize = 64;
+/// Raw samples kept before switching to HDR: 128 × 8 bytes of values (plus 128 × 4 bytes of
+/// weights when rates differ) = 1–1.5 KiB, a tenth of the HDR arrays of one millisecond timer.
+/// Also the most raw samples a forwarded histogram may carry.
+pub const RAW_LIMIT: usize = 128;
+/// Capacity of a new series' raw values; doubles up to [`RAW_LIMIT`].
+const RAW_INITIAL: usize = 4;
 /// HDR significant digits (see module docs for the error bound).
 const SIGFIG: u8 = 2;
 /// Largest scaled magnitude recorded; larger values saturate (|v| ≤ 1e15 is the contract).
 const MAX_SCALED: u64 = 1 << 62;
+
+/// HDR bucket count type: `u32` halves the arrays (and the cache lines a record touches). A
+/// bucket saturates at 4.29e9 weighted samples in one interval rather than wrapping; ranks are
+/// then taken over the saturated counts ([`recorded`]), and the exact weighted count is kept in
+/// [`HistogramState::count`] regardless.
+type Count = u32;
 
 /// The aggregate state of one timer/histogram/distribution series for one interval.
 #[derive(Debug, Clone)]
@@ -37,16 +54,175 @@ pub struct HistogramState {
 
 #[derive(Debug, Clone)]
 enum Repr {
-    /// (value, weight) pairs, at most [`RAW_LIMIT`].
-    Raw(Vec<(f64, f64)>),
+    /// At most [`RAW_LIMIT`] samples.
+    Raw(Raw),
     /// HDR histograms of scaled magnitudes.
     Hdr(Box<Hdr>),
 }
 
+/// Raw samples: values, and their weights (1 ÷ rate) in parallel.
+#[derive(Debug, Clone)]
+struct Raw {
+    values: Vec<f64>,
+    weights: Weights,
+}
+
+#[derive(Debug, Clone)]
+enum Weights {
+    /// Every sample has this weight: the usual case, exact, and free.
+    Uniform(f64),
+    /// One weight per sample, `values.len()` of them, once two samples' weights differed.
+    /// `f32` is plenty for ranking; weights beyond `f32::MAX` clamp to it.
+    Each(Vec<f32>),
+}
+
+/// Grows `v` to hold `extra` more elements: doubling, but never past [`RAW_LIMIT`] unless it
+/// must, so a raw series never holds more than `RAW_LIMIT` elements of capacity.
+fn reserve_raw<T>(v: &mut Vec<T>, extra: usize) {
+    let need = v.len() + extra;
+    if need > v.capacity() {
+        let target = v
+            .capacity()
+            .saturating_mul(2)
+            .clamp(need, RAW_LIMIT.max(need));
+        v.reserve_exact(target - v.len());
+    }
+}
+
+fn weight_f32(w: f64) -> f32 {
+    // `as` saturates to ±inf beyond f32's range; clamp so the percentile walk stays finite.
+    (w as f32).min(f32::MAX)
+}
+
+impl Raw {
+    fn one(value: f64, weight: f64) -> Raw {
+        let mut values = Vec::with_capacity(RAW_INITIAL);
+        values.push(value);
+        Raw {
+            values,
+            weights: Weights::Uniform(weight),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.values.len()
+    }
+
+    /// Hands `f` the per-sample weights with room for `extra` more, converting from a uniform
+    /// weight first if need be.
+    fn with_each_weights(&mut self, extra: usize, f: impl FnOnce(&mut Vec<f32>)) {
+        let mut each = match std::mem::replace(&mut self.weights, Weights::Uniform(1.0)) {
+            Weights::Each(each) => each,
+            Weights::Uniform(w) => {
+                let mut each = Vec::with_capacity(self.values.capacity());
+                each.resize(self.values.len(), weight_f32(w));
+                each
+            }
+        };
+        reserve_raw(&mut each, extra);
+        f(&mut each);
+        self.weights = Weights::Each(each);
+    }
+
+    fn push(&mut self, value: f64, weight: f64) {
+        match self.weights {
+            Weights::Uniform(w) if w == weight => {}
+            _ => self.with_each_weights(1, |ws| ws.push(weight_f32(weight))),
+        }
+        reserve_raw(&mut self.values, 1);
+        self.values.push(value);
+    }
+
+    fn extend(&mut self, other: &Raw) {
+        match (&self.weights, &other.weights) {
+            (Weights::Uniform(a), Weights::Uniform(b)) if a == b => {}
+            (_, Weights::Uniform(b)) => {
+                let (b, n) = (weight_f32(*b), other.len());
+                self.with_each_weights(n, |ws| ws.resize(ws.len() + n, b));
+            }
+            (_, Weights::Each(b)) => self.with_each_weights(b.len(), |ws| ws.extend_from_slice(b)),
+        }
+        reserve_raw(&mut self.values, other.len());
+        self.values.extend_from_slice(&other.values);
+    }
+
+    /// Calls `f(value, weight)` for every sample.
+    fn for_each(&self, mut f: impl FnMut(f64, f64)) {
+        match &self.weights {
+            Weights::Uniform(w) => self.values.iter().for_each(|&v| f(v, *w)),
+            Weights::Each(ws) => self
+                .values
+                .iter()
+                .zip(ws)
+                .for_each(|(&v, &w)| f(v, f64::from(w))),
+        }
+    }
+
+    /// Exact weighted nearest-rank percentile: the smallest value whose cumulative weight
+    /// reaches `q` × the total. Sorts the samples (once: later calls find them sorted). `None`
+    /// only if empty, which a state never is.
+    fn percentile(&mut self, q: f64) -> Option<f64> {
+        let sorted = self
+            .values
+            .windows(2)
+            .all(|p| matches!(p, [a, b] if a.total_cmp(b).is_le()));
+        match &mut self.weights {
+            Weights::Uniform(_) => {
+                // Equal weights do not change ranks: the unweighted nearest rank, which also
+                // spares the float error of a sum of weights.
+                if !sorted {
+                    self.values.sort_unstable_by(f64::total_cmp);
+                }
+                let n = self.values.len();
+                // `as` saturates; a rank outside 1..=n is clamped.
+                let rank = ((q * n as f64).ceil() as usize).clamp(1, n.max(1));
+                self.values.get(rank - 1).copied()
+            }
+            Weights::Each(ws) => {
+                if !sorted {
+                    let mut pairs: Vec<(f64, f32)> = self
+                        .values
+                        .iter()
+                        .copied()
+                        .zip(ws.iter().copied())
+                        .collect();
+                    pairs.sort_unstable_by(|a, b| a.0.total_cmp(&b.0));
+                    for ((v, w), (pv, pw)) in self.values.iter_mut().zip(ws.iter_mut()).zip(pairs) {
+                        (*v, *w) = (pv, pw);
+                    }
+                }
+                // The first value whose cumulative weight reaches q × total: for whole weights
+                // the same as rank ⌈q × total⌉, and for equal weights the unweighted rank.
+                let total: f64 = ws.iter().map(|&w| f64::from(w)).sum();
+                let target = q * total;
+                let mut seen = 0.0;
+                for (&v, &w) in self.values.iter().zip(ws.iter()) {
+                    seen += f64::from(w);
+                    // Tolerate float error in the weights' sum.
+                    if seen >= target - 1e-9 * target {
+                        return Some(v);
+                    }
+                }
+                self.values.last().copied()
+            }
+        }
+    }
+
+    fn heap_bytes(&self) -> usize {
+        let weights = match &self.weights {
+            Weights::Uniform(_) => 0,
+            Weights::Each(ws) => ws.capacity() * std::mem::size_of::<f32>(),
+        };
+        self.values.capacity() * std::mem::size_of::<f64>() + weights
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Hdr {
-    pos: Histogram<u64>,
-    neg: Histogram<u64>,
+    pos: Histogram<Count>,
+    /// Magnitudes of negative values; most series never see one, so it starts absent (an empty
+    /// auto-resizing histogram already holds a 256-bucket array).
+    neg: Option<Histogram<Count>>,
     zeros: u64,
 }
 
@@ -54,9 +230,15 @@ impl Hdr {
     fn new() -> Hdr {
         Hdr {
             pos: new_hdr(),
-            neg: new_hdr(),
+            neg: None,
             zeros: 0,
         }
+    }
+
+    fn from_raw(raw: &Raw) -> Box<Hdr> {
+        let mut h = Box::new(Hdr::new());
+        raw.for_each(|v, w| h.record(v, w));
+        h
     }
 
     fn record(&mut self, value: f64, weight: f64) {
@@ -66,10 +248,11 @@ impl Hdr {
         } else {
             u64::MAX / 4
         };
+        let n = Count::try_from(n).unwrap_or(Count::MAX);
         let scaled = (value.abs() * SCALE).round();
         // NaN never reaches here (values are finite), but would count as zero too.
         if scaled.is_nan() || scaled < 1.0 {
-            self.zeros = self.zeros.saturating_add(n);
+            self.zeros = self.zeros.saturating_add(u64::from(n));
             return;
         }
         let m = if scaled >= MAX_SCALED as f64 {
@@ -78,7 +261,7 @@ impl Hdr {
             scaled as u64
         };
         let h = if value < 0.0 {
-            &mut self.neg
+            self.neg.get_or_insert_with(new_hdr)
         } else {
             &mut self.pos
         };
@@ -89,19 +272,22 @@ impl Hdr {
         }
     }
 
+    fn neg_len(&self) -> u64 {
+        self.neg.as_ref().map_or(0, recorded)
+    }
+
     fn total(&self) -> u64 {
-        self.neg
-            .len()
+        self.neg_len()
             .saturating_add(self.zeros)
-            .saturating_add(self.pos.len())
+            .saturating_add(recorded(&self.pos))
     }
 
     /// The value of nearest rank `rank` (1-based) over negatives, zeros and positives.
     fn value_at_rank(&self, rank: u64) -> f64 {
-        let neg = self.neg.len();
-        if rank <= neg {
+        let neg = self.neg_len();
+        if let Some(h) = self.neg.as_ref().filter(|_| rank <= neg) {
             // The r-th smallest value overall is the (neg - r + 1)-th smallest magnitude.
-            return -magnitude_at_rank(&self.neg, neg - rank + 1);
+            return -magnitude_at_rank(h, neg - rank + 1);
         }
         let rank = rank - neg;
         if rank <= self.zeros {
@@ -109,23 +295,66 @@ impl Hdr {
         }
         magnitude_at_rank(&self.pos, rank - self.zeros)
     }
+
+    /// Adds `other`'s buckets; same precision on both sides, so this is exact.
+    fn add(&mut self, other: &Hdr) {
+        let _ = self.pos.add(&other.pos);
+        if let Some(o) = &other.neg {
+            match &mut self.neg {
+                Some(n) => {
+                    let _ = n.add(o);
+                }
+                None => self.neg = Some(o.clone()),
+            }
+        }
+        self.zeros = self.zeros.saturating_add(other.zeros);
+    }
+
+    fn heap_bytes(&self) -> usize {
+        let arrays =
+            self.pos.distinct_values() + self.neg.as_ref().map_or(0, Histogram::distinct_values);
+        arrays * std::mem::size_of::<Count>() + std::mem::size_of::<Hdr>()
+    }
 }
 
-fn new_hdr() -> Histogram<u64> {
+fn new_hdr() -> Histogram<Count> {
     let mut h = Histogram::new(SIGFIG).expect("2 significant digits is a valid HDR precision");
     h.auto(true);
     h
 }
 
-fn magnitude_at_rank(h: &Histogram<u64>, rank: u64) -> f64 {
+/// Samples in `h` as its buckets count them. `len()` adds every recorded count in full, so once a
+/// bucket has saturated it exceeds the buckets' sum, and ranks must come from the buckets. Below
+/// `Count::MAX` in all no bucket can have saturated, and `len()` is that sum.
+fn recorded(h: &Histogram<Count>) -> u64 {
+    if h.len() < u64::from(Count::MAX) {
+        return h.len();
+    }
+    h.iter_recorded()
+        .map(|v| u64::from(v.count_at_value()))
+        .fold(0, u64::saturating_add)
+}
+
+fn magnitude_at_rank(h: &Histogram<Count>, rank: u64) -> f64 {
     let mut seen = 0u64;
     for v in h.iter_recorded() {
-        seen = seen.saturating_add(v.count_at_value());
+        seen = seen.saturating_add(u64::from(v.count_at_value()));
         if seen >= rank {
             return h.median_equivalent(v.value_iterated_to()) as f64 / SCALE;
         }
     }
     h.max() as f64 / SCALE
+}
+
+/// Sparse `(lowest value of bucket, count)` pairs of `h`, for forwarding. Each bucket travels as
+/// its lowest value: recording it lands in the same bucket, and it never exceeds a recorded
+/// value (the top bucket's highest value can be above MAX_SCALED, which a receiver rightly
+/// refuses).
+fn push_buckets(h: &Histogram<Count>, buckets: &mut Vec<u64>, counts: &mut Vec<u64>) {
+    for v in h.iter_recorded() {
+        buckets.push(h.lowest_equivalent(v.value_iterated_to()));
+        counts.push(u64::from(v.count_at_value()));
+    }
 }
 
 /// A sample's term of Σ weight ÷ value. Zero of either sign counts +∞ (so the harmonic mean of a
@@ -142,15 +371,13 @@ fn reciprocal(value: f64, weight: f64) -> f64 {
 impl HistogramState {
     /// A state holding one sample.
     pub fn new(value: f64, weight: f64) -> HistogramState {
-        let mut raw = Vec::with_capacity(4);
-        raw.push((value, weight));
         HistogramState {
             count: weight,
             sum: value * weight,
             min: value,
             max: value,
             recip_sum: reciprocal(value, weight),
-            repr: Repr::Raw(raw),
+            repr: Repr::Raw(Raw::one(value, weight)),
         }
     }
 
@@ -166,12 +393,9 @@ impl HistogramState {
             self.max = value;
         }
         match &mut self.repr {
-            Repr::Raw(raw) if raw.len() < RAW_LIMIT => raw.push((value, weight)),
+            Repr::Raw(raw) if raw.len() < RAW_LIMIT => raw.push(value, weight),
             Repr::Raw(raw) => {
-                let mut hdr = Box::new(Hdr::new());
-                for &(v, w) in raw.iter() {
-                    hdr.record(v, w);
-                }
+                let mut hdr = Hdr::from_raw(raw);
                 hdr.record(value, weight);
                 self.repr = Repr::Hdr(hdr);
             }
@@ -183,22 +407,7 @@ impl HistogramState {
     /// always clamped to the exact [min, max].
     pub fn percentile(&mut self, q: f64) -> f64 {
         let v = match &mut self.repr {
-            Repr::Raw(raw) => {
-                raw.sort_unstable_by(|a, b| a.0.total_cmp(&b.0));
-                let total: f64 = raw.iter().map(|s| s.1).sum();
-                let rank = (q * total).ceil().max(1.0);
-                let mut seen = 0.0;
-                let mut out = self.max;
-                for &(v, w) in raw.iter() {
-                    seen += w;
-                    // Tolerate float error in the weights' sum.
-                    if seen >= rank - 1e-9 * rank {
-                        out = v;
-                        break;
-                    }
-                }
-                out
-            }
+            Repr::Raw(raw) => raw.percentile(q).unwrap_or(self.max),
             Repr::Hdr(hdr) => {
                 let total = hdr.total();
                 let rank = ((q * total as f64).ceil() as u64).clamp(1, total.max(1));
@@ -227,32 +436,14 @@ impl HistogramState {
         self.min = self.min.min(other.min);
         self.max = self.max.max(other.max);
         match (&mut self.repr, &other.repr) {
-            (Repr::Raw(a), Repr::Raw(b)) if a.len() + b.len() <= RAW_LIMIT => {
-                a.extend_from_slice(b);
-            }
-            _ => {
-                let mut hdr = match std::mem::replace(&mut self.repr, Repr::Raw(Vec::new())) {
-                    Repr::Hdr(h) => h,
-                    Repr::Raw(raw) => {
-                        let mut h = Box::new(Hdr::new());
-                        for &(v, w) in &raw {
-                            h.record(v, w);
-                        }
-                        h
-                    }
-                };
-                match &other.repr {
-                    Repr::Raw(raw) => {
-                        for &(v, w) in raw {
-                            hdr.record(v, w);
-                        }
-                    }
-                    Repr::Hdr(o) => {
-                        // Same precision on both sides: adding bucket counts is exact.
-                        let _ = hdr.pos.add(&o.pos);
-                        let _ = hdr.neg.add(&o.neg);
-                        hdr.zeros = hdr.zeros.saturating_add(o.zeros);
-                    }
+            (Repr::Raw(a), Repr::Raw(b)) if a.len() + b.len() <= RAW_LIMIT => a.extend(b),
+            (Repr::Hdr(a), Repr::Raw(b)) => b.for_each(|v, w| a.record(v, w)),
+            (Repr::Hdr(a), Repr::Hdr(b)) => a.add(b),
+            (Repr::Raw(a), b) => {
+                let mut hdr = Hdr::from_raw(a);
+                match b {
+                    Repr::Raw(b) => b.for_each(|v, w| hdr.record(v, w)),
+                    Repr::Hdr(b) => hdr.add(b),
                 }
                 self.repr = Repr::Hdr(hdr);
             }
@@ -271,24 +462,16 @@ impl HistogramState {
         };
         match &self.repr {
             Repr::Raw(raw) => {
-                parts.raw_values = raw.iter().map(|s| s.0).collect();
-                parts.raw_weights = raw.iter().map(|s| s.1).collect();
+                parts.raw_values.clone_from(&raw.values);
+                parts.raw_weights = match &raw.weights {
+                    Weights::Uniform(w) => vec![*w; raw.len()],
+                    Weights::Each(ws) => ws.iter().map(|&w| f64::from(w)).collect(),
+                };
             }
             Repr::Hdr(h) => {
-                // Each bucket travels as its lowest value: recording it lands in the same bucket,
-                // and it never exceeds a recorded value (the top bucket's highest value can be
-                // above MAX_SCALED, which a receiver rightly refuses).
-                for v in h.pos.iter_recorded() {
-                    parts
-                        .pos_buckets
-                        .push(h.pos.lowest_equivalent(v.value_iterated_to()));
-                    parts.pos_counts.push(v.count_at_value());
-                }
-                for v in h.neg.iter_recorded() {
-                    parts
-                        .neg_buckets
-                        .push(h.neg.lowest_equivalent(v.value_iterated_to()));
-                    parts.neg_counts.push(v.count_at_value());
+                push_buckets(&h.pos, &mut parts.pos_buckets, &mut parts.pos_counts);
+                if let Some(neg) = &h.neg {
+                    push_buckets(neg, &mut parts.neg_buckets, &mut parts.neg_counts);
                 }
                 parts.zeros = h.zeros;
             }
@@ -326,15 +509,20 @@ impl HistogramState {
         }
         let repr = if hdr_parts {
             let mut h = Box::new(Hdr::new());
-            for (side, buckets, counts) in [
-                (false, &p.pos_buckets, &p.pos_counts),
-                (true, &p.neg_buckets, &p.neg_counts),
+            if !p.neg_buckets.is_empty() {
+                h.neg = Some(new_hdr());
+            }
+            for (hist, buckets, counts) in [
+                (Some(&mut h.pos), &p.pos_buckets, &p.pos_counts),
+                (h.neg.as_mut(), &p.neg_buckets, &p.neg_counts),
             ] {
-                let hist = if side { &mut h.neg } else { &mut h.pos };
+                let Some(hist) = hist else { continue };
                 for (&b, &c) in buckets.iter().zip(counts.iter()) {
                     if b == 0 || b > MAX_SCALED || c == 0 {
                         return Err("histogram bucket out of range");
                     }
+                    // A count beyond the bucket type saturates, as it would have here.
+                    let c = Count::try_from(c).unwrap_or(Count::MAX);
                     if hist.record_n(b, c).is_err() {
                         return Err("histogram bucket out of range");
                     }
@@ -343,14 +531,20 @@ impl HistogramState {
             h.zeros = p.zeros;
             Repr::Hdr(h)
         } else {
-            let mut raw = Vec::with_capacity(p.raw_values.len());
-            for (&v, &w) in p.raw_values.iter().zip(p.raw_weights.iter()) {
-                if !v.is_finite() || !w.is_finite() || w <= 0.0 {
-                    return Err("raw samples must be finite with positive weights");
-                }
-                raw.push((v, w));
+            if p.raw_values
+                .iter()
+                .zip(&p.raw_weights)
+                .any(|(v, w)| !v.is_finite() || !w.is_finite() || *w <= 0.0)
+            {
+                return Err("raw samples must be finite with positive weights");
             }
-            Repr::Raw(raw)
+            let mut values = Vec::with_capacity(p.raw_values.len());
+            values.extend_from_slice(&p.raw_values);
+            let weights = match p.raw_weights.split_first() {
+                Some((&w, rest)) if rest.iter().all(|&x| x == w) => Weights::Uniform(w),
+                _ => Weights::Each(p.raw_weights.iter().map(|&w| weight_f32(w)).collect()),
+            };
+            Repr::Raw(Raw { values, weights })
         };
         Ok(HistogramState {
             count: p.count,
@@ -362,14 +556,12 @@ impl HistogramState {
         })
     }
 
-    /// Heap bytes held by the percentile structure (for memory accounting and tests).
+    /// Heap bytes held by the percentile structure, beyond `size_of::<HistogramState>()` (for
+    /// memory accounting and tests).
     pub fn heap_bytes(&self) -> usize {
         match &self.repr {
-            Repr::Raw(raw) => raw.capacity() * std::mem::size_of::<(f64, f64)>(),
-            Repr::Hdr(hdr) => {
-                (hdr.pos.distinct_values() + hdr.neg.distinct_values()) * 8
-                    + std::mem::size_of::<Hdr>()
-            }
+            Repr::Raw(raw) => raw.heap_bytes(),
+            Repr::Hdr(hdr) => hdr.heap_bytes(),
         }
     }
 }
@@ -575,6 +767,269 @@ mod tests {
         }
     }
 
+    fn build_weighted(samples: &[(f64, f64)]) -> HistogramState {
+        let mut h = HistogramState::new(samples[0].0, samples[0].1);
+        for &(v, w) in &samples[1..] {
+            h.record(v, w);
+        }
+        h
+    }
+
+    /// Weighted nearest rank over (value, weight) pairs, summed in f64.
+    fn exact_weighted(samples: &[(f64, f64)], q: f64) -> f64 {
+        let mut s = samples.to_vec();
+        s.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let total: f64 = s.iter().map(|p| p.1).sum();
+        let target = q * total;
+        let mut seen = 0.0;
+        for &(v, w) in &s {
+            seen += w;
+            if seen >= target - 1e-9 * target {
+                return v;
+            }
+        }
+        s[s.len() - 1].0
+    }
+
+    fn is_raw(h: &HistogramState) -> bool {
+        matches!(h.repr, Repr::Raw(_))
+    }
+
+    fn total_bytes(h: &HistogramState) -> usize {
+        std::mem::size_of::<HistogramState>() + h.heap_bytes()
+    }
+
+    #[test]
+    fn state_is_small() {
+        assert!(std::mem::size_of::<HistogramState>() <= 88);
+        assert_eq!(std::mem::size_of::<Weights>(), 24);
+    }
+
+    #[test]
+    fn hundred_samples_stay_raw_within_two_kib() {
+        // Issue 6: ≤ 2 KiB per timer series with ≤ 100 samples in the interval.
+        let uniform: Vec<(f64, f64)> = (0..100).map(|i| (i as f64 * 7.3 % 101.0, 1.0)).collect();
+        let sampled: Vec<(f64, f64)> = uniform.iter().map(|&(v, _)| (v, 1.0 / 0.3)).collect();
+        let mixed: Vec<(f64, f64)> = uniform
+            .iter()
+            .enumerate()
+            .map(|(i, &(v, _))| (v, [1.0, 2.0, 4.0][i % 3]))
+            .collect();
+        for (samples, max_heap) in [(&uniform, 1024), (&sampled, 1024), (&mixed, 1536)] {
+            let mut h = build_weighted(samples);
+            assert!(is_raw(&h));
+            assert!(h.heap_bytes() <= max_heap, "{}", h.heap_bytes());
+            assert!(total_bytes(&h) <= 2048, "{}", total_bytes(&h));
+            for q in [0.01, 0.5, 0.75, 0.99, 1.0] {
+                assert_eq!(h.percentile(q), exact_weighted(samples, q), "q={q}");
+            }
+        }
+    }
+
+    #[test]
+    fn raw_limit_samples_then_hdr() {
+        let values: Vec<f64> = (1..=RAW_LIMIT).map(|i| i as f64).collect();
+        let mut h = build(&values);
+        assert!(is_raw(&h));
+        assert!(h.heap_bytes() <= RAW_LIMIT * 8);
+        assert_eq!(h.percentile(0.5), (RAW_LIMIT / 2) as f64);
+        h.record(0.5, 1.0);
+        assert!(!is_raw(&h));
+        assert_eq!(h.count, RAW_LIMIT as f64 + 1.0);
+    }
+
+    #[test]
+    fn raw_capacity_never_exceeds_the_limit() {
+        // from_parts allocates exactly; growing from there must not double past RAW_LIMIT.
+        let mut h = HistogramState::from_parts(&build(&vec![1.0; 100]).to_parts()).unwrap();
+        h.merge(&build_weighted(&[(2.0, 2.0); 20]));
+        for _ in 0..8 {
+            h.record(3.0, 1.0);
+        }
+        assert!(is_raw(&h));
+        assert_eq!(h.count, 148.0);
+        assert!(h.heap_bytes() <= RAW_LIMIT * (8 + 4), "{}", h.heap_bytes());
+    }
+
+    #[test]
+    fn uniform_weight_ranks_like_unweighted() {
+        // Σ of 100 × (1/0.3) carries float error; equal weights must not shift the rank.
+        let values: Vec<f64> = (1..=100).map(f64::from).collect();
+        let mut h = HistogramState::new(values[0], 1.0 / 0.3);
+        for &v in &values[1..] {
+            h.record(v, 1.0 / 0.3);
+        }
+        let mut v = values.clone();
+        for q in [0.1, 0.5, 0.9, 0.99] {
+            assert_eq!(h.percentile(q), exact_nearest_rank(&mut v, q), "q={q}");
+        }
+        assert!((h.count - 100.0 / 0.3).abs() < 1e-9);
+    }
+
+    #[test]
+    fn mixed_weights_rank_by_weight() {
+        let mut h = HistogramState::new(20.0, 3.0);
+        h.record(10.0, 1.0);
+        assert_eq!(h.count, 4.0);
+        assert_eq!(h.percentile(0.25), 10.0);
+        assert_eq!(h.percentile(0.5), 20.0);
+        // Percentiles sort in place; recording after that keeps values and weights paired.
+        h.record(5.0, 4.0);
+        assert_eq!(h.percentile(0.5), 5.0);
+        assert_eq!(h.percentile(0.6), 10.0);
+        assert_eq!(h.percentile(0.7), 20.0);
+    }
+
+    #[test]
+    fn huge_weights_stay_finite() {
+        let mut h = HistogramState::new(1.0, 1.0);
+        h.record(2.0, 1e300);
+        h.record(3.0, f64::INFINITY);
+        assert!(is_raw(&h));
+        assert_eq!(h.percentile(0.01), 2.0);
+        assert_eq!(h.percentile(0.99), 3.0);
+        let parts = h.to_parts();
+        assert!(parts.raw_weights.iter().all(|w| w.is_finite()));
+        assert!(HistogramState::from_parts(&parts).is_ok());
+    }
+
+    #[test]
+    fn negative_histogram_only_when_negatives_arrive() {
+        let mut values: Vec<f64> = (1..=1000).map(f64::from).collect();
+        let mut h = build(&values);
+        let Repr::Hdr(hdr) = &h.repr else {
+            panic!("1000 samples are HDR")
+        };
+        assert!(hdr.neg.is_none());
+        let before = h.heap_bytes();
+        assert!(h.to_parts().neg_buckets.is_empty());
+        h.record(-5.0, 1.0);
+        values.push(-5.0);
+        assert!(h.heap_bytes() > before);
+        assert_eq!(h.percentile(0.0001), -5.0);
+        assert_eq!(h.min, -5.0);
+        for q in [0.5, 0.99] {
+            let exact = exact_nearest_rank(&mut values, q);
+            assert!((h.percentile(q) - exact).abs() <= exact * 0.01);
+        }
+        let back = HistogramState::from_parts(&h.to_parts()).unwrap();
+        assert_eq!(back.to_parts(), h.to_parts());
+    }
+
+    #[test]
+    fn saturated_buckets_keep_ranks_consistent() {
+        // 6e9 samples at 1 overflow a u32 bucket; the median must still be 1, not the max.
+        let mut h = HistogramState::new(1.0, 3e9);
+        h.record(1.0, 3e9);
+        h.record(100.0, 3e9);
+        h.merge(&build(&(0..RAW_LIMIT).map(|_| 100.0).collect::<Vec<_>>()));
+        assert!(!is_raw(&h));
+        assert_eq!(h.count, 9e9 + RAW_LIMIT as f64);
+        assert!((h.percentile(0.5) - 1.0).abs() < 0.01);
+        assert!((h.percentile(0.99) - 100.0).abs() < 1.0);
+        // Forwarded counts beyond the bucket type saturate too, and are accepted.
+        let mut back = HistogramState::from_parts(&h.to_parts()).unwrap();
+        assert!((back.percentile(0.5) - 1.0).abs() < 0.01);
+    }
+
+    #[test]
+    fn merges_of_every_form_are_exact() {
+        let small_a: Vec<f64> = (0..40).map(|i| i as f64 * 2.5 - 10.0).collect();
+        let small_b: Vec<f64> = (0..50).map(|i| 100.0 + i as f64).collect();
+        let big_a: Vec<f64> = (0..700).map(|i| i as f64 * 0.9).collect();
+        let big_b: Vec<f64> = (0..900).map(|i| -(i as f64) * 1.1).collect();
+        for (a, b, raw_after) in [
+            (&small_a, &small_b, true),
+            (&small_a, &big_a, false),
+            (&big_a, &small_b, false),
+            (&big_a, &big_b, false),
+            (&big_b, &big_a, false),
+        ] {
+            let mut m = build(a);
+            m.merge(&build(b));
+            let mut all: Vec<f64> = a.iter().chain(b.iter()).copied().collect();
+            let one = build(&all);
+            assert_eq!(is_raw(&m), raw_after);
+            assert_eq!(m.count, all.len() as f64);
+            assert_eq!((m.min, m.max), (one.min, one.max));
+            assert!((m.sum - one.sum).abs() <= 1e-9 * one.sum.abs().max(1.0));
+            for q in [0.05, 0.5, 0.9, 0.99] {
+                let exact = exact_nearest_rank(&mut all, q);
+                let got = m.percentile(q);
+                if raw_after {
+                    assert_eq!(got, exact);
+                } else {
+                    assert!(
+                        (got - exact).abs() <= exact.abs() * 0.01 + 1e-3,
+                        "{got} {exact}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn raw_merge_of_different_weights() {
+        let mut a = build_weighted(&[(1.0, 2.0), (3.0, 2.0)]);
+        a.merge(&build_weighted(&[(2.0, 1.0 / 0.3)]));
+        a.merge(&build_weighted(&[(0.5, 1.0), (4.0, 1.0)]));
+        assert!(is_raw(&a));
+        let samples = [
+            (1.0, 2.0),
+            (3.0, 2.0),
+            (2.0, 1.0 / 0.3),
+            (0.5, 1.0),
+            (4.0, 1.0),
+        ];
+        assert_eq!(a.count, samples.iter().map(|s| s.1).sum::<f64>());
+        for q in [0.1, 0.3, 0.5, 0.7, 0.9, 1.0] {
+            assert_eq!(a.percentile(q), exact_weighted(&samples, q), "q={q}");
+        }
+    }
+
+    #[test]
+    fn parts_round_trip_every_form() {
+        let forms = [
+            build_weighted(&[(1.5, 1.0 / 0.3), (2.5, 1.0 / 0.3)]),
+            build_weighted(&[(1.5, 1.0), (2.5, 4.0), (-3.0, 2.0)]),
+            build(&(0..300).map(f64::from).collect::<Vec<_>>()),
+            build(&(0..300).map(|i| f64::from(i) - 150.0).collect::<Vec<_>>()),
+        ];
+        for h in forms {
+            let parts = h.to_parts();
+            assert_eq!(parts.raw_values.len(), parts.raw_weights.len());
+            let back = HistogramState::from_parts(&parts).unwrap();
+            assert_eq!(back.to_parts(), parts);
+            assert_eq!(is_raw(&back), is_raw(&h));
+        }
+        // A uniform weight travels exactly.
+        let p = build_weighted(&[(1.0, 1.0 / 0.3), (2.0, 1.0 / 0.3)]).to_parts();
+        assert_eq!(p.raw_weights, vec![1.0 / 0.3; 2]);
+        // Negative buckets appear on the wire only when there were negatives.
+        let p = build(&(1..=300).map(f64::from).collect::<Vec<_>>()).to_parts();
+        assert!(p.neg_buckets.is_empty() && !p.pos_buckets.is_empty());
+    }
+
+    #[test]
+    fn too_many_raw_samples_are_refused() {
+        let n = RAW_LIMIT + 1;
+        let p = HistogramParts {
+            count: n as f64,
+            min: 1.0,
+            max: 1.0,
+            raw_values: vec![1.0; n],
+            raw_weights: vec![1.0; n],
+            ..HistogramParts::default()
+        };
+        assert!(HistogramState::from_parts(&p).is_err());
+        let p = HistogramParts {
+            raw_values: vec![1.0; RAW_LIMIT],
+            raw_weights: vec![1.0; RAW_LIMIT],
+            ..p
+        };
+        assert!(HistogramState::from_parts(&p).is_ok());
+    }
+
     proptest! {
         #[test]
         fn merged_equals_one_instance(
@@ -604,6 +1059,18 @@ mod tests {
             prop_assert!((got - exact).abs() <= exact.abs() * 0.01 + 1e-3,
                 "q={} got={} exact={}", q, got, exact);
             prop_assert_eq!(h.count, values.len() as f64);
+        }
+        #[test]
+        fn raw_weighted_percentiles_are_exact(
+            samples in proptest::collection::vec(
+                (-1e6f64..1e6, prop_oneof![Just(1.0f64), Just(2.0), Just(4.0), Just(10.0)]),
+                1..=RAW_LIMIT),
+            q in 0.01f64..1.0,
+        ) {
+            let mut h = build_weighted(&samples);
+            prop_assert!(is_raw(&h));
+            prop_assert_eq!(h.percentile(q), exact_weighted(&samples, q));
+            prop_assert!(total_bytes(&h) <= 2048);
         }
     }
 }
