@@ -8,13 +8,16 @@
 //! timer sample counts), so that loss is computed exactly from what an aggregator flushed.
 //!
 //! Series are named `load.<type>.m<index>` (the type code second, so statsd's sumlog backend
-//! groups by type). The totals file (`--totals`) is one JSON object:
+//! groups by type); `--prefix P` replaces `load`, so that consecutive runs with different
+//! prefixes send disjoint series (series churn in `benches/soak.sh`). The totals file
+//! (`--totals`) is one JSON object:
 //!
 //! ```text
 //! lines, datagrams, bytes, avg_lines_per_datagram      what went out (datagrams the kernel accepted)
 //! send_errors, send_errors_by_kind {"ECONNREFUSED": n} datagrams refused, by errno; never fatal
 //! duration_s, lines_per_s, datagrams_per_s             first send → last send; achieved rates
-//! target_rate, count, deadline_s, complete, pacing_resets, seed, threads, command, workload {...}
+//! target_rate, count, deadline_s, complete, pacing_resets, seed, threads, command,
+//! workload {preset, prefix, series, types, tags, ...}
 //! lines_by_type {"c": n, ...}, series_sent
 //! counter_sum, counters {"KEY": Σ value ÷ rate}         what the aggregator's counters must sum to
 //! timer_samples, timer_count,
@@ -23,7 +26,8 @@
 //! ```
 //!
 //! KEY is the series name, followed by `|#` and its tags sorted by bytes and joined with `,` when
-//! it has tags: `load.c.m00153|#env:env0,region:r0,service:svc2`.
+//! it has tags: `load.c.m00153|#env:env0,region:r0,service:svc2` (or `P.c.m00153|#…` with
+//! `--prefix P`).
 
 mod meterd_load;
 
@@ -69,6 +73,10 @@ struct Cli {
     /// Preset the options below start from.
     #[arg(long, value_enum, default_value_t = Workload::Plain)]
     workload: Workload,
+    /// First component of every series name: `PREFIX.<type>.m<index>` ([A-Za-z0-9_.-], at most
+    /// 64 bytes). Different prefixes give disjoint series.
+    #[arg(long, default_value = workload::DEFAULT_PREFIX, value_name = "PREFIX")]
+    prefix: String,
     /// Distinct series (name + type + tags) [plain 10000, dogstatsd 100000].
     #[arg(long, value_name = "N")]
     series: Option<u32>,
@@ -171,6 +179,7 @@ fn spec_of(cli: &Cli) -> Result<Spec> {
         Workload::Plain => Spec::plain(),
         Workload::Dogstatsd => Spec::dogstatsd(),
     };
+    spec.prefix.clone_from(&cli.prefix);
     if let Some(n) = cli.series {
         spec.series = n;
     }
@@ -368,6 +377,7 @@ fn run(cli: &Cli) -> Result<()> {
             "to": to.to_string(),
             "workload": {
                 "preset": format!("{:?}", cli.workload).to_lowercase(),
+                "prefix": spec.prefix,
                 "series": spec.series,
                 "types": spec.types.iter().map(|(k, w)| format!("{}:{w}", k.code())).collect::<Vec<_>>().join(","),
                 "tags": spec.tags,
@@ -471,6 +481,12 @@ mod tests {
         assert_eq!(spec.sample_rates, vec![0.5]);
         assert_eq!(spec.lines_per_datagram, 10);
         assert_eq!(spec.datagram_bytes, 1432);
+        assert_eq!(spec.prefix, "load");
+        assert_eq!(
+            spec_of(&cli(&["--prefix", "soak7"])).expect("spec").prefix,
+            "soak7"
+        );
+        assert!(spec_of(&cli(&["--prefix", "a:b"])).is_err());
         assert!(spec_of(&cli(&["--types", "c,x"])).is_err());
         assert!(spec_of(&cli(&["--types", "c,c"])).is_err());
         assert!(spec_of(&cli(&["--sample-rate", "2"])).is_err());

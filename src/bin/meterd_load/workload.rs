@@ -23,6 +23,10 @@ pub const MAX_RING_BYTES: usize = 1 << 30;
 pub const TAG_FANOUT: u64 = 4;
 /// Distinct members a set series draws from (kept as a 128-bit mask in the totals).
 pub const SET_MEMBERS: u64 = 100;
+/// The first component of every name unless `--prefix` says otherwise.
+pub const DEFAULT_PREFIX: &str = "load";
+/// Longest `--prefix` in bytes (it is repeated on every line).
+pub const MAX_PREFIX_BYTES: usize = 64;
 
 /// The metric types meterd-load can emit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -93,6 +97,9 @@ impl Kind {
 /// The shape of a workload: which series exist and how lines are packed into datagrams.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Spec {
+    /// First component of every name (`PREFIX.<type>.m<index>`): runs with different prefixes
+    /// send disjoint series, e.g. to churn series over a soak.
+    pub prefix: String,
     /// Distinct series (name + type + tags).
     pub series: u32,
     /// Types with relative weights; series `i` takes its type from `i mod Σweights`.
@@ -116,6 +123,7 @@ impl Spec {
     /// timers and gauges, as many short lines as fit in 1432 bytes (about 70).
     pub fn plain() -> Spec {
         Spec {
+            prefix: DEFAULT_PREFIX.to_owned(),
             series: 10_000,
             types: vec![(Kind::Counter, 5), (Kind::Timer, 3), (Kind::Gauge, 2)],
             tags: 0,
@@ -130,6 +138,7 @@ impl Spec {
     /// 25 lines per datagram.
     pub fn dogstatsd() -> Spec {
         Spec {
+            prefix: DEFAULT_PREFIX.to_owned(),
             series: 100_000,
             types: vec![
                 (Kind::Counter, 3),
@@ -148,6 +157,21 @@ impl Spec {
 
     /// Checks the ranges; the message names the option.
     pub fn validate(&self) -> Result<(), String> {
+        let prefix_ok = !self.prefix.is_empty()
+            && self.prefix.len() <= MAX_PREFIX_BYTES
+            && self
+                .prefix
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+            && !self.prefix.starts_with('.')
+            && !self.prefix.ends_with('.')
+            && !self.prefix.contains("..");
+        if !prefix_ok {
+            return Err(format!(
+                "--prefix must be 1..={MAX_PREFIX_BYTES} bytes of [A-Za-z0-9_.-], \
+                 without a leading, trailing or doubled dot"
+            ));
+        }
         if self.series == 0 || self.series > MAX_SERIES {
             return Err(format!("--series must be 1..={MAX_SERIES}"));
         }
@@ -215,12 +239,17 @@ impl Spec {
         max_index.to_string().len().max(NAME_DIGITS)
     }
 
-    /// Writes series `i`'s name: `load.<code>.m<index>`. The type code is the second component
-    /// so that statsd's `sumlog` backend groups its totals by type.
+    /// Writes series `i`'s name: `<prefix>.<code>.m<index>` (prefix `load` by default). The type
+    /// code follows the prefix so that statsd's `sumlog` backend groups its totals by type.
     fn write_name(&self, i: u32, width: usize, out: &mut Vec<u8>) {
         let index = u64::from(i) / self.combos().max(1);
         // Writing into a Vec cannot fail.
-        let _ = write!(out, "load.{}.m{index:0width$}", self.kind_of(i).code());
+        let _ = write!(
+            out,
+            "{}.{}.m{index:0width$}",
+            self.prefix,
+            self.kind_of(i).code()
+        );
     }
 
     /// The tags of series `i`, in the order they are written.
@@ -253,7 +282,8 @@ impl Spec {
     }
 }
 
-/// Least digits of the name index: sizes the plain preset's lines to ~70 per 1432 bytes.
+/// Least digits of the name index: sizes the plain preset's lines to ~70 per 1432 bytes (with the
+/// default prefix; a longer prefix packs fewer lines into a datagram).
 const NAME_DIGITS: usize = 5;
 
 /// Tag keys and value prefixes: 3 tags add 32 bytes to a line, which sizes the dogstatsd preset's
@@ -931,7 +961,43 @@ mod tests {
     }
 
     #[test]
+    fn prefix_renames_every_series() {
+        let mut spec = small(Spec::dogstatsd(), 1000);
+        assert!(spec.series_key(7).starts_with("load.h.m"));
+        spec.prefix = "soak-0003".into();
+        let ring = build_ring(&spec, 1, 16).expect("ring");
+        let keys: std::collections::HashSet<String> =
+            (0..spec.series).map(|i| spec.series_key(i)).collect();
+        assert!(keys.iter().all(|k| k.starts_with("soak-0003.")));
+        for slot in 0..ring.slots.len() {
+            let text = std::str::from_utf8(ring.payload(slot, usize::MAX)).expect("utf-8");
+            for line in text.split('\n') {
+                assert!(line.starts_with("soak-0003."), "{line}");
+                assert!(keys.contains(&parse(line).0), "{line}");
+            }
+        }
+    }
+
+    #[test]
     fn validation_names_the_option() {
+        for bad in [
+            "",
+            ".x",
+            "x.",
+            "a..b",
+            "a b",
+            "a:b",
+            "a|b",
+            "a#b",
+            &"p".repeat(65),
+        ] {
+            let mut spec = Spec::plain();
+            spec.prefix = bad.into();
+            assert!(spec.validate().unwrap_err().contains("--prefix"), "{bad:?}");
+        }
+        let mut spec = Spec::plain();
+        spec.prefix = "soak.g-1_x".into();
+        assert!(spec.validate().is_ok());
         let mut spec = Spec::plain();
         spec.sample_rates = vec![0.0];
         assert!(spec.validate().unwrap_err().contains("--sample-rate"));
