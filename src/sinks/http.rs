@@ -232,28 +232,43 @@ struct Encoded {
     endpoint: usize,
     /// Batch items this request carries.
     items: u64,
-    body: Vec<u8>,
+    /// Shared with the request in flight, so a retry sends it again without a copy.
+    body: Bytes,
 }
 
 /// A batch encoded as one or more requests, sent in order. A retry resumes at the first request
-/// not yet delivered. Bodies and the scratch buffer are reused across batches.
+/// not yet delivered.
+///
+/// Bodies live only as long as their batch; the scratch buffer is reused across batches but
+/// shrinks back when a batch needed far less than an earlier peak, so one large flush does not
+/// hold its memory for the life of the process.
 #[derive(Debug, Default)]
 pub(super) struct Outbox {
+    /// Requests of the current batch.
     requests: Vec<Encoded>,
-    /// Requests of the current batch: `requests[..used]`.
-    used: usize,
     /// First request not yet delivered.
     next: usize,
     delivered: u64,
     raw: Vec<u8>,
+    /// The longest uncompressed body of the current batch.
+    raw_peak: usize,
 }
 
+/// Scratch capacity an [`Outbox`] keeps whatever its batches need.
+const RAW_KEEP: usize = 64 * 1024;
+
 impl Outbox {
-    /// Forgets the previous batch.
+    /// Forgets the previous batch and frees its bodies; the scratch buffer shrinks to the
+    /// previous batch's need when it holds more than twice that.
     pub(super) fn clear(&mut self) {
-        self.used = 0;
+        self.requests.clear();
         self.next = 0;
         self.delivered = 0;
+        let need = self.raw_peak.max(RAW_KEEP);
+        if self.raw.capacity() > 2 * need {
+            self.raw = Vec::with_capacity(need);
+        }
+        self.raw_peak = 0;
     }
 
     /// The cleared scratch buffer to write the next request's uncompressed body into.
@@ -280,40 +295,29 @@ impl Outbox {
         items: u64,
         encoding: BodyEncoding,
     ) -> Result<(), SinkError> {
-        if self.used == self.requests.len() {
-            self.requests.push(Encoded::default());
-        }
-        // In bounds: `used <= requests.len()` always, and a slot was pushed when equal.
-        let slot = &mut self.requests[self.used];
-        slot.endpoint = endpoint;
-        slot.items = items;
-        match encoding {
+        self.raw_peak = self.raw_peak.max(self.raw.len());
+        let body = match encoding {
             BodyEncoding::Gzip => {
-                let mut body = std::mem::take(&mut slot.body);
-                body.clear();
-                let mut encoder =
-                    flate2::write::GzEncoder::new(body, flate2::Compression::default());
-                let gzipped = encoder
+                let mut encoder = flate2::write::GzEncoder::new(
+                    Vec::with_capacity(self.raw.len() / 4),
+                    flate2::Compression::default(),
+                );
+                encoder
                     .write_all(&self.raw)
                     .and_then(|()| encoder.finish())
-                    .map_err(|e| SinkError::Encode(format!("gzip: {e}")))?;
-                slot.body = gzipped;
+                    .map_err(|e| SinkError::Encode(format!("gzip: {e}")))?
             }
-            BodyEncoding::Snappy => {
-                slot.body.clear();
-                slot.body
-                    .resize(snap::raw::max_compress_len(self.raw.len()), 0);
-                let n = snap::raw::Encoder::new()
-                    .compress(&self.raw, &mut slot.body)
-                    .map_err(|e| SinkError::Encode(format!("snappy: {e}")))?;
-                slot.body.truncate(n);
-            }
-            BodyEncoding::Plain => {
-                // The body takes the scratch buffer; the old body becomes the next scratch.
-                std::mem::swap(&mut slot.body, &mut self.raw);
-            }
-        }
-        self.used += 1;
+            BodyEncoding::Snappy => snap::raw::Encoder::new()
+                .compress_vec(&self.raw)
+                .map_err(|e| SinkError::Encode(format!("snappy: {e}")))?,
+            // The body takes the scratch buffer as it is; the next request starts a new one.
+            BodyEncoding::Plain => std::mem::take(&mut self.raw),
+        };
+        self.requests.push(Encoded {
+            endpoint,
+            items,
+            body: Bytes::from(body),
+        });
         Ok(())
     }
 
@@ -325,14 +329,11 @@ impl Outbox {
         headers: &HeaderMap,
         timeout: Duration,
     ) -> Result<(), SinkError> {
-        while self.next < self.used {
-            let Some(request) = self.requests.get(self.next) else {
-                break;
-            };
+        while let Some(request) = self.requests.get(self.next) {
             let Some(url) = urls.get(request.endpoint) else {
                 return Err(SinkError::InvalidRequest("no url for endpoint".into()));
             };
-            post(client, url, headers, &request.body, timeout).await?;
+            post(client, url, headers, request.body.clone(), timeout).await?;
             self.delivered += request.items;
             self.next += 1;
         }
@@ -349,8 +350,7 @@ impl Outbox {
     pub(super) fn bodies(&self) -> impl Iterator<Item = (usize, u64, &[u8])> {
         self.requests
             .iter()
-            .take(self.used)
-            .map(|r| (r.endpoint, r.items, r.body.as_slice()))
+            .map(|r| (r.endpoint, r.items, r.body.as_ref()))
     }
 }
 
@@ -360,13 +360,10 @@ pub(super) async fn post(
     client: &Client,
     url: &Url,
     headers: &HeaderMap,
-    body: &[u8],
+    body: Bytes,
     timeout: Duration,
 ) -> Result<(), SinkError> {
-    let request = client
-        .post(url.clone())
-        .headers(headers.clone())
-        .body(Bytes::copy_from_slice(body));
+    let request = client.post(url.clone()).headers(headers.clone()).body(body);
     let exchange = async {
         let mut response = request.send().await.map_err(SinkError::from_reqwest)?;
         let status = response.status();
@@ -620,7 +617,7 @@ mod tests {
     }
 
     #[test]
-    fn gzip_round_trips_and_buffers_are_reused() {
+    fn gzip_round_trips_and_old_batches_are_freed() {
         let batch = sample_batch();
         let mut c = config("http://127.0.0.1:9/");
         c.compression = Compression::Gzip;
@@ -634,7 +631,37 @@ mod tests {
                 serde_json::from_slice(&gunzip(bodies[0].2)).expect("json");
             assert_eq!(doc, serde_json::to_value(&batch).expect("value"));
         }
-        assert_eq!(s.outbox.requests.len(), 1, "request slots are reused");
+        assert_eq!(
+            s.outbox.requests.len(),
+            1,
+            "earlier batches' bodies are gone"
+        );
+    }
+
+    #[test]
+    fn scratch_shrinks_after_a_large_batch() {
+        let mut large = sample_batch();
+        let point = large.metrics[0].clone();
+        large.metrics = vec![point; 20_000];
+        let small = sample_batch();
+        let mut c = config("http://127.0.0.1:9/");
+        c.compression = Compression::Gzip;
+        let mut s = sink(&c);
+        s.encode(&large).expect("encodes");
+        let peak = s.outbox.raw.capacity();
+        assert!(peak > 4 * RAW_KEEP, "the large batch needed {peak} bytes");
+        // The batch after the large one still sees its peak; the one after that shrinks.
+        s.encode(&small).expect("encodes");
+        s.encode(&small).expect("encodes");
+        assert!(
+            s.outbox.raw.capacity() <= 2 * RAW_KEEP,
+            "scratch kept {} bytes",
+            s.outbox.raw.capacity()
+        );
+        let doc: serde_json::Value =
+            serde_json::from_slice(&gunzip(s.outbox.bodies().next().expect("body").2))
+                .expect("json");
+        assert_eq!(doc, serde_json::to_value(&small).expect("value"));
     }
 
     #[test]
