@@ -59,8 +59,8 @@ fn bench_parse(c: &mut Criterion) {
             "event",
             lines(|i| {
                 format!(
-                    "_e{{6,12}}:deploy|version 1.{:01}|t:success|#env:prod",
-                    i % 10
+                    "_e{{6,12}}:deploy|version 1.{:02}|t:success|#env:prod",
+                    i % 100
                 )
             }),
         ),
