@@ -26,7 +26,7 @@
 # flush latency: per flush, the end of the interval to the capture sink holding the whole document
 # (swap, render, encode, POST), and meterd's own meterd.flush.duration_ms, as p50/p90/p99/max.
 # Verdicts: no loss, exact, the capture sink lost nothing, the flaky sink was exercised, memory
-# flat (the second half's slope, kept up for an hour, within 10 % of its mean RSS; full runs
+# flat (the second half's slope, kept up for an hour, adds at most 10 % of its mean RSS; full runs
 # only), every flush arrived within one interval; the exit status is 1 when one fails.
 #
 # meterd runs on CPU 1; meterd-load and the sinks on CPU 0 (taskset; both on 0 with one CPU).
@@ -470,16 +470,16 @@ def cmd_report(a):
     hwm = max((s["hwm_kb"] for s in samples), default=0)
     mem_ok = None
     # Flat = the second half's slope, kept up for an hour, adds at most 10 % of that half's mean
-    # RSS (or 2 MiB). The second half, not the whole run: buffers sized by the largest flush and
+    # RSS (or 2 MiB); a falling RSS (memory returned after an early peak) is not growth. The second half, not the whole run: buffers sized by the largest flush and
     # the allocator settle during the first minutes, and a leak shows as a slope that persists.
     if slope_half is not None and slope_after is not None:
         mean = sum(y for _, y in half) / len(half)
         per_hour = slope_half * 60
-        mem_ok = abs(per_hour) <= max(0.10 * mean, 2048)
+        mem_ok = per_hour <= max(0.10 * mean, 2048)
         mem_text = (f"memory: RSS {mib(rss[0])} first, {mib(rss[-1])} last, {mib(max(rss))} peak (VmHWM {mib(hwm)});"
                     f" slope {slope_all:+,.0f} KiB/min over the run, {slope_after:+,.0f} KiB/min after the first"
                     f" {warm:.0f} s, {slope_half:+,.0f} KiB/min over the second half ({per_hour / 1024:+.1f} MiB per hour,"
-                    f" {'within' if mem_ok else 'beyond'} 10 % of its mean {mib(mean)})")
+                    f" {'within' if mem_ok else 'beyond'} +10 % of its mean {mib(mean)})")
     else:
         mem_text = f"memory: {len(samples)} samples, too few for a slope"
     if smoke:
