@@ -5,10 +5,11 @@
 
 use std::sync::Arc;
 
-use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use meterd::aggregate::{Aggregator, AggregatorConfig, GaugeDeltas, Ingestor, Limits};
 use meterd::config::{Config, Runtime};
 use meterd::flush::Renderer;
+use meterd::protocol::{parse_line_into, MetricLine};
 use meterd::telemetry::Telemetry;
 
 const LINES_PER_DATAGRAM: usize = 70;
@@ -87,6 +88,30 @@ fn bench_existing(c: &mut Criterion) {
     g.finish();
 }
 
+/// The parsing share of `aggregate_existing`: the same datagrams, split and parsed only, so
+/// that aggregation's own cost per line is the difference.
+fn bench_parse_only(c: &mut Criterion) {
+    let mut g = c.benchmark_group("aggregate_parse_only");
+    g.throughput(Throughput::Elements(
+        (DATAGRAMS * LINES_PER_DATAGRAM) as u64,
+    ));
+    let data = datagrams(10_000, 0);
+    g.bench_function("10000_series", |b| {
+        b.iter(|| {
+            let mut ok = 0usize;
+            for d in &data {
+                let mut metric = MetricLine::new();
+                for line in d.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+                    ok += usize::from(parse_line_into(black_box(line), &mut metric).is_ok());
+                }
+            }
+            assert_eq!(ok, DATAGRAMS * LINES_PER_DATAGRAM);
+            ok
+        })
+    });
+    g.finish();
+}
+
 fn bench_new_series(c: &mut Criterion) {
     let mut g = c.benchmark_group("aggregate_new");
     g.throughput(Throughput::Elements(
@@ -128,5 +153,11 @@ fn bench_render(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_existing, bench_new_series, bench_render);
+criterion_group!(
+    benches,
+    bench_existing,
+    bench_parse_only,
+    bench_new_series,
+    bench_render
+);
 criterion_main!(benches);

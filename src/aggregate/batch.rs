@@ -15,17 +15,18 @@ use crate::aggregate::set::hash_member;
 use crate::flush::point::{Event, ServiceCheck};
 use crate::health::{from_service_check, Origin};
 use crate::protocol::{
-    parse_line, unescape_newlines, EventLine, Line, MetricLine, MetricType, ParseError,
+    parse_line_into, unescape_newlines, EventLine, MetricLine, MetricType, ParseError, ParsedLine,
     ServiceCheckLine,
 };
 
-/// Lines buffered before an automatic commit, bounding an ingestor's memory.
+/// Lines buffered before an automatic commit, bounding an ingestor's memory (with the line
+/// length limit, which bounds each key).
 const MAX_PENDING_OPS: usize = 4096;
 
 /// One sample routed to a shard.
 #[derive(Debug, Clone)]
 pub(crate) struct Op {
-    /// Range of the encoded key in the shard batch's `keys`.
+    /// Range of the encoded key in the ingestor's `keys`.
     pub key: Range<usize>,
     /// Hash of that key.
     pub hash: u64,
@@ -33,17 +34,14 @@ pub(crate) struct Op {
     pub value: OpValue,
 }
 
-#[derive(Default)]
-struct ShardBatch {
-    keys: Vec<u8>,
-    ops: Vec<Op>,
-}
-
 /// Per-reader parse-and-batch state. Call [`Ingestor::commit`] after each receive batch.
 pub struct Ingestor {
     aggregator: Arc<Aggregator>,
-    batches: Vec<ShardBatch>,
-    scratch: Vec<u8>,
+    /// The encoded keys of every pending op, of all shards: each key is encoded here in place
+    /// and hashed where it lies, never copied.
+    keys: Vec<u8>,
+    /// Pending ops per shard.
+    batches: Vec<Vec<Op>>,
     pending: usize,
     packets: u64,
     lines: u64,
@@ -61,8 +59,8 @@ impl Ingestor {
         Ingestor {
             limits: aggregator.limits(),
             aggregator,
-            batches: (0..shards).map(|_| ShardBatch::default()).collect(),
-            scratch: Vec::with_capacity(256),
+            keys: Vec::with_capacity(64 * 1024),
+            batches: (0..shards).map(|_| Vec::new()).collect(),
             pending: 0,
             packets: 0,
             lines: 0,
@@ -75,6 +73,8 @@ impl Ingestor {
     /// the size limit: its last, incomplete line is counted as `truncated`, the rest are kept.
     pub fn ingest_datagram(&mut self, data: &[u8], truncated: bool) {
         self.packets += 1;
+        // One parse target for every line of the datagram: filled in place, never moved.
+        let mut metric = MetricLine::new();
         let mut rest = data;
         while !rest.is_empty() {
             let (line, next, complete) = match memchr::memchr(b'\n', rest) {
@@ -87,27 +87,32 @@ impl Ingestor {
                 self.count_invalid(ParseError::Truncated);
                 break;
             }
-            self.ingest_line(line);
+            self.ingest_line_into(line, &mut metric);
         }
     }
 
     /// Ingests one line (without `\n`); blank lines are skipped, not counted.
     pub fn ingest_line(&mut self, line: &[u8]) {
+        self.ingest_line_into(line, &mut MetricLine::new());
+    }
+
+    /// [`Ingestor::ingest_line`], parsing a metric into `metric`.
+    fn ingest_line_into<'a>(&mut self, line: &'a [u8], metric: &mut MetricLine<'a>) {
         let trimmed = line.strip_suffix(b"\r").unwrap_or(line);
         if trimmed.is_empty() {
             return;
         }
         self.lines += 1;
-        match parse_line(trimmed) {
-            Ok(Line::Metric(m)) => match self.check_limits(&m) {
-                Ok(()) => self.push_metric(&m),
+        match parse_line_into(trimmed, metric) {
+            Ok(ParsedLine::Metric) => match self.check_limits(metric) {
+                Ok(()) => self.push_metric(metric),
                 Err(e) => self.count_invalid(e),
             },
-            Ok(Line::Event(e)) => {
+            Ok(ParsedLine::Event(e)) => {
                 let event = to_event(&e, &self.aggregator.config().hostname);
                 self.aggregator.push_event(event);
             }
-            Ok(Line::ServiceCheck(sc)) => {
+            Ok(ParsedLine::ServiceCheck(sc)) => {
                 let hostname = &self.aggregator.config().hostname;
                 let check = to_service_check(&sc, hostname);
                 if let Some(store) = self.aggregator.health() {
@@ -150,19 +155,23 @@ impl Ingestor {
     }
 
     fn push_metric(&mut self, m: &MetricLine<'_>) {
-        self.scratch.clear();
-        encode_key(&mut self.scratch, m);
-        let hash = hash_key(&self.scratch);
+        let start = self.keys.len();
+        encode_key(&mut self.keys, m);
+        let key = start..self.keys.len();
+        let hash = hash_key(self.keys.get(key.clone()).unwrap_or_default());
         let shard = self.aggregator.shard_of(hash);
         let Some(batch) = self.batches.get_mut(shard) else {
+            self.keys.truncate(start);
             return;
         };
-        let start = batch.keys.len();
-        batch.keys.extend_from_slice(&self.scratch);
-        let key = start..batch.keys.len();
-        let weight = 1.0 / m.sample_rate;
+        // The same result as `1.0 / rate` for the common rate 1, without a division.
+        let weight = if m.sample_rate == 1.0 {
+            1.0
+        } else {
+            1.0 / m.sample_rate
+        };
         let mut push = |value| {
-            batch.ops.push(Op {
+            batch.push(Op {
                 key: key.clone(),
                 hash,
                 value,
@@ -198,16 +207,16 @@ impl Ingestor {
     pub fn commit(&mut self) {
         let mut refused = 0;
         let mut refused_per_metric = 0;
-        for (i, batch) in self.batches.iter_mut().enumerate() {
-            if batch.ops.is_empty() {
+        for (i, ops) in self.batches.iter_mut().enumerate() {
+            if ops.is_empty() {
                 continue;
             }
-            let (r, m) = self.aggregator.apply(i, &batch.keys, &batch.ops);
+            let (r, m) = self.aggregator.apply(i, &self.keys, ops);
             refused += r;
             refused_per_metric += m;
-            batch.ops.clear();
-            batch.keys.clear();
+            ops.clear();
         }
+        self.keys.clear();
         self.pending = 0;
         let t = self.aggregator.telemetry();
         if refused > 0 {

@@ -338,7 +338,7 @@ impl Aggregator {
             let hash = op.hash;
             if let Some(series) = shard
                 .table
-                .find_mut(hash, |s| s.hash == hash && *s.key == *key)
+                .find_mut(hash, |s| s.hash == hash && key::same_key(&s.key, key))
             {
                 update(&mut series.state, op.value);
                 continue;

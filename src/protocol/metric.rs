@@ -22,28 +22,47 @@ use super::{MetricLine, MetricType, ParseError, RawTags, Value};
 
 /// Parses one metric line (no trailing `\n` or `\r`) into a [`MetricLine`] borrowing from it.
 ///
+/// A convenience over [`parse_metric_into`], which the ingest path uses to fill one reused
+/// [`MetricLine`] instead of returning a new one per line.
+///
+/// # Errors
+///
+/// As [`parse_metric_into`].
+pub fn parse_metric(line: &[u8]) -> Result<MetricLine<'_>, ParseError> {
+    let mut metric = MetricLine::new();
+    parse_metric_into(line, &mut metric)?;
+    Ok(metric)
+}
+
+/// Parses one metric line (no trailing `\n` or `\r`) into `metric`, overwriting every field.
+///
+/// `metric` is filled in place: it is ~300 bytes, and returning it by value cost two copies per
+/// line, as much as parsing a short line (profiles: `memmove` ~40% of the parser). Its inline
+/// tag and value storage, and any heap storage a long line made it spill to, is reused.
+///
 /// # Errors
 ///
 /// The first problem found, in the order name ([`ParseError::BadName`]), type
 /// ([`ParseError::BadType`]), values ([`ParseError::BadValue`]), then each section as sent
 /// ([`ParseError::BadSampleRate`], [`ParseError::BadTags`], [`ParseError::BadTimestamp`]).
-pub fn parse_metric(line: &[u8]) -> Result<MetricLine<'_>, ParseError> {
-    let (name, after_name) = split_name(line)?;
-    let (values_text, after_values) = split_at_pipe(after_name);
+/// After an error the contents of `metric` are unspecified (but valid to reuse).
+pub fn parse_metric_into<'a>(
+    line: &'a [u8],
+    metric: &mut MetricLine<'a>,
+) -> Result<(), ParseError> {
+    let colon = find_name_end(line)?;
+    let (name, from_colon) = line.split_at_checked(colon).ok_or(ParseError::BadName)?;
+    let (values_text, after_values) = split_at_pipe(from_colon.get(1..).unwrap_or_default());
     let (kind, mut rest) = split_type(after_values)?;
 
-    // Built once and filled in place: the struct is ~300 bytes, and moving it costs as much as
-    // parsing a short line.
-    let mut metric = MetricLine {
-        name,
-        kind,
-        values: SmallVec::new(),
-        set_member: &[],
-        sample_rate: 1.0,
-        tags: RawTags::new(),
-        container_id: None,
-        timestamp: None,
-    };
+    metric.name = name;
+    metric.kind = kind;
+    metric.values.clear();
+    metric.set_member = &[];
+    metric.sample_rate = 1.0;
+    metric.tags.clear();
+    metric.container_id = None;
+    metric.timestamp = None;
     match kind {
         MetricType::Set => {
             if values_text.is_empty() {
@@ -59,8 +78,10 @@ pub fn parse_metric(line: &[u8]) -> Result<MetricLine<'_>, ParseError> {
     }
 
     let mut seen_rate = false;
-    // Invariant: `rest` is empty or starts at the `|` opening the next section; every arm
-    // consumes its section and leaves `rest` the same way.
+    // Invariant: `rest` is a suffix of `line`, empty or starting at the `|` that opens the next
+    // section; every arm consumes its section and leaves `rest` the same way. The scanners take
+    // `line` and a position rather than the suffix: they read eight bytes at a time, and at the
+    // end of the line they read its last eight.
     while let [b'|', section @ ..] = rest {
         rest = match section {
             [b'@', text @ ..] => {
@@ -72,16 +93,21 @@ pub fn parse_metric(line: &[u8]) -> Result<MetricLine<'_>, ParseError> {
                 metric.sample_rate = rate;
                 after
             }
-            [b'#', text @ ..] => parse_tags(text, &mut metric.tags)?,
+            [b'#', text @ ..] => {
+                let start = line.len() - text.len();
+                let end = parse_tags(line, start, &mut metric.tags)?;
+                line.get(end..).unwrap_or_default()
+            }
             [b'c', b':', text @ ..] => {
+                let start = line.len() - text.len();
                 let mut id: &[u8] = &[];
-                let after =
-                    scan_clean_text(text, b'|', |text| id = text).ok_or(ParseError::BadTags)?;
+                let end = scan_clean_text(line, start, b'|', |text| id = text)
+                    .ok_or(ParseError::BadTags)?;
                 // An empty id is ignored like an empty section.
                 if !id.is_empty() && metric.container_id.replace(id).is_some() {
                     return Err(ParseError::BadTags);
                 }
-                after
+                line.get(end..).unwrap_or_default()
             }
             [b'T', text @ ..] => {
                 let (ts, after) = parse_timestamp(text)?;
@@ -95,7 +121,7 @@ pub fn parse_metric(line: &[u8]) -> Result<MetricLine<'_>, ParseError> {
         };
     }
 
-    Ok(metric)
+    Ok(())
 }
 
 /// Splits `s` before its first `|` (the second part is empty or starts with that `|`).
@@ -104,53 +130,57 @@ fn split_at_pipe(s: &[u8]) -> (&[u8], &[u8]) {
     s.split_at(end)
 }
 
-/// `name:` → the name (checked) and what follows the `:`.
-fn split_name(line: &[u8]) -> Result<(&[u8], &[u8]), ParseError> {
-    let mut non_ascii = false;
-    let mut i = 0;
+/// The index of the `:` that ends the name, after checking the name: non-empty, no ASCII
+/// control characters, valid UTF-8 (validated only if it holds non-ASCII bytes).
+///
+/// A `|` before any `:`, or no `:` at all, is `BadName`: there is no value to take a name from.
+fn find_name_end(line: &[u8]) -> Result<usize, ParseError> {
+    let mut at = 0;
+    let mut non_ascii = 0;
     loop {
-        i += find_special(line.get(i..).unwrap_or_default(), b':', !non_ascii);
-        match line.get(i) {
-            Some(b':') => break,
-            // Scan on from the same byte, now letting non-ASCII through; validated below.
-            Some(0x80..) => non_ascii = true,
-            // A `|` before any `:` or no `:` at all: there is no value to take a name from.
-            // Otherwise a control character.
-            _ => return Err(ParseError::BadName),
+        let (word, valid) = load_word(line, at);
+        let special = special_bytes(word, b':') & valid;
+        if special != 0 {
+            non_ascii |= word & valid & before_first(special);
+            let i = at + first_byte(special);
+            let name = line.get(..i).unwrap_or_default();
+            if line.get(i) != Some(&b':')
+                || name.is_empty()
+                || (non_ascii != 0 && std::str::from_utf8(name).is_err())
+            {
+                return Err(ParseError::BadName);
+            }
+            return Ok(i);
         }
+        if valid != HIGH {
+            return Err(ParseError::BadName);
+        }
+        non_ascii |= word & HIGH;
+        at += 8;
     }
-    let (name, from_colon) = line.split_at(i); // `i < line.len()`: `line.get(i)` was `Some`.
-    if name.is_empty() || (non_ascii && std::str::from_utf8(name).is_err()) {
-        return Err(ParseError::BadName);
-    }
-    Ok((name, from_colon.get(1..).unwrap_or_default()))
 }
 
 /// `|type` → the type and the rest (empty or starting with the next `|`).
 fn split_type(s: &[u8]) -> Result<(MetricType, &[u8]), ParseError> {
-    let [b'|', s @ ..] = s else {
-        return Err(ParseError::BadType);
-    };
-    let (text, rest) = split_at_pipe(s);
-    let kind = match text {
-        b"c" => MetricType::Counter,
-        b"g" => MetricType::Gauge,
-        b"s" => MetricType::Set,
-        b"ms" => MetricType::Timer,
-        b"h" => MetricType::Histogram,
-        b"d" => MetricType::Distribution,
+    let (kind, rest) = match s {
+        [b'|', b'c', rest @ ..] => (MetricType::Counter, rest),
+        [b'|', b'g', rest @ ..] => (MetricType::Gauge, rest),
+        [b'|', b'm', b's', rest @ ..] => (MetricType::Timer, rest),
+        [b'|', b'h', rest @ ..] => (MetricType::Histogram, rest),
+        [b'|', b'd', rest @ ..] => (MetricType::Distribution, rest),
+        [b'|', b's', rest @ ..] => (MetricType::Set, rest),
         _ => return Err(ParseError::BadType),
     };
-    Ok((kind, rest))
+    match rest {
+        [] | [b'|', ..] => Ok((kind, rest)),
+        _ => Err(ParseError::BadType),
+    }
 }
 
 /// `v[:v...]` (no `|` in it): every value a finite float, or the whole line is refused.
 fn parse_values(mut s: &[u8], values: &mut SmallVec<[Value; 4]>) -> Result<(), ParseError> {
     loop {
         let (value, len) = parse_f64_prefix(s).ok_or(ParseError::BadValue)?;
-        if !value.is_finite() {
-            return Err(ParseError::BadValue);
-        }
         let signed = matches!(s.first(), Some(b'+' | b'-'));
         values.push(Value { value, signed });
         match s.get(len..) {
@@ -167,52 +197,64 @@ const EXACT_POWERS_OF_TEN: [f64; 23] = [
     1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
 ];
 
-/// Parses the longest float at the start of `s`: `(value, bytes used)`, `None` if there is none.
+/// Parses the longest float at the start of `s`: `(value, bytes used)`, `None` if there is none
+/// or it is not finite (`inf`, `nan`, `1e999`).
 ///
 /// Statsd values are mostly short decimals (`1`, `12.5`, `-3`), which take Clinger's fast path:
-/// at most 15 digits fit exactly in the 53-bit mantissa and 10^0..=10^22 are exact, so one
-/// IEEE division is correctly rounded. Anything else (exponents, long digit strings, `inf`)
-/// goes to `fast_float2`, which gives the same answer for the short ones, just slower.
+/// at most 15 digits fit exactly in the 53-bit mantissa and 10^0..=10^15 are exact, so an
+/// integer converts exactly and one IEEE division by the power of ten is correctly rounded.
+/// Integers skip the division: its latency was the largest cost of parsing `x:1|c`. Anything else
+/// (exponents, long digit strings, `inf`) goes to `fast_float2`, which gives the same answer for
+/// the short ones, just slower (the proptests below compare both with `str::parse`).
+#[inline]
 fn parse_f64_prefix(s: &[u8]) -> Option<(f64, usize)> {
-    let (negative, mut i) = match s.first() {
+    let (negative, start) = match s.first() {
         Some(b'-') => (true, 1),
         Some(b'+') => (false, 1),
         _ => (false, 0),
     };
+    let mut i = start;
     let mut mantissa: u64 = 0;
     let mut digits = |i: &mut usize| {
-        let start = *i;
-        while let Some(&b @ b'0'..=b'9') = s.get(*i) {
+        let from = *i;
+        while let Some(&b) = s.get(*i) {
+            let d = b.wrapping_sub(b'0');
+            if d > 9 {
+                break;
+            }
             // Wrapping: past 15 digits the result is discarded below anyway.
-            mantissa = mantissa.wrapping_mul(10).wrapping_add(u64::from(b - b'0'));
+            mantissa = mantissa.wrapping_mul(10).wrapping_add(u64::from(d));
             *i += 1;
         }
-        *i - start
+        *i - from
     };
-    let mut total_digits = digits(&mut i);
+    let int_digits = digits(&mut i);
     let mut fraction_digits = 0;
     if s.get(i) == Some(&b'.') {
         i += 1;
         fraction_digits = digits(&mut i);
-        total_digits += fraction_digits;
     }
-    let exponent_follows = matches!(s.get(i), Some(b'e' | b'E'));
-    match EXACT_POWERS_OF_TEN.get(fraction_digits) {
-        Some(&scale) if (1..=15).contains(&total_digits) && !exponent_follows => {
-            // Lossless: at most 15 decimal digits, below 2^53.
-            #[allow(clippy::cast_precision_loss)]
-            let magnitude = mantissa as f64 / scale;
-            Some((if negative { -magnitude } else { magnitude }, i))
-        }
-        _ => parse_f64_prefix_slow(s),
+    let total_digits = int_digits + fraction_digits;
+    if !(1..=15).contains(&total_digits) || matches!(s.get(i), Some(b'e' | b'E')) {
+        return parse_f64_prefix_slow(s);
     }
+    // Lossless: at most 15 decimal digits, below 2^53 (and so in `i64`, whose conversion is one
+    // instruction where `u64`'s is several).
+    let exact = i64::try_from(mantissa).map_or(f64::NAN, |m| m as f64);
+    let magnitude = match EXACT_POWERS_OF_TEN.get(fraction_digits) {
+        Some(&scale) if fraction_digits > 0 => exact / scale,
+        _ => exact,
+    };
+    Some((if negative { -magnitude } else { magnitude }, i))
 }
 
 /// Kept out of line: `fast_float2` needs a large stack frame the fast path should not pay for.
 #[cold]
 #[inline(never)]
 fn parse_f64_prefix_slow(s: &[u8]) -> Option<(f64, usize)> {
-    fast_float2::parse_partial::<f64, _>(s).ok()
+    fast_float2::parse_partial::<f64, _>(s)
+        .ok()
+        .filter(|(v, _)| v.is_finite())
 }
 
 /// `@rate` → a rate in (0, 1] and the rest of the line.
@@ -221,7 +263,6 @@ fn parse_sample_rate(s: &[u8]) -> Result<(f64, &[u8]), ParseError> {
         return Err(ParseError::BadSampleRate);
     };
     match s.split_at_checked(len) {
-        // NaN fails both comparisons; infinities fail the upper bound.
         Some((_, rest @ ([] | [b'|', ..]))) if rate > 0.0 && rate <= 1.0 => Ok((rate, rest)),
         _ => Err(ParseError::BadSampleRate),
     }
@@ -229,57 +270,87 @@ fn parse_sample_rate(s: &[u8]) -> Result<(f64, &[u8]), ParseError> {
 
 /// `T` seconds: ASCII digits only (no sign, no fraction), fitting `u64`, greater than zero.
 fn parse_timestamp(s: &[u8]) -> Result<(u64, &[u8]), ParseError> {
-    let (digits, rest) = split_at_pipe(s);
     let mut ts: u64 = 0;
-    for &b in digits {
-        if !b.is_ascii_digit() {
-            return Err(ParseError::BadTimestamp);
+    let mut i = 0;
+    while let Some(&b) = s.get(i) {
+        let d = b.wrapping_sub(b'0');
+        if d > 9 {
+            break;
         }
-        ts = ts
-            .checked_mul(10)
-            .and_then(|t| t.checked_add(u64::from(b - b'0')))
-            .ok_or(ParseError::BadTimestamp)?;
+        // Nineteen digits always fit in a `u64`; only longer (zero-padded) ones need checks.
+        ts = if i < 19 {
+            ts * 10 + u64::from(d)
+        } else {
+            ts.checked_mul(10)
+                .and_then(|t| t.checked_add(u64::from(d)))
+                .ok_or(ParseError::BadTimestamp)?
+        };
+        i += 1;
     }
-    if ts == 0 {
-        // Also the empty `|T`.
-        return Err(ParseError::BadTimestamp);
+    match s.split_at_checked(i) {
+        // Zero is refused, and so is the empty `|T`.
+        Some((_, rest @ ([] | [b'|', ..]))) if ts > 0 => Ok((ts, rest)),
+        _ => Err(ParseError::BadTimestamp),
     }
-    Ok((ts, rest))
 }
 
-/// Scans text that must be UTF-8 without ASCII control characters (tags, container ids) up to
-/// the next `|`, handing each `sep`-separated piece to `piece`. Returns the rest of the line
-/// (empty or starting with that `|`), `None` if the text is not clean.
-fn scan_clean_text<'a>(s: &'a [u8], sep: u8, mut piece: impl FnMut(&'a [u8])) -> Option<&'a [u8]> {
-    let mut non_ascii = false;
-    let mut start = 0;
-    let mut i = 0;
-    loop {
-        i += find_special(s.get(i..).unwrap_or_default(), sep, !non_ascii);
-        match s.get(i) {
-            None | Some(b'|') => break,
-            Some(&b) if b == sep => {
-                piece(s.get(start..i)?);
-                i += 1;
-                start = i;
+/// Scans text that must be UTF-8 without ASCII control characters (tags, container ids) from
+/// `line[start]` up to the next `|` or the end of the line, handing each `sep`-separated piece to
+/// `piece`. Returns where the text ends (the index of that `|`, or `line.len()`), `None` if the
+/// text is not clean.
+///
+/// Eight bytes at a time: every separator of a word is handed on from one mask, so a tag
+/// section costs about one word operation per eight bytes, however many tags it holds.
+fn scan_clean_text<'a>(
+    line: &'a [u8],
+    start: usize,
+    sep: u8,
+    mut piece: impl FnMut(&'a [u8]),
+) -> Option<usize> {
+    let mut at = start;
+    let mut piece_start = start;
+    let mut non_ascii = 0;
+    let end = 'scan: loop {
+        let (word, valid) = load_word(line, at);
+        let mut special = special_bytes(word, sep) & valid;
+        while special != 0 {
+            let i = at + first_byte(special);
+            match line.get(i) {
+                Some(b'|') => {
+                    non_ascii |= word & valid & before_first(special);
+                    break 'scan i;
+                }
+                Some(&b) if b == sep => {
+                    piece(line.get(piece_start..i)?);
+                    piece_start = i + 1;
+                }
+                // An ASCII control character.
+                _ => return None,
             }
-            Some(0x80..) => non_ascii = true,
-            Some(_) => return None,
+            special &= special - 1;
         }
-    }
-    let (text, rest) = s.split_at_checked(i)?;
+        non_ascii |= word & valid;
+        if valid != HIGH {
+            break line.len();
+        }
+        at += 8;
+    };
     // The separators are ASCII, so the text is valid UTF-8 exactly when every piece is.
-    if non_ascii && std::str::from_utf8(text).is_err() {
+    if non_ascii != 0 && std::str::from_utf8(line.get(start..end)?).is_err() {
         return None;
     }
-    piece(s.get(start..i)?);
-    Some(rest)
+    piece(line.get(piece_start..end)?);
+    Some(end)
 }
 
-/// One `#` section: comma-separated, empty entries dropped, appended to what earlier `#`
-/// sections gave. Returns the rest of the line.
-fn parse_tags<'a>(s: &'a [u8], tags: &mut RawTags<'a>) -> Result<&'a [u8], ParseError> {
-    scan_clean_text(s, b',', |tag| {
+/// One `#` section from `line[start]`: comma-separated, empty entries dropped, appended to what
+/// earlier `#` sections gave. Returns where the section ends.
+fn parse_tags<'a>(
+    line: &'a [u8],
+    start: usize,
+    tags: &mut RawTags<'a>,
+) -> Result<usize, ParseError> {
+    scan_clean_text(line, start, b',', |tag| {
         if !tag.is_empty() {
             tags.push(tag);
         }
@@ -287,53 +358,66 @@ fn parse_tags<'a>(s: &'a [u8], tags: &mut RawTags<'a>) -> Result<&'a [u8], Parse
     .ok_or(ParseError::BadTags)
 }
 
-/// Index of the first byte of `s` that is `sep`, `|`, an ASCII control character (NUL..US, DEL)
-/// or, if `stop_at_non_ascii`, a non-ASCII byte; `s.len()` if there is none.
-///
-/// Names and tags are the bulk of a line, so this looks at eight bytes at a time (SWAR): a
-/// byte-at-a-time loop with four comparisons per byte was the largest cost in profiles.
-fn find_special(s: &[u8], sep: u8, stop_at_non_ascii: bool) -> usize {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    // The high bit of each byte of the result: whether that byte of `y` (all < 0x80) is below
-    // `n` (≤ 0x80). Setting every high bit first keeps each byte ≥ 0x80 ≥ `n`, so the subtraction
-    // never borrows across bytes and every byte's answer is exact.
-    let below = |y: u64, n: u8| !((y | HIGH) - ONES * u64::from(n)) & HIGH;
-    let special = |x: u64| {
-        let ascii = x & !HIGH;
-        let is = |c: u8| below(ascii ^ (ONES * u64::from(c & 0x7f)), 1);
-        // Masking with `!x` drops non-ASCII bytes whose low seven bits look special.
-        let ascii_special = (below(ascii, 0x20) | is(sep) | is(b'|') | is(0x7f)) & !x;
-        ascii_special | if stop_at_non_ascii { x & HIGH } else { 0 }
-    };
-    let first = |mask: u64| (mask.trailing_zeros() / 8) as usize;
+const ONES: u64 = 0x0101_0101_0101_0101;
+/// The high bit of every byte of a word.
+const HIGH: u64 = 0x8080_8080_8080_8080;
 
-    let mut chunks = s.chunks_exact(8);
-    let mut offset = 0;
-    for chunk in &mut chunks {
-        let Ok(bytes) = <[u8; 8]>::try_from(chunk) else {
-            break;
-        };
-        let mask = special(u64::from_le_bytes(bytes));
-        if mask != 0 {
-            return offset + first(mask);
-        }
-        offset += 8;
+/// The eight bytes of `line` from `at` as a little-endian word, and the high bits of those of
+/// them that are in the line: [`HIGH`] unless the line ends within the eight (0 if `at` is at
+/// the end). Bytes past the end read as 0.
+///
+/// Near the end of the line it reads the line's last eight bytes and shifts off the ones before
+/// `at`: a variable-length copy would be a `memcpy` call, and a byte loop several times slower.
+#[inline(always)]
+fn load_word(line: &[u8], at: usize) -> (u64, u64) {
+    if let Some(chunk) = line.get(at..).and_then(<[u8]>::first_chunk::<8>) {
+        return (u64::from_le_bytes(*chunk), HIGH);
     }
-    // The last 0..=7 bytes, zero-padded (a variable-length copy would be a memcpy call).
-    let tail = chunks.remainder();
-    let mut word = 0;
-    for (k, &b) in tail.iter().enumerate() {
-        word |= u64::from(b) << (8 * k);
+    let remaining = line.len().saturating_sub(at); // 0..=7 here
+    if remaining == 0 {
+        return (0, 0);
     }
-    // Only the tail's bytes count; the padding would read as NUL.
-    let valid = !(u64::MAX << (8 * tail.len()));
-    let mask = special(word) & valid;
-    if mask != 0 {
-        offset + first(mask)
+    let shift = 8 * (8 - remaining); // 8..=56
+    if let Some(last) = line.last_chunk::<8>() {
+        (u64::from_le_bytes(*last) >> shift, HIGH >> shift)
     } else {
-        s.len()
+        // A line shorter than eight bytes.
+        let mut word = 0;
+        for (k, &b) in line.get(at..).unwrap_or_default().iter().enumerate() {
+            word |= u64::from(b) << (8 * k);
+        }
+        (word, HIGH >> shift)
     }
+}
+
+/// The high bit of each byte of `x` that is `sep`, `|`, an ASCII control character (NUL..US)
+/// or DEL. Non-ASCII bytes are never special (UTF-8 is validated separately).
+///
+/// SWAR: the ASCII bytes are below 0x80, so adding to or subtracting from each byte never
+/// carries or borrows into its neighbour once the high bits are handled.
+#[inline(always)]
+fn special_bytes(x: u64, sep: u8) -> u64 {
+    // The high bit of each byte of `y` (all < 0x80) that is below `n` (≤ 0x80). Setting every
+    // high bit first keeps each byte ≥ 0x80 ≥ `n`, so the subtraction never borrows.
+    let below = |y: u64, n: u8| !((y | HIGH) - ONES * u64::from(n)) & HIGH;
+    let ascii = x & !HIGH;
+    let is = |c: u8| below(ascii ^ (ONES * u64::from(c)), 1);
+    // c < 0x20 or c == 0x7f exactly when (c + 1) mod 0x80 < 0x21 (each byte + 1 ≤ 0x80).
+    let control = below((ascii + ONES) & !HIGH, 0x21);
+    // Masking with `!x` drops non-ASCII bytes whose low seven bits look special.
+    (control | is(sep) | is(b'|')) & !x
+}
+
+/// The index of the byte whose high bit is the lowest set bit of `mask` (non-zero).
+#[inline(always)]
+fn first_byte(mask: u64) -> usize {
+    (mask.trailing_zeros() / 8) as usize
+}
+
+/// The high bits of the bytes before the first one marked in `mask` (non-zero).
+#[inline(always)]
+fn before_first(mask: u64) -> u64 {
+    (mask & mask.wrapping_neg()).wrapping_sub(1) & HIGH
 }
 
 #[cfg(test)]
@@ -1086,18 +1170,74 @@ mod tests {
             }
 
             #[test]
-            fn find_special_matches_a_byte_loop(
-                s in prop::collection::vec(prop_oneof![8 => b'a'..=b'z', 1 => any::<u8>()], 0..40),
-                sep in prop::sample::select(vec![b':', b',', b'|']),
-                stop_at_non_ascii in any::<bool>(),
+            fn float_prefix_matches_the_general_parser(
+                s in "[+-]?([0-9]{0,20}(\\.[0-9]{0,20})?([eE][+-]?[0-9]{0,4})?|inf|nan|infinity)[.:|a-z0-9]{0,3}",
             ) {
-                let expected = s
-                    .iter()
-                    .position(|&b| {
-                        b == sep || b == b'|' || b.is_ascii_control() || (stop_at_non_ascii && !b.is_ascii())
-                    })
-                    .unwrap_or(s.len());
-                prop_assert_eq!(find_special(&s, sep, stop_at_non_ascii), expected);
+                // The previous parser: `fast_float2` for everything, non-finite refused.
+                let reference = fast_float2::parse_partial::<f64, _>(s.as_bytes())
+                    .ok()
+                    .filter(|(v, _)| v.is_finite())
+                    .map(|(v, len)| (v.to_bits(), len));
+                let parsed = parse_f64_prefix(s.as_bytes()).map(|(v, len)| (v.to_bits(), len));
+                prop_assert_eq!(parsed, reference);
+                // And where the whole text is a number, `str::parse` agrees.
+                if let Some((bits, len)) = parsed {
+                    if len == s.len() {
+                        prop_assert_eq!(s.parse::<f64>().map(f64::to_bits), Ok(bits));
+                    }
+                }
+            }
+
+            #[test]
+            fn float_prefix_of_formatted_floats(v in any::<f64>(), exp in any::<bool>()) {
+                let s = if exp { format!("{v:e}") } else { v.to_string() };
+                let expected = s.parse::<f64>().ok().filter(|v| v.is_finite());
+                let parsed = parse_f64_prefix(s.as_bytes());
+                prop_assert_eq!(parsed.map(|(v, _)| v.to_bits()), expected.map(f64::to_bits));
+                if parsed.is_some() {
+                    prop_assert_eq!(parsed.map(|(_, len)| len), Some(s.len()));
+                }
+            }
+
+            #[test]
+            fn scan_clean_text_matches_a_byte_loop(
+                line in prop::collection::vec(
+                    prop_oneof![8 => b'a'..=b'z', 2 => prop::sample::select(b",|:".to_vec()), 1 => any::<u8>()],
+                    0..40,
+                ),
+                start in any::<prop::sample::Index>(),
+                sep in prop::sample::select(vec![b',', b'|']),
+            ) {
+                let start = start.index(line.len() + 1);
+                // The obvious way: find the end, check the text, split it.
+                let expected = {
+                    let text = &line[start..];
+                    let end = start + text.iter().position(|&b| b == b'|').unwrap_or(text.len());
+                    let text = &line[start..end];
+                    let clean = std::str::from_utf8(text).is_ok()
+                        && !text.iter().any(|b| b.is_ascii_control());
+                    clean.then(|| (text.split(|&b| b == sep).map(<[u8]>::to_vec).collect::<Vec<_>>(), end))
+                };
+                let mut pieces = Vec::new();
+                let end = scan_clean_text(&line, start, sep, |p| pieces.push(p.to_vec()));
+                prop_assert_eq!(end.map(|end| (pieces, end)), expected);
+            }
+
+            #[test]
+            fn name_end_matches_a_byte_loop(
+                line in prop::collection::vec(
+                    prop_oneof![8 => b'a'..=b'z', 1 => prop::sample::select(b":|".to_vec()), 1 => any::<u8>()],
+                    0..40,
+                ),
+            ) {
+                let expected = match line.iter().position(|&b| b == b':' || b == b'|') {
+                    Some(i) if line[i] == b':'
+                        && i > 0
+                        && std::str::from_utf8(&line[..i]).is_ok()
+                        && !line[..i].iter().any(|b| b.is_ascii_control()) => Ok(i),
+                    _ => Err(ParseError::BadName),
+                };
+                prop_assert_eq!(find_name_end(&line), expected);
             }
 
             #[test]

@@ -13,7 +13,7 @@ mod metric;
 mod service_check;
 
 pub use event::parse_event;
-pub use metric::parse_metric;
+pub use metric::{parse_metric, parse_metric_into};
 pub use service_check::parse_service_check;
 
 use smallvec::SmallVec;
@@ -126,6 +126,29 @@ pub struct MetricLine<'a> {
     pub timestamp: Option<u64>,
 }
 
+impl MetricLine<'_> {
+    /// An empty line (no name, a counter without values), to be filled by [`parse_metric_into`]
+    /// or [`parse_line_into`].
+    pub fn new() -> Self {
+        MetricLine {
+            name: &[],
+            kind: MetricType::Counter,
+            values: SmallVec::new(),
+            set_member: &[],
+            sample_rate: 1.0,
+            tags: RawTags::new(),
+            container_id: None,
+            timestamp: None,
+        }
+    }
+}
+
+impl Default for MetricLine<'_> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// Alert type of an event (`t:`), unknown values fall back to `info`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum AlertType {
@@ -223,6 +246,18 @@ pub enum Line<'a> {
     ServiceCheck(ServiceCheckLine<'a>),
 }
 
+/// What [`parse_line_into`] found: a metric (written into the caller's [`MetricLine`]), or an
+/// event or service check (returned; they are rare).
+#[derive(Debug, Clone, PartialEq)]
+pub enum ParsedLine<'a> {
+    /// A metric sample line, now in the [`MetricLine`] passed in.
+    Metric,
+    /// An `_e{..}` event.
+    Event(EventLine<'a>),
+    /// An `_sc|` service check.
+    ServiceCheck(ServiceCheckLine<'a>),
+}
+
 /// Why a line was refused; [`ParseError::reason`] is the `reason:` tag on `meterd.lines.invalid`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
 pub enum ParseError {
@@ -314,15 +349,36 @@ impl ParseError {
 
 /// Parses one line (without its `\n`; a trailing `\r` is tolerated) into a [`Line`].
 ///
-/// Lines starting with `_e{` are events, `_sc|` service checks, anything else a metric.
+/// Lines starting with `_e{` are events, `_sc|` service checks, anything else a metric. The
+/// ingest path uses [`parse_line_into`], which does not move a [`MetricLine`] per line.
 pub fn parse_line(line: &[u8]) -> Result<Line<'_>, ParseError> {
+    let mut metric = MetricLine::new();
+    Ok(match parse_line_into(line, &mut metric)? {
+        ParsedLine::Metric => Line::Metric(metric),
+        ParsedLine::Event(e) => Line::Event(e),
+        ParsedLine::ServiceCheck(sc) => Line::ServiceCheck(sc),
+    })
+}
+
+/// As [`parse_line`], but a metric line is parsed into `metric` (see [`parse_metric_into`]),
+/// so one [`MetricLine`] serves every line of a datagram.
+///
+/// # Errors
+///
+/// As [`parse_metric_into`], [`parse_event`] and [`parse_service_check`]. After an error, or
+/// when the line was not a metric, the contents of `metric` are unspecified.
+#[inline]
+pub fn parse_line_into<'a>(
+    line: &'a [u8],
+    metric: &mut MetricLine<'a>,
+) -> Result<ParsedLine<'a>, ParseError> {
     let line = line.strip_suffix(b"\r").unwrap_or(line);
-    if line.starts_with(b"_e{") {
-        parse_event(line).map(Line::Event)
-    } else if line.starts_with(b"_sc|") {
-        parse_service_check(line).map(Line::ServiceCheck)
+    if let [b'_', b'e', b'{', ..] = line {
+        parse_event(line).map(ParsedLine::Event)
+    } else if let [b'_', b's', b'c', b'|', ..] = line {
+        parse_service_check(line).map(ParsedLine::ServiceCheck)
     } else {
-        parse_metric(line).map(Line::Metric)
+        parse_metric_into(line, metric).map(|()| ParsedLine::Metric)
     }
 }
 
