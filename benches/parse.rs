@@ -1,8 +1,9 @@
 //! Parser throughput by line type: `cargo bench --bench parse`. Read results as lines/s
-//! (each iteration parses a block of 1,000 lines).
+//! (each iteration parses a block of 1,000 lines). `parse/*` calls `parse_line`, which returns
+//! each line by value; `parse_into/*` parses as ingest does, into one `MetricLine` per block.
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
-use meterd::protocol::parse_line;
+use meterd::protocol::{parse_line, parse_line_into, MetricLine};
 
 const BLOCK: usize = 1000;
 
@@ -77,6 +78,24 @@ fn bench_parse(c: &mut Criterion) {
                 let mut ok = 0usize;
                 for l in block {
                     ok += usize::from(parse_line(black_box(l)).is_ok());
+                }
+                assert_eq!(ok, BLOCK);
+                ok
+            })
+        });
+    }
+    g.finish();
+
+    let mut g = c.benchmark_group("parse_into");
+    g.throughput(Throughput::Elements(BLOCK as u64));
+    for (name, block) in &cases {
+        g.bench_function(*name, |b| {
+            b.iter(|| {
+                let mut metric = MetricLine::new();
+                let mut ok = 0usize;
+                for l in block {
+                    ok += usize::from(parse_line_into(black_box(l), &mut metric).is_ok());
+                    black_box(&metric);
                 }
                 assert_eq!(ok, BLOCK);
                 ok
