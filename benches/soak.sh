@@ -180,8 +180,8 @@ def metrics(url):
     return out
 
 
-def udp_rx_queue(port):
-    q = n = 0
+def udp_sockets(port):
+    """The fields of each /proc/net/udp{,6} row whose local port is `port`."""
     for path in ("/proc/net/udp", "/proc/net/udp6"):
         try:
             rows = open(path).read().splitlines()[1:]
@@ -189,9 +189,15 @@ def udp_rx_queue(port):
             continue
         for row in rows:
             f = row.split()
-            if len(f) > 4 and int(f[1].rsplit(":", 1)[1], 16) == port:
-                q += int(f[4].split(":")[1], 16)
-                n += 1
+            if len(f) > 12 and int(f[1].rsplit(":", 1)[1], 16) == port:
+                yield f
+
+
+def udp_rx_queue(port):
+    q = n = 0
+    for f in udp_sockets(port):
+        q += int(f[4].split(":")[1], 16)
+        n += 1
     return q, n
 
 
@@ -244,17 +250,7 @@ def readers(pid):
 
 
 def udp_drops(port):
-    drops = 0
-    for path in ("/proc/net/udp", "/proc/net/udp6"):
-        try:
-            rows = open(path).read().splitlines()[1:]
-        except OSError:
-            continue
-        for row in rows:
-            f = row.split()
-            if len(f) > 12 and int(f[1].rsplit(":", 1)[1], 16) == port:
-                drops += int(f[-1])
-    return drops
+    return sum(int(f[-1]) for f in udp_sockets(port))
 
 
 def cmd_ready(a):

@@ -28,34 +28,15 @@ use crate::telemetry::Telemetry;
 /// about a tenth of it (CFS weights 110 vs 1024); on an idle core it runs at full speed.
 pub const BACKGROUND_NICE: i32 = 10;
 
-/// Lowers the calling thread's scheduling priority by [`BACKGROUND_NICE`] (capped at nice 19);
-/// meant for the tokio runtime's `on_thread_start`. Best effort: a failure is logged once per
-/// thread and changes nothing else.
+/// Lowers the calling thread's scheduling priority by [`BACKGROUND_NICE`] (the kernel caps it
+/// at nice 19); meant for the tokio runtime's `on_thread_start`.
 pub fn lower_thread_priority() {
+    // On Linux the nice value is per thread, so `nice` changes only the calling thread. Raising
+    // it needs no privilege and cannot fail, so its result (the new value) is not checked.
     #[cfg(target_os = "linux")]
-    {
-        // SAFETY: gettid has no preconditions and cannot fail.
-        let tid = unsafe { libc::gettid() };
-        let Ok(who) = libc::id_t::try_from(tid) else {
-            return;
-        };
-        // Clear errno first: -1 is a valid priority, so only errno tells a failure.
-        // SAFETY: `__errno_location` returns this thread's errno, valid for writes.
-        unsafe { *libc::__errno_location() = 0 };
-        // SAFETY: getpriority/setpriority take plain integers; PRIO_PROCESS with a thread id
-        // addresses that one thread on Linux.
-        let current = unsafe { libc::getpriority(libc::PRIO_PROCESS, who) };
-        if current == -1 && std::io::Error::last_os_error().raw_os_error() != Some(0) {
-            return;
-        }
-        let target = (current + BACKGROUND_NICE).min(19);
-        // SAFETY: as above.
-        if unsafe { libc::setpriority(libc::PRIO_PROCESS, who, target) } != 0 {
-            tracing::debug!(
-                error = %std::io::Error::last_os_error(),
-                "cannot lower a runtime thread's priority"
-            );
-        }
+    // SAFETY: `nice` takes an integer and touches no memory of ours.
+    unsafe {
+        libc::nice(BACKGROUND_NICE);
     }
 }
 

@@ -117,6 +117,33 @@ fn push_part(out: &mut Vec<u8>, part: &[u8]) {
     out.push(0);
 }
 
+/// Appends a key's head: kind, scope, flags, then the timestamp, name and host present.
+#[inline]
+fn push_head(
+    out: &mut Vec<u8>,
+    kind: u8,
+    scope: Scope,
+    ts: Option<u64>,
+    host: Option<&[u8]>,
+    name: &[u8],
+) {
+    let mut flags = 0;
+    if ts.is_some() {
+        flags |= HAS_TS;
+    }
+    if host.is_some() {
+        flags |= HAS_HOST;
+    }
+    out.extend_from_slice(&[kind, scope.to_byte(), flags]);
+    if let Some(ts) = ts {
+        out.extend_from_slice(&ts.to_le_bytes());
+    }
+    push_part(out, name);
+    if let Some(h) = host {
+        push_part(out, h);
+    }
+}
+
 /// Appends the encoded key of `line` to `out` (which may hold other keys before it).
 ///
 /// Tags are sorted as borrowed slices; `|c:ID` is merged in at its place as `container_id:ID`
@@ -129,13 +156,7 @@ pub fn encode_key(out: &mut Vec<u8>, line: &MetricLine<'_>) {
     let kind = line.kind.index() as u8;
     if line.tags.is_empty() && line.container_id.is_none() {
         // Plain statsd: nothing to sort.
-        let flags = if ts.is_some() { HAS_TS } else { 0 };
-        out.reserve(3 + 8 + line.name.len() + 1);
-        out.extend_from_slice(&[kind, Scope::Default.to_byte(), flags]);
-        if let Some(ts) = ts {
-            out.extend_from_slice(&ts.to_le_bytes());
-        }
-        push_part(out, line.name);
+        push_head(out, kind, Scope::Default, ts, None, line.name);
         return;
     }
 
@@ -155,21 +176,7 @@ pub fn encode_key(out: &mut Vec<u8>, line: &MetricLine<'_>) {
     }
     tags.sort_unstable();
 
-    let mut flags = 0;
-    if ts.is_some() {
-        flags |= HAS_TS;
-    }
-    if host.is_some() {
-        flags |= HAS_HOST;
-    }
-    out.extend_from_slice(&[kind, scope.to_byte(), flags]);
-    if let Some(ts) = ts {
-        out.extend_from_slice(&ts.to_le_bytes());
-    }
-    push_part(out, line.name);
-    if let Some(h) = host {
-        push_part(out, h);
-    }
+    push_head(out, kind, scope, ts, host, line.name);
     let mut container = line.container_id;
     let mut prev: Option<&[u8]> = None;
     for t in tags {
@@ -334,11 +341,8 @@ mod tests {
         }
     }
 
-    fn is_magic(tag: &[u8], magic: &[u8]) -> bool {
-        tag == magic || (tag.starts_with(magic) && tag.get(magic.len()) == Some(&b':'))
-    }
-
-    /// Appends the encoded key of `line` to `out` (which may hold other keys before it).
+    /// The encoding before tags were sorted as borrowed slices: the oracle `encode_key` must
+    /// match byte for byte.
     fn encode_key_reference(out: &mut Vec<u8>, line: &MetricLine<'_>) {
         let mut tags: SmallVec<[TagRef<'_>; 16]> = SmallVec::new();
         let mut host: Option<&[u8]> = None;
