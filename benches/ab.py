@@ -1,0 +1,137 @@
+#!/usr/bin/env python3
+"""Interleaved A/B of two meterd builds: CPU per line at a fixed offered rate.
+
+    python3 benches/ab.py A/meterd B/meterd [--workload plain] [--rate 1000000] [--secs 8]
+                          [--rounds 5] [--load target/release/meterd-load] [--nice -10]
+
+Each round starts A, then B (the order alternates every round), each pinned to CPU 1 with the
+load generator on CPU 0, warms every series up, offers `--rate` lines/s for `--secs` seconds and
+reads the aggregator's CPU time (utime + stime, /proc/PID/stat, and of its datagram reader
+threads alone, which leaves out flushes that fall into a run) and the lines it counted
+(`meterd_lines_received_total` on /metrics). Prints each run and the median ns/line of each
+build with the ratio B ÷ A. Interleaving matters on a shared machine: a neighbour's burst then
+hits both builds alike, where two back-to-back batches would charge it to one of them. Only
+127.0.0.1; every run is bounded by --secs.
+"""
+import argparse
+import json
+import os
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+
+def free_port(kind):
+    s = socket.socket(socket.AF_INET, kind)
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def cpu_seconds(stat):
+    with open(stat) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu(pid):
+    """(whole process, datagram reader threads) CPU seconds."""
+    readers = 0.0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/comm") as f:
+                if f.read().startswith("meterd-udp"):
+                    readers += cpu_seconds(f"/proc/{pid}/task/{tid}/stat")
+        except OSError:
+            pass
+    return cpu_seconds(f"/proc/{pid}/stat"), readers
+
+
+def lines_received(http):
+    body = urllib.request.urlopen(f"http://{http}/metrics", timeout=5).read().decode()
+    m = re.search(r"^meterd_lines_received_total(?:\{[^}]*\})? ([0-9.e+]+)$", body, re.M)
+    return float(m.group(1)) if m else 0.0
+
+
+def run(binary, a, work):
+    udp, http = free_port(socket.SOCK_DGRAM), f"127.0.0.1:{free_port(socket.SOCK_STREAM)}"
+    conf = os.path.join(work, "meterd.toml")
+    with open(conf, "w") as f:
+        f.write(f'interval = "10s"\n[ingest]\nstatsd_udp = ["127.0.0.1:{udp}"]\nreaders = 1\n'
+                f'read_buffer_bytes = 4194304\n[http]\nlisten = "{http}"\n'
+                '[[sinks]]\ntype = "console"\nformat = "json"\n')
+    proc = subprocess.Popen(["nice", "-n", str(a.nice), "taskset", "-c", "1", binary, "--config", conf],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 10
+        while True:
+            try:
+                lines_received(http)
+                break
+            except OSError:
+                if time.time() > deadline or proc.poll() is not None:
+                    sys.exit(f"ab.py: {binary} did not start")
+                time.sleep(0.05)
+        load = ["nice", "-n", str(a.nice), a.load, "--to", f"127.0.0.1:{udp}", "--workload", a.workload,
+                "--cpu", "0", "--quiet"]
+        # Warm-up: every series exists before the measured run.
+        subprocess.run(load + ["--rate", "200000", "--count", str(a.warm)], check=True)
+        time.sleep(0.5)
+        cpu0, lines0 = cpu(proc.pid), lines_received(http)
+        totals = os.path.join(work, "totals.json")
+        subprocess.run(load + ["--rate", str(a.rate), "--duration", str(a.secs), "--totals", totals], check=True)
+        sent = json.load(open(totals))["lines"]
+        deadline = time.time() + 5
+        while lines_received(http) - lines0 < sent and time.time() < deadline:
+            time.sleep(0.05)
+        lines = lines_received(http) - lines0
+        cpu1 = cpu(proc.pid)
+        per_line = [(after - before) * 1e9 / lines if lines else float("nan") for before, after in zip(cpu0, cpu1)]
+        return {"ns_per_line": per_line[0], "reader_ns_per_line": per_line[1], "loss": 1 - lines / sent}
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("a")
+    p.add_argument("b")
+    p.add_argument("--workload", default="plain")
+    p.add_argument("--rate", type=int, default=1_000_000)
+    p.add_argument("--secs", type=int, default=8)
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--warm", type=int, default=0, help="warm-up lines (default: 3 × the workload's series)")
+    p.add_argument("--load", default="target/release/meterd-load")
+    p.add_argument("--nice", type=int, default=0)
+    a = p.parse_args()
+    if a.warm == 0:
+        a.warm = 300_000 if a.workload == "dogstatsd" else 30_000
+    results = {"A": [], "B": []}
+    readers = {"A": [], "B": []}
+    with tempfile.TemporaryDirectory(prefix="meterd-ab.") as work:
+        for r in range(a.rounds):
+            order = [("A", a.a), ("B", a.b)] if r % 2 == 0 else [("B", a.b), ("A", a.a)]
+            for name, binary in order:
+                res = run(binary, a, work)
+                results[name].append(res["ns_per_line"])
+                readers[name].append(res["reader_ns_per_line"])
+                print(f"round {r + 1} {name}: {res['ns_per_line']:.1f} ns/line (reader thread "
+                      f"{res['reader_ns_per_line']:.1f}), loss {res['loss'] * 100:.3f} %", flush=True)
+    for what, d in (("process", results), ("reader thread", readers)):
+        ma, mb = statistics.median(d["A"]), statistics.median(d["B"])
+        print(f"{a.workload} at {a.rate:,} lines/s, {a.rounds} rounds of {a.secs} s, {what}: "
+              f"A median {ma:.1f} ns/line, B median {mb:.1f} ns/line, B/A = {mb / ma:.3f}")
+
+
+if __name__ == "__main__":
+    main()
