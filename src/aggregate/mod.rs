@@ -137,7 +137,7 @@ pub enum State {
 #[derive(Debug)]
 pub struct Series {
     /// Encoded key ([`key::encode_key`]).
-    pub key: Box<[u8]>,
+    pub key: key::SeriesKey,
     /// [`key::hash_key`] of `key`.
     pub hash: u64,
     /// The interval's aggregate.
@@ -358,7 +358,7 @@ impl Aggregator {
             shard.table.insert_unique(
                 hash,
                 Series {
-                    key: key.into(),
+                    key: key::SeriesKey::new(key),
                     hash,
                     state,
                 },
@@ -390,7 +390,7 @@ impl Aggregator {
             for (hash, key, state) in items {
                 if let Some(series) = shard
                     .table
-                    .find_mut(hash, |s| s.hash == hash && s.key == key)
+                    .find_mut(hash, |s| s.hash == hash && *s.key == *key)
                 {
                     merge_state(&mut series.state, state);
                     continue;
@@ -400,9 +400,15 @@ impl Aggregator {
                     refused += 1;
                     continue;
                 }
-                shard
-                    .table
-                    .insert_unique(hash, Series { key, hash, state }, |s| s.hash);
+                shard.table.insert_unique(
+                    hash,
+                    Series {
+                        key: key::SeriesKey::from_boxed(key),
+                        hash,
+                        state,
+                    },
+                    |s| s.hash,
+                );
             }
         }
         if refused > 0 {
