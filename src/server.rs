@@ -40,6 +40,15 @@ pub fn lower_thread_priority() {
     }
 }
 
+/// Returns the heap's free pages to the kernel (glibc keeps freed memory in its arenas).
+pub fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: `malloc_trim` takes an integer and only walks glibc's own heap, under its locks.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {

@@ -17,7 +17,7 @@ use crate::health::{self, HealthResult, HealthStore, Origin, Service};
 use crate::protocol::MetricType;
 use crate::sinks::SinkSet;
 use naming::{aggregate_suffix, percentile_suffix};
-use point::{FlushBatch, Point, PointKind};
+use point::{FlushBatch, Point, PointKind, ReleaseOnDrop};
 
 /// What rendering needs from the config, precomputed once.
 #[derive(Debug, Clone)]
@@ -103,6 +103,7 @@ impl Renderer {
             metrics,
             service_checks: snapshot.service_checks,
             events: snapshot.events,
+            ..FlushBatch::default()
         };
         (batch, stats, forward)
     }
@@ -432,6 +433,7 @@ impl Flusher {
         ));
         self.renderer.add_global_tags(&mut batch, own_from);
         let points = batch.metrics.len();
+        batch.release = ReleaseOnDrop::armed();
         self.sinks.submit(Arc::new(batch));
         let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         t.flush_duration_ms.store(ms, Ordering::Relaxed);

@@ -96,6 +96,52 @@ pub struct FlushBatch {
     pub service_checks: Vec<ServiceCheck>,
     /// Events received or produced in the interval.
     pub events: Vec<Event>,
+    /// Declared last, so dropped after the points: returns the freed heap to the kernel.
+    #[serde(skip)]
+    pub release: ReleaseOnDrop,
+}
+
+/// When armed, hands the heap's free pages back to the kernel as it is dropped.
+///
+/// A flush of a million series renders ~100 MB of points, which every sink shares and the last
+/// one to finish drops. glibc keeps that memory in its arenas: measured with 1M counter series
+/// (`benches/memory.sh`), the process stayed at 230 MB until the next flush instead of the
+/// 120 MB its tables hold. The interval's batch arms this (so test and filtered batches do
+/// not), and its drop runs `malloc_trim` on a blocking thread (about 7 ms with 100 MB free).
+#[derive(Debug, Default)]
+pub struct ReleaseOnDrop(bool);
+
+impl ReleaseOnDrop {
+    /// A guard that releases memory when dropped.
+    pub fn armed() -> ReleaseOnDrop {
+        ReleaseOnDrop(true)
+    }
+}
+
+impl Drop for ReleaseOnDrop {
+    fn drop(&mut self) {
+        if !self.0 {
+            return;
+        }
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => drop(rt.spawn_blocking(crate::server::release_free_memory)),
+            Err(_) => crate::server::release_free_memory(),
+        }
+    }
+}
+
+/// A copy releases nothing: only the interval's own batch does.
+impl Clone for ReleaseOnDrop {
+    fn clone(&self) -> ReleaseOnDrop {
+        ReleaseOnDrop(false)
+    }
+}
+
+/// Not part of a batch's content.
+impl PartialEq for ReleaseOnDrop {
+    fn eq(&self, _: &ReleaseOnDrop) -> bool {
+        true
+    }
 }
 
 impl FlushBatch {

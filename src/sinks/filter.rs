@@ -193,6 +193,7 @@ impl SinkFilter {
             metrics,
             service_checks,
             events,
+            ..FlushBatch::default()
         })
     }
 }

@@ -1039,6 +1039,7 @@ pub(crate) mod tests {
                 source_type: String::new(),
                 alert_type: "info",
             }],
+            ..FlushBatch::default()
         }
     }
 
