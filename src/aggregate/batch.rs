@@ -96,14 +96,15 @@ impl Ingestor {
         self.ingest_line_into(line, &mut MetricLine::new());
     }
 
-    /// [`Ingestor::ingest_line`], parsing a metric into `metric`.
-    fn ingest_line_into<'a>(&mut self, line: &'a [u8], metric: &mut MetricLine<'a>) {
-        let trimmed = line.strip_suffix(b"\r").unwrap_or(line);
-        if trimmed.is_empty() {
+    /// [`Ingestor::ingest_line`], parsing a metric into `metric`: a caller with many lines
+    /// passes the same one for each, so it is filled in place, never moved or re-created.
+    pub fn ingest_line_into<'a>(&mut self, line: &'a [u8], metric: &mut MetricLine<'a>) {
+        // The parser strips a trailing `\r` itself.
+        if line.is_empty() || line == b"\r" {
             return;
         }
         self.lines += 1;
-        match parse_line_into(trimmed, metric) {
+        match parse_line_into(line, metric) {
             Ok(ParsedLine::Metric) => match self.check_limits(metric) {
                 Ok(()) => self.push_metric(metric),
                 Err(e) => self.count_invalid(e),

@@ -14,7 +14,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 
 use crate::aggregate::{Aggregator, Ingestor};
-use crate::protocol::ParseError;
+use crate::protocol::{MetricLine, ParseError};
 
 /// How long a connection may stay silent during shutdown before it is closed.
 const DRAIN_IDLE: Duration = Duration::from_millis(200);
@@ -100,21 +100,25 @@ async fn connection(
             }
         };
         filled += n;
-        let data = buf.get(..filled).unwrap_or_default();
         let mut consumed = 0;
-        while let Some(i) = data
-            .get(consumed..)
-            .and_then(|rest| memchr::memchr(b'\n', rest))
         {
-            let line = data.get(consumed..consumed + i).unwrap_or_default();
-            if skipping {
-                skipping = false;
-            } else if line.len() > max_line {
-                ingestor.count_refused_line(ParseError::TooLong);
-            } else {
-                ingestor.ingest_line(line);
+            let data = buf.get(..filled).unwrap_or_default();
+            // One parse target for every line of this read, as for a datagram's lines.
+            let mut metric = MetricLine::new();
+            while let Some(i) = data
+                .get(consumed..)
+                .and_then(|rest| memchr::memchr(b'\n', rest))
+            {
+                let line = data.get(consumed..consumed + i).unwrap_or_default();
+                if skipping {
+                    skipping = false;
+                } else if line.len() > max_line {
+                    ingestor.count_refused_line(ParseError::TooLong);
+                } else {
+                    ingestor.ingest_line_into(line, &mut metric);
+                }
+                consumed += i + 1;
             }
-            consumed += i + 1;
         }
         if filled - consumed > max_line {
             // No newline within max_line bytes: drop what we have, skip to the next newline.
