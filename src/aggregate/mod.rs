@@ -24,7 +24,7 @@ pub use batch::Ingestor;
 use crate::flush::point::{Event, ServiceCheck};
 use crate::health::HealthStore;
 use crate::telemetry::Telemetry;
-use histogram::HistogramState;
+use histogram::{HistogramState, SpareHdr};
 use set::SetSketch;
 
 /// How gauges treat a value written `-N` (SPEC §2).
@@ -149,6 +149,9 @@ struct Shard {
     /// Last value of each gauge by key hash, for `+N` across intervals, with the flush number
     /// of its last update. Hash collisions (64-bit) are ignored: ~5e-8 at 1M gauges.
     gauge_last: HashMap<u64, (f64, u64), IdentityHash>,
+    /// Emptied HDR arrays of the last interval, for series outgrowing their raw samples
+    /// ([`Aggregator::recycle`]).
+    spare_hdr: Vec<SpareHdr>,
 }
 
 /// Everything taken out of the aggregator by one [`Aggregator::swap`].
@@ -204,6 +207,7 @@ impl Aggregator {
                 Mutex::new(Shard {
                     table: HashTable::new(),
                     gauge_last: HashMap::default(),
+                    spare_hdr: Vec::new(),
                 })
             })
             .collect();
@@ -331,6 +335,7 @@ impl Aggregator {
         let mut refused_per_metric = 0;
         let mut guard = lock(m);
         let shard = &mut *guard;
+        let spares = &mut shard.spare_hdr;
         for op in ops {
             let Some(key) = keys.get(op.key.clone()) else {
                 continue;
@@ -340,7 +345,7 @@ impl Aggregator {
                 .table
                 .find_mut(hash, |s| s.hash == hash && key::same_key(&s.key, key))
             {
-                update(&mut series.state, op.value);
+                update(&mut series.state, op.value, spares);
                 continue;
             }
             if self.series.fetch_add(1, Ordering::Relaxed) >= max_series {
@@ -419,6 +424,22 @@ impl Aggregator {
         refused
     }
 
+    /// Hands each shard the HDR arrays its last interval's series left (emptied by the flush),
+    /// replacing those it was handed last time and did not use. So the spares never outnumber
+    /// the HDR series of one interval. `spares[i]` belongs to shard `i`.
+    pub fn recycle(&self, spares: Vec<Vec<SpareHdr>>) {
+        for (m, spare) in self.shards.iter().zip(spares) {
+            let unused = std::mem::replace(&mut lock(m).spare_hdr, spare);
+            drop(unused); // outside the lock
+        }
+    }
+
+    /// Spare HDR arrays waiting in the shards.
+    #[cfg(test)]
+    pub(crate) fn spare_hdr_count(&self) -> usize {
+        self.shards.iter().map(|m| lock(m).spare_hdr.len()).sum()
+    }
+
     /// Takes the interval's state out of every shard; ingest continues into fresh tables.
     ///
     /// Each shard is locked once, for the time it takes to swap its table and remember its
@@ -471,13 +492,13 @@ pub(crate) enum OpValue {
 }
 
 #[inline]
-fn update(state: &mut State, value: OpValue) {
+fn update(state: &mut State, value: OpValue, spares: &mut Vec<SpareHdr>) {
     match (state, value) {
         (State::Counter(c), OpValue::Count(v)) => *c += v,
         (State::Gauge(g), OpValue::GaugeSet(v)) => *g = v,
         (State::Gauge(g), OpValue::GaugeAdd(v)) => *g += v,
         (State::Set(s), OpValue::SetMember(h)) => s.insert_hash(h),
-        (State::Histogram(h), OpValue::Sample(v, w)) => h.record(v, w),
+        (State::Histogram(h), OpValue::Sample(v, w)) => h.record_with(v, w, spares),
         // The type is part of the key, so a state and an op of different types never meet.
         _ => debug_assert!(false, "op type differs from series type"),
     }

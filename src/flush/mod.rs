@@ -8,6 +8,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use crate::aggregate::histogram::SpareHdr;
 use crate::aggregate::key::{KeyParts, Scope};
 use crate::aggregate::{Aggregator, Snapshot, State};
 use crate::config::{Aggregate, Runtime};
@@ -29,6 +30,19 @@ pub struct Renderer {
     percentiles: Vec<(f64, String)>,
     interval: u64,
     forwarding: bool,
+}
+
+/// What [`Renderer::render`] makes of a snapshot.
+#[derive(Debug)]
+pub struct Rendered {
+    /// The sinks' batch.
+    pub batch: FlushBatch,
+    /// Counts for self-metrics.
+    pub stats: RenderStats,
+    /// Series to forward, with their key hashes (for routing).
+    pub forward: Vec<(u64, SeriesState)>,
+    /// Emptied HDR arrays per shard, for [`Aggregator::recycle`].
+    pub spares: Vec<Vec<SpareHdr>>,
 }
 
 /// Counts from one render, for self-metrics.
@@ -67,15 +81,13 @@ impl Renderer {
     /// Renders a snapshot into a batch stamped `timestamp` (the end of the interval). With
     /// forwarding on, the series a global must merge are encoded into the returned list
     /// (with their key hash, for routing) instead of, or besides, local points (SPEC §5).
-    pub fn render(
-        &self,
-        snapshot: Snapshot,
-        timestamp: i64,
-    ) -> (FlushBatch, RenderStats, Vec<(u64, SeriesState)>) {
+    pub fn render(&self, snapshot: Snapshot, timestamp: i64) -> Rendered {
         let mut stats = RenderStats::default();
         let mut metrics = Vec::with_capacity(snapshot.series() * 2);
         let mut forward = Vec::new();
+        let mut spares = Vec::with_capacity(snapshot.tables.len());
         for table in snapshot.tables {
+            let mut spare = Vec::new();
             for series in table {
                 let Some(parts) = KeyParts::decode(&series.key) else {
                     continue;
@@ -97,7 +109,11 @@ impl Renderer {
                         forward.push((series.hash, s));
                     }
                 }
+                if let State::Histogram(h) = state {
+                    spare.extend(h.into_spare());
+                }
             }
+            spares.push(spare);
         }
         let batch = FlushBatch {
             metrics,
@@ -105,7 +121,12 @@ impl Renderer {
             events: snapshot.events,
             ..FlushBatch::default()
         };
-        (batch, stats, forward)
+        Rendered {
+            batch,
+            stats,
+            forward,
+            spares,
+        }
     }
 
     /// SPEC §5's scope rules: what this instance emits of a series, and whether it forwards it.
@@ -387,13 +408,19 @@ impl Flusher {
         let renderer = self.renderer.clone();
         let rendered =
             tokio::task::spawn_blocking(move || renderer.render(snapshot, timestamp)).await;
-        let (mut batch, stats, forward) = match rendered {
+        let Rendered {
+            mut batch,
+            stats,
+            forward,
+            spares,
+        } = match rendered {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!(error = %e, "flush render failed; interval lost");
                 return;
             }
         };
+        self.aggregator.recycle(spares);
         let t = self.aggregator.telemetry().clone();
         for (counter, n) in t.series_active.iter().zip(stats.series_by_kind) {
             counter.store(n, Ordering::Relaxed);
@@ -440,5 +467,70 @@ impl Flusher {
         t.last_flush_unix
             .store(u64::try_from(timestamp).unwrap_or(0), Ordering::Relaxed);
         tracing::debug!(points, ms, "flushed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aggregate::{AggregatorConfig, GaugeDeltas, Ingestor, Limits};
+
+    /// HDR arrays recycled from one interval into the next carry nothing over: the second
+    /// interval's percentiles are its own samples', and the spares are used.
+    #[test]
+    fn recycled_hdr_arrays_start_empty() {
+        let aggregator = Arc::new(Aggregator::new(
+            AggregatorConfig {
+                shards: 2,
+                limits: Limits::default(),
+                gauge_deltas: GaugeDeltas::Dogstatsd,
+                hostname: Arc::from("h"),
+                gauge_memory_flushes: 360,
+            },
+            Arc::new(crate::telemetry::Telemetry::default()),
+        ));
+        let renderer = Renderer::new(&crate::config::Config::default().validate("").unwrap());
+        let mut ingestor = Ingestor::new(aggregator.clone());
+        let send = |ingestor: &mut Ingestor, base: u32| {
+            for series in 0..20 {
+                for v in 1..=1000 {
+                    let line = format!("t{series}:{}|ms", base + v);
+                    ingestor.ingest_datagram(line.as_bytes(), false);
+                }
+            }
+            ingestor.commit();
+        };
+        // Interval 1: values 1_000_001..=1_001_000, all HDR.
+        send(&mut ingestor, 1_000_000);
+        let first = renderer.render(aggregator.swap(), 1);
+        let spares: usize = first.spares.iter().map(Vec::len).sum();
+        assert_eq!(spares, 20, "every HDR series leaves its arrays");
+        aggregator.recycle(first.spares);
+        assert_eq!(aggregator.spare_hdr_count(), 20);
+        // Interval 2: values 1..=1000 in the recycled arrays.
+        send(&mut ingestor, 0);
+        assert_eq!(aggregator.spare_hdr_count(), 0, "the spares were taken");
+        let second = renderer.render(aggregator.swap(), 2);
+        let p99 = |r: &Rendered, name: &str| {
+            r.batch
+                .metrics
+                .iter()
+                .find(|p| p.name == name)
+                .map(|p| p.value)
+        };
+        for series in 0..20 {
+            let name = format!("t{series}.99percentile");
+            let v = p99(&second, &name).expect("p99 rendered");
+            assert!((v - 990.0).abs() <= 990.0 * 0.01, "{name} = {v}");
+            let count = second
+                .batch
+                .metrics
+                .iter()
+                .find(|p| p.name == format!("t{series}.count"))
+                .map(|p| p.value);
+            assert_eq!(count, Some(1000.0));
+        }
+        let spares: usize = second.spares.iter().map(Vec::len).sum();
+        assert_eq!(spares, 20);
     }
 }

@@ -258,7 +258,8 @@ mod tests {
         let mut config = crate::config::Config::default();
         config.forward.addresses = vec!["http://127.0.0.1:8127".to_owned()];
         let renderer = crate::flush::Renderer::new(&config.validate("").unwrap());
-        let (batch, _, forward) = renderer.render(aggregator.swap(), 1_763_775_000);
+        let crate::flush::Rendered { batch, forward, .. } =
+            renderer.render(aggregator.swap(), 1_763_775_000);
         for p in &batch.metrics {
             assert!(p.value.is_finite(), "non-finite point rendered: {p:?}");
         }
