@@ -14,14 +14,15 @@
 # series (all of them in one interval, none refused). A case whose lines were not all received
 # (kernel drops) is retried at half the rate, at most twice.
 #
-# Cases (--cases, default a,b,c,d,e):
+# Cases (--cases, default a,b,c,d,e,f):
 #   a  1M counter series, 1 line each
 #   b  1M gauge series, 1 line each
 #   c  100k timer series, 100 samples each (25 lines per datagram, so each series gets exactly
 #      100: meterd-load visits the series in whole shuffled passes)
 #   d  case a's flush: meterd_flush_duration_ms of 1M series, with --flush-rate lines/s of gauge
 #      traffic (10k series) from 2 s before the boundary to 4 s after; lost = sent - received
-#   e  10k timer series, 400 samples each: the HDR form
+#   e  10k timer series, 1000 samples each: the HDR form (beyond 512 raw samples)
+#   f  10k timer series, 500 samples each: the largest raw form
 # Cases a and b also send their lines again in the second interval and report the steady state:
 # tables sized by the last interval, gauges' last values kept for `+N`, allocator leftovers.
 #
@@ -34,7 +35,7 @@ usage: benches/memory.sh [--build] [--out FILE] [options]
   --build            cargo build --release --bins first
   --meterd PATH      meterd binary (default $CARGO_TARGET_DIR or target/release/meterd)
   --load PATH        meterd-load binary (default next to meterd)
-  --cases LIST       a,b,c,d,e (default all; d runs within a)
+  --cases LIST       a,b,c,d,e,f (default all; d runs within a)
   --rate N           lines/s of the measured load (default 400000)
   --flush-rate N     lines/s sent across the flush in case d (default 300000)
   --scale N          divide every series count by N (quick trial runs; default 1)
@@ -45,7 +46,7 @@ EOF
 
 BUILD=0
 OUT=""
-CASES="a,b,c,d,e"
+CASES="a,b,c,d,e,f"
 RATE=400000
 FLUSH_RATE=300000
 SCALE=1
@@ -301,11 +302,12 @@ plan = {
     "a": (1_000_000, "c", "counter", 1),
     "b": (1_000_000, "g", "gauge", 1),
     "c": (100_000, "ms", "timer", 100),
-    "e": (10_000, "ms", "timer", 400),
+    "e": (10_000, "ms", "timer", 1000),
+    "f": (10_000, "ms", "timer", 500),
 }
 rows = []
 ok = True
-for key in ["a", "b", "c", "e"]:
+for key in ["a", "b", "c", "e", "f"]:
     if key not in cases and not (key == "a" and "d" in cases):
         continue
     series, types, kind, per = plan[key]
@@ -326,7 +328,7 @@ out = []
 out.append(f"`{command}` — meterd `{meterd}`, {time.strftime('%Y-%m-%d %H:%M:%S')}, {os.cpu_count()} CPUs\n")
 out.append("| case | series × samples | lines sent / received (kernel drops) | VmRSS before → after (MiB) | **bytes per series** | flushed series | flush ms | VmRSS after flush (MiB) | bytes per series, 2nd interval |")
 out.append("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-names = {"a": "a counters", "b": "b gauges", "c": "c timers", "e": "e timers (HDR)"}
+names = {"a": "a counters", "b": "b gauges", "c": "c timers", "e": "e timers (HDR)", "f": "f timers (raw, 500)"}
 for row in rows:
     per = (row["rss1"] - row["rss0"]) * 1024 / row["series"]
     second = "-"
