@@ -46,7 +46,14 @@ pub fn render_checked(aggregator: &Aggregator, forwarding: bool) {
     } else {
         &*STANDALONE
     };
-    let (batch, _stats, forward) = renderer.render(aggregator.swap(), NOW);
+    let meterd::flush::Rendered {
+        batch,
+        forward,
+        spares,
+        ..
+    } = renderer.render(aggregator.swap(), NOW);
+    // As the server does: the next interval reuses the emptied HDR arrays.
+    aggregator.recycle(spares);
     for p in &batch.metrics {
         assert!(p.value.is_finite(), "non-finite point rendered: {p:?}");
     }
