@@ -1078,7 +1078,17 @@ mod tests {
         assert!(HistogramState::from_parts(&parts).is_ok());
     }
 
-    /// Samples queued in `Pending` count in every reader: parts, percentiles, merges, whatever
+    /// Samples counted by a state's HDR parts.
+    fn counted_in(parts: &HistogramParts) -> u64 {
+        parts
+            .pos_counts
+            .iter()
+            .chain(&parts.neg_counts)
+            .sum::<u64>()
+            + parts.zeros
+    }
+
+    /// Samples queued in an HDR state count in every reader: parts, percentiles, merges, whatever
     /// the queue's fill and however the weights change.
     #[test]
     fn pending_samples_count_everywhere() {
@@ -1097,23 +1107,13 @@ mod tests {
                 expected += w as u64;
             }
             let parts = h.to_parts();
-            let counted: u64 = parts
-                .pos_counts
-                .iter()
-                .chain(&parts.neg_counts)
-                .sum::<u64>()
-                + parts.zeros;
+            let counted = counted_in(&parts);
             assert_eq!(counted, expected, "to_parts with {extra} extra");
             // Merging an unsettled state into another counts its queue too.
             let mut merged = build(&[1.0; RAW_LIMIT + 1]);
             merged.merge(&h);
             let parts = merged.to_parts();
-            let counted: u64 = parts
-                .pos_counts
-                .iter()
-                .chain(&parts.neg_counts)
-                .sum::<u64>()
-                + parts.zeros;
+            let counted = counted_in(&parts);
             assert_eq!(
                 counted,
                 expected + RAW_LIMIT as u64 + 1,

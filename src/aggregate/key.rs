@@ -165,6 +165,28 @@ impl std::fmt::Debug for SeriesKey {
     }
 }
 
+/// Sorts `line`'s tags into the first `host:` value, the magic-tag scope, and the rest
+/// (handed to `rest` in their order).
+fn split_tags<'a>(
+    line: &MetricLine<'a>,
+    mut rest: impl FnMut(&'a [u8]),
+) -> (Option<&'a [u8]>, Scope) {
+    let mut host = None;
+    let mut scope = Scope::Default;
+    for &t in &line.tags {
+        if let Some(h) = t.strip_prefix(b"host:") {
+            host.get_or_insert(h);
+        } else if is_magic(t, b"veneurglobalonly") {
+            scope = Scope::GlobalOnly;
+        } else if is_magic(t, b"veneurlocalonly") {
+            scope = Scope::LocalOnly;
+        } else {
+            rest(t);
+        }
+    }
+    (host, scope)
+}
+
 fn is_magic(tag: &[u8], magic: &[u8]) -> bool {
     tag == magic || (tag.starts_with(magic) && tag.get(magic.len()) == Some(&b':'))
 }
@@ -234,19 +256,7 @@ pub fn encode_key(out: &mut Vec<u8>, line: &MetricLine<'_>) {
     }
 
     let mut tags: SmallVec<[&[u8]; 16]> = SmallVec::new();
-    let mut host: Option<&[u8]> = None;
-    let mut scope = Scope::Default;
-    for &t in &line.tags {
-        if let Some(h) = t.strip_prefix(b"host:") {
-            host.get_or_insert(h);
-        } else if is_magic(t, b"veneurglobalonly") {
-            scope = Scope::GlobalOnly;
-        } else if is_magic(t, b"veneurlocalonly") {
-            scope = Scope::LocalOnly;
-        } else {
-            tags.push(t);
-        }
-    }
+    let (host, scope) = split_tags(line, |t| tags.push(t));
     tags.sort_unstable();
 
     push_head(out, kind, scope, ts, host, line.name);
@@ -431,22 +441,12 @@ mod tests {
     /// match byte for byte.
     fn encode_key_reference(out: &mut Vec<u8>, line: &MetricLine<'_>) {
         let mut tags: SmallVec<[TagRef<'_>; 16]> = SmallVec::new();
-        let mut host: Option<&[u8]> = None;
-        let mut scope = Scope::Default;
-        for &t in &line.tags {
-            if let Some(h) = t.strip_prefix(b"host:") {
-                host.get_or_insert(h);
-            } else if is_magic(t, b"veneurglobalonly") {
-                scope = Scope::GlobalOnly;
-            } else if is_magic(t, b"veneurlocalonly") {
-                scope = Scope::LocalOnly;
-            } else {
-                tags.push(TagRef {
-                    prefix: b"",
-                    rest: t,
-                });
-            }
-        }
+        let (host, scope) = split_tags(line, |t| {
+            tags.push(TagRef {
+                prefix: b"",
+                rest: t,
+            })
+        });
         if let Some(id) = line.container_id {
             tags.push(TagRef {
                 prefix: b"container_id:",
