@@ -266,14 +266,7 @@ const NEGATIVE: u64 = 1 << 63;
 impl Arrays {
     /// Adds `n` at each queued magnitude in `queued`.
     fn add_queued(&mut self, queued: &[u64], n: Count) {
-        for &m in queued {
-            let h = if m & NEGATIVE != 0 {
-                self.neg.get_or_insert_with(new_hdr)
-            } else {
-                &mut self.pos
-            };
-            add_to(h, m & !NEGATIVE, n);
-        }
+        add_queued(&mut self.pos, &mut self.neg, queued, n);
     }
 
     fn neg_len(&self) -> u64 {
@@ -385,10 +378,17 @@ impl Hdr {
     /// Adds the queued samples to the arrays; returns them, settled.
     fn settle(&mut self) -> &Arrays {
         let len = std::mem::take(&mut self.len);
-        let arrays = &mut *self.arrays;
-        let queued = arrays.pending;
-        arrays.add_queued(queued.get(..usize::from(len)).unwrap_or(&[]), self.n);
-        arrays
+        let Arrays {
+            pos, neg, pending, ..
+        } = &mut *self.arrays;
+        // The queue is read in place (split borrows), not copied out.
+        add_queued(
+            pos,
+            neg,
+            pending.get(..usize::from(len)).unwrap_or(&[]),
+            self.n,
+        );
+        &self.arrays
     }
 
     /// The arrays with nothing queued: these, or a settled copy.
@@ -466,6 +466,23 @@ fn scale(value: f64) -> Option<u64> {
     } else {
         scaled as u64
     })
+}
+
+/// Adds `n` at each queued magnitude in `queued` to `pos`, or to `neg` for negatives.
+fn add_queued(
+    pos: &mut Histogram<Count>,
+    neg: &mut Option<Histogram<Count>>,
+    queued: &[u64],
+    n: Count,
+) {
+    for &m in queued {
+        let h = if m & NEGATIVE != 0 {
+            neg.get_or_insert_with(new_hdr)
+        } else {
+            &mut *pos
+        };
+        add_to(h, m & !NEGATIVE, n);
+    }
 }
 
 /// Adds `n` at magnitude `m` (≥ 1). Auto-resize grows the histogram to cover every value up to
