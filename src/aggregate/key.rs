@@ -296,6 +296,8 @@ fn push_head(
     if host.is_some() {
         flags |= HAS_HOST;
     }
+    // One capacity check for the head (3 + 8 + name + 0 + host + 0 at most).
+    out.reserve(13 + name.len() + host.map_or(0, <[u8]>::len));
     out.extend_from_slice(&[kind, scope.to_byte(), flags]);
     if let Some(ts) = ts {
         out.extend_from_slice(&ts.to_le_bytes());
@@ -310,18 +312,39 @@ fn push_head(
 ///
 /// Tags are sorted as borrowed slices; `|c:ID` is merged in at its place as `container_id:ID`
 /// without being built, so nothing is allocated for up to 16 tags.
+#[inline]
 pub fn encode_key(out: &mut Vec<u8>, line: &MetricLine<'_>) {
-    let ts = match line.kind {
+    if line.tags.is_empty() && line.container_id.is_none() {
+        // Plain statsd: nothing to sort; inline in the reader's loop.
+        push_head(
+            out,
+            line_kind(line),
+            Scope::Default,
+            line_ts(line),
+            None,
+            line.name,
+        );
+    } else {
+        encode_tagged(out, line);
+    }
+}
+
+fn line_kind(line: &MetricLine<'_>) -> u8 {
+    line.kind.index() as u8
+}
+
+/// The `|T` timestamp the key carries: counters' and gauges' only.
+fn line_ts(line: &MetricLine<'_>) -> Option<u64> {
+    match line.kind {
         MetricType::Counter | MetricType::Gauge => line.timestamp,
         _ => None,
-    };
-    let kind = line.kind.index() as u8;
-    if line.tags.is_empty() && line.container_id.is_none() {
-        // Plain statsd: nothing to sort.
-        push_head(out, kind, Scope::Default, ts, None, line.name);
-        return;
     }
+}
 
+/// [`encode_key`] of a line with tags or a container id.
+#[inline(never)]
+fn encode_tagged(out: &mut Vec<u8>, line: &MetricLine<'_>) {
+    let (ts, kind) = (line_ts(line), line_kind(line));
     let mut tags: SmallVec<[&[u8]; 16]> = SmallVec::new();
     let (host, scope) = split_tags(line, |t| tags.push(t));
     tags.sort_unstable();

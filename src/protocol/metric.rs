@@ -52,17 +52,59 @@ pub fn parse_metric_into<'a>(
 ) -> Result<(), ParseError> {
     let colon = find_name_end(line)?;
     let (name, from_colon) = line.split_at_checked(colon).ok_or(ParseError::BadName)?;
-    let (values_text, after_values) = split_at_pipe(from_colon.get(1..).unwrap_or_default());
-    let (kind, mut rest) = split_type(after_values)?;
+    let after_colon = from_colon.get(1..).unwrap_or_default();
+    // The common line, one number and a type (`name:12|c`, then sections or not), in one pass
+    // over the value; anything else (several values, a set, any fault) takes the general path,
+    // which reports faults in their order.
+    if let Some((value, len)) = parse_f64_prefix(after_colon) {
+        if let Some(Ok((kind, rest))) = after_colon.get(len..).map(split_type) {
+            if kind != MetricType::Set {
+                let signed = matches!(after_colon.first(), Some(b'+' | b'-'));
+                reset(metric, name, kind);
+                match metric.values.as_mut_slice() {
+                    [only] => *only = Value { value, signed },
+                    _ => {
+                        metric.values.clear();
+                        metric.values.push(Value { value, signed });
+                    }
+                }
+                return if rest.is_empty() {
+                    Ok(())
+                } else {
+                    parse_sections(line, rest, metric)
+                };
+            }
+        }
+    }
+    parse_general(line, name, after_colon, metric)
+}
 
+/// Sets every field of `metric` but the values to those of a line with no sections.
+#[inline(always)]
+fn reset<'a>(metric: &mut MetricLine<'a>, name: &'a [u8], kind: MetricType) {
     metric.name = name;
     metric.kind = kind;
-    metric.values.clear();
     metric.set_member = &[];
     metric.sample_rate = 1.0;
-    metric.tags.clear();
+    if !metric.tags.is_empty() {
+        metric.tags.clear();
+    }
     metric.container_id = None;
     metric.timestamp = None;
+}
+
+/// The values, type and sections of any line, after its name.
+#[inline(never)]
+fn parse_general<'a>(
+    line: &'a [u8],
+    name: &'a [u8],
+    after_colon: &'a [u8],
+    metric: &mut MetricLine<'a>,
+) -> Result<(), ParseError> {
+    let (values_text, after_values) = split_at_pipe(after_colon);
+    let (kind, rest) = split_type(after_values)?;
+    reset(metric, name, kind);
+    metric.values.clear();
     match kind {
         MetricType::Set => {
             if values_text.is_empty() {
@@ -76,7 +118,15 @@ pub fn parse_metric_into<'a>(
         | MetricType::Histogram
         | MetricType::Distribution => parse_values(values_text, &mut metric.values)?,
     }
+    parse_sections(line, rest, metric)
+}
 
+/// The sections after the type, from `rest` (a suffix of `line`, empty or starting at a `|`).
+fn parse_sections<'a>(
+    line: &'a [u8],
+    mut rest: &'a [u8],
+    metric: &mut MetricLine<'a>,
+) -> Result<(), ParseError> {
     let mut seen_rate = false;
     // Invariant: `rest` is a suffix of `line`, empty or starting at the `|` that opens the next
     // section; every arm consumes its section and leaves `rest` the same way. The scanners take
@@ -206,33 +256,21 @@ const EXACT_POWERS_OF_TEN: [f64; 23] = [
 /// Integers skip the division: its latency was the largest cost of parsing `x:1|c`. Anything else
 /// (exponents, long digit strings, `inf`) goes to `fast_float2`, which gives the same answer for
 /// the short ones, just slower (the proptests below compare both with `str::parse`).
-#[inline]
+#[inline(always)]
 fn parse_f64_prefix(s: &[u8]) -> Option<(f64, usize)> {
     let (negative, start) = match s.first() {
         Some(b'-') => (true, 1),
         Some(b'+') => (false, 1),
         _ => (false, 0),
     };
-    let mut i = start;
-    let mut mantissa: u64 = 0;
-    let mut digits = |i: &mut usize| {
-        let from = *i;
-        while let Some(&b) = s.get(*i) {
-            let d = b.wrapping_sub(b'0');
-            if d > 9 {
-                break;
-            }
-            // Wrapping: past 15 digits the result is discarded below anyway.
-            mantissa = mantissa.wrapping_mul(10).wrapping_add(u64::from(d));
-            *i += 1;
-        }
-        *i - from
-    };
-    let int_digits = digits(&mut i);
+    let int_part = s.get(start..).unwrap_or_default();
+    let (mantissa, int_digits) = digits(int_part, 0);
+    let mut i = start + int_digits;
     let mut fraction_digits = 0;
-    if s.get(i) == Some(&b'.') {
-        i += 1;
-        fraction_digits = digits(&mut i);
+    let mut mantissa = mantissa;
+    if let Some((b'.', fraction)) = s.get(i..).and_then(<[u8]>::split_first) {
+        (mantissa, fraction_digits) = digits(fraction, mantissa);
+        i += 1 + fraction_digits;
     }
     let total_digits = int_digits + fraction_digits;
     if !(1..=15).contains(&total_digits) || matches!(s.get(i), Some(b'e' | b'E')) {
@@ -246,6 +284,22 @@ fn parse_f64_prefix(s: &[u8]) -> Option<(f64, usize)> {
         _ => exact,
     };
     Some((if negative { -magnitude } else { magnitude }, i))
+}
+
+/// The ASCII digits at the start of `s` appended to `mantissa` (wrapping: past 15 digits the
+/// caller discards the result), and how many there were.
+#[inline(always)]
+fn digits(s: &[u8], mut mantissa: u64) -> (u64, usize) {
+    let mut n = 0;
+    for &b in s {
+        let d = b.wrapping_sub(b'0');
+        if d > 9 {
+            break;
+        }
+        mantissa = mantissa.wrapping_mul(10).wrapping_add(u64::from(d));
+        n += 1;
+    }
+    (mantissa, n)
 }
 
 /// Kept out of line: `fast_float2` needs a large stack frame the fast path should not pay for.
@@ -1160,6 +1214,24 @@ mod tests {
             fn grammar_soup_matches_naive_parser(line in grammar_soup()) {
                 let _ = parse_line(&line);
                 prop_assert_eq!(parse_metric(&line).map(|m| owned(&m)), naive(&line));
+            }
+
+            /// One `MetricLine` filled by line after line (as the ingest path does) holds
+            /// exactly what a fresh one would: nothing of an earlier line (its tags, values,
+            /// rate, spilled storage) survives into a later one.
+            #[test]
+            fn reused_metric_line_matches_fresh(
+                lines in prop::collection::vec(
+                    prop_oneof![grammar_soup(), valid_line().prop_map(|(l, _)| l.into_bytes())],
+                    1..6,
+                ),
+            ) {
+                let mut reused = MetricLine::new();
+                for line in &lines {
+                    let fresh = parse_metric(line).map(|m| owned(&m));
+                    let into = parse_metric_into(line, &mut reused).map(|()| owned(&reused));
+                    prop_assert_eq!(into, fresh);
+                }
             }
 
             #[test]
