@@ -6,8 +6,8 @@
 
 Each round starts A, then B (the order alternates every round), each pinned to CPU 1 with the
 load generator on CPU 0, warms every series up, offers `--rate` lines/s for `--secs` seconds and
-reads the aggregator's CPU time (utime + stime, /proc/PID/stat, and of its datagram reader
-threads alone, which leaves out flushes that fall into a run) and the lines it counted
+reads the aggregator's CPU time (each thread's /proc schedstat run time, in ns, summed, and
+that of its datagram reader threads alone, which leaves out flushes that fall into a run) and the lines it counted
 (`meterd_lines_received_total` on /metrics). Prints each run and the median ns/line of each
 build with the ratio B ÷ A. Interleaving matters on a shared machine: a neighbour's burst then
 hits both builds alike, where two back-to-back batches would charge it to one of them. Only
@@ -34,23 +34,27 @@ def free_port(kind):
     return port
 
 
-def cpu_seconds(stat):
-    with open(stat) as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+def on_cpu_seconds(task):
+    """Time `task` (a /proc/PID/task/TID directory) has run on a CPU: schedstat's first field,
+    in nanoseconds (utime + stime count 10 ms ticks, too coarse for a few seconds' run)."""
+    with open(f"{task}/schedstat") as f:
+        return int(f.read().split()[0]) / 1e9
 
 
 def cpu(pid):
-    """(whole process, datagram reader threads) CPU seconds."""
-    readers = 0.0
+    """(whole process, datagram reader threads) CPU seconds, summed over the live threads."""
+    total = readers = 0.0
     for tid in os.listdir(f"/proc/{pid}/task"):
+        task = f"/proc/{pid}/task/{tid}"
         try:
-            with open(f"/proc/{pid}/task/{tid}/comm") as f:
+            t = on_cpu_seconds(task)
+            with open(f"{task}/comm") as f:
                 if f.read().startswith("meterd-udp"):
-                    readers += cpu_seconds(f"/proc/{pid}/task/{tid}/stat")
+                    readers += t
+            total += t
         except OSError:
             pass
-    return cpu_seconds(f"/proc/{pid}/stat"), readers
+    return total, readers
 
 
 def lines_received(http):

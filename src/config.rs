@@ -226,6 +226,8 @@ pub struct IngestConfig {
     pub tcp_max_connections: usize,
     /// A TCP connection silent this long is closed.
     pub tcp_idle_timeout: Dur,
+    /// Longest nap of a datagram reader after a receive that emptied its socket (0 = none).
+    pub read_coalesce: Dur,
 }
 
 /// `[http]`.
@@ -328,6 +330,7 @@ impl Default for IngestConfig {
             shards: 0,
             tcp_max_connections: 1024,
             tcp_idle_timeout: Dur(Duration::from_secs(300)),
+            read_coalesce: Dur(Duration::from_millis(5)),
         }
     }
 }
@@ -430,6 +433,12 @@ impl Config {
             return Err(invalid(
                 "ingest.tcp_idle_timeout",
                 "must be more than 0".into(),
+            ));
+        }
+        if self.ingest.read_coalesce.0 > Duration::from_millis(100) {
+            return Err(invalid(
+                "ingest.read_coalesce",
+                "must be at most 100ms".into(),
             ));
         }
         let ingest = &self.ingest;
@@ -748,5 +757,20 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(m.contains("http.listen (line 2)"), "{m}");
+    }
+
+    #[test]
+    fn read_coalesce_is_bounded() {
+        let text = "[ingest]\nread_coalesce = \"1s\"\n";
+        let m = Config::from_toml(text)
+            .and_then(|c| c.validate(text))
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
+        assert!(m.contains("ingest.read_coalesce (line 2)"), "{m}");
+        assert!(m.contains("at most 100ms"), "{m}");
+        let text = "[ingest]\nread_coalesce = \"0ms\"\n";
+        let off = Config::from_toml(text).map(|c| c.ingest.read_coalesce);
+        assert_eq!(off.ok(), Some(Dur(Duration::ZERO)));
     }
 }

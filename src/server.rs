@@ -113,6 +113,7 @@ pub async fn run(rt: Runtime, shutdown: impl Future<Output = ()>) -> Result<(), 
     let stop_threads = Arc::new(AtomicBool::new(false));
     let (stop_tx, stop_rx) = watch::channel(false);
     let max_datagram = cfg.ingest.max_datagram_bytes;
+    let coalesce = cfg.ingest.read_coalesce.0;
 
     // Bind everything first, so a bad address fails start-up before anything runs.
     let mut udp_ports = Vec::new();
@@ -171,7 +172,7 @@ pub async fn run(rt: Runtime, shutdown: impl Future<Output = ()>) -> Result<(), 
         let t = std::thread::Builder::new()
             .name(format!("meterd-{label}-{i}"))
             .spawn(move || {
-                ingest::datagram::run_reader(socket, ingestor, max_datagram, stop, label)
+                ingest::datagram::run_reader(socket, ingestor, max_datagram, coalesce, stop, label)
             })
             .map_err(ServerError::Thread)?;
         threads.push(t);
