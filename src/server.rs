@@ -28,16 +28,48 @@ use crate::telemetry::Telemetry;
 /// about a tenth of it (CFS weights 110 vs 1024); on an idle core it runs at full speed.
 pub const BACKGROUND_NICE: i32 = 10;
 
-/// Lowers the calling thread's scheduling priority by [`BACKGROUND_NICE`] (the kernel caps it
-/// at nice 19); meant for the tokio runtime's `on_thread_start`.
+/// Sets the calling thread's nice value to the process's (its main thread's) plus
+/// [`BACKGROUND_NICE`] (the kernel caps it at 19); meant for the tokio runtime's
+/// `on_thread_start`.
+///
+/// An absolute value, not a step: tokio starts its blocking-pool threads from worker threads,
+/// which already run lowered and pass their nice value on, so adding a step there ended them at
+/// nice 19 instead of 10.
 pub fn lower_thread_priority() {
-    // On Linux the nice value is per thread, so `nice` changes only the calling thread. Raising
-    // it needs no privilege and cannot fail, so its result (the new value) is not checked.
     #[cfg(target_os = "linux")]
-    // SAFETY: `nice` takes an integer and touches no memory of ours.
-    unsafe {
-        libc::nice(BACKGROUND_NICE);
+    {
+        let target = (process_nice() + BACKGROUND_NICE).min(19);
+        // On Linux, PRIO_PROCESS with id 0 is the calling thread alone. Raising a nice value
+        // needs no privilege; should it fail anyway the thread keeps its priority.
+        // SAFETY: `setpriority` takes integers and touches no memory of ours.
+        unsafe {
+            libc::setpriority(libc::PRIO_PROCESS, 0, target);
+        }
     }
+}
+
+/// The main thread's nice value (the process's, as started), 0 if it cannot be read.
+#[cfg(target_os = "linux")]
+fn process_nice() -> i32 {
+    // SAFETY: `getpid` and `getpriority` take integers and touch no memory of ours; errno is
+    // the calling thread's own.
+    unsafe {
+        // -1 is also a valid nice value: errno tells it from a failure.
+        *libc::__errno_location() = 0;
+        let nice = libc::getpriority(libc::PRIO_PROCESS, libc::getpid() as libc::id_t);
+        if nice == -1 && *libc::__errno_location() != 0 {
+            0
+        } else {
+            nice
+        }
+    }
+}
+
+/// The calling thread's nice value.
+#[cfg(all(test, target_os = "linux"))]
+fn thread_nice() -> i32 {
+    // SAFETY: as in `process_nice`.
+    unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) }
 }
 
 /// Returns the heap's free pages to the kernel (glibc keeps freed memory in its arenas).
@@ -418,4 +450,31 @@ fn differs<T: serde::Serialize>(a: &T, b: &T) -> bool {
         toml::to_string(&std::collections::BTreeMap::from([("v", v)])).unwrap_or_default()
     };
     text(a) != text(b)
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    /// A runtime thread started from another runtime thread (tokio's blocking pool) ends at the
+    /// same nice value as one started from the main thread: base + 10, not base + 20.
+    #[test]
+    fn lowered_threads_are_lowered_once() {
+        let expected = (process_nice() + BACKGROUND_NICE).min(19);
+        let (outer, inner) = std::thread::spawn(|| {
+            lower_thread_priority();
+            let outer = thread_nice();
+            let inner = std::thread::spawn(|| {
+                lower_thread_priority();
+                thread_nice()
+            })
+            .join()
+            .unwrap_or(i32::MIN);
+            (outer, inner)
+        })
+        .join()
+        .unwrap_or((i32::MIN, i32::MIN));
+        assert_eq!(outer, expected);
+        assert_eq!(inner, expected);
+    }
 }
