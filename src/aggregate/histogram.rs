@@ -507,7 +507,23 @@ fn recorded(h: &Histogram<Count>) -> u64 {
         .fold(0, u64::saturating_add)
 }
 
+/// The median of the bucket holding the `rank`-th smallest magnitude (1-based) of `h`.
+///
+/// Below `Count::MAX` samples (no bucket can have saturated: see [`recorded`]) hdrhistogram's
+/// quantile scan finds the bucket, summing eight counts at a time: the walk with
+/// `iter_recorded` took two thirds of a flush's CPU for HDR series. The quantile
+/// (rank − ½) ÷ total makes its ⌈quantile × total⌉ exactly `rank` for any total below 2^50.
 fn magnitude_at_rank(h: &Histogram<Count>, rank: u64) -> f64 {
+    let total = h.len();
+    if (1..u64::from(Count::MAX)).contains(&total) && (1..=total).contains(&rank) {
+        let q = (rank as f64 - 0.5) / total as f64;
+        return h.median_equivalent(h.value_at_quantile(q)) as f64 / SCALE;
+    }
+    magnitude_at_rank_walk(h, rank)
+}
+
+/// [`magnitude_at_rank`] by walking the recorded buckets (any count).
+fn magnitude_at_rank_walk(h: &Histogram<Count>, rank: u64) -> f64 {
     let mut seen = 0u64;
     for v in h.iter_recorded() {
         seen = seen.saturating_add(u64::from(v.count_at_value()));
@@ -1328,6 +1344,30 @@ mod tests {
                 "q={} got={} exact={}", q, got, exact);
             prop_assert_eq!(h.count, values.len() as f64);
         }
+        /// The quantile scan finds the same bucket as the walk over recorded buckets, at
+        /// every rank, whatever the magnitudes and counts.
+        #[test]
+        fn rank_scan_matches_the_walk(
+            samples in proptest::collection::vec((1u64..1u64 << 40, 1u32..1000), 1..300),
+        ) {
+            let mut h = new_hdr();
+            for &(m, n) in &samples {
+                add_to(&mut h, m, n);
+            }
+            let total = h.len();
+            let step = (total / 500).max(1);
+            let mut rank = 1;
+            while rank <= total {
+                prop_assert_eq!(
+                    magnitude_at_rank(&h, rank).to_bits(),
+                    magnitude_at_rank_walk(&h, rank).to_bits(),
+                    "rank {} of {}", rank, total
+                );
+                rank += step;
+            }
+            prop_assert_eq!(magnitude_at_rank(&h, total), magnitude_at_rank_walk(&h, total));
+        }
+
         #[test]
         fn raw_weighted_percentiles_are_exact(
             samples in proptest::collection::vec(
