@@ -6,8 +6,9 @@
 
 Each round starts A, then B (the order alternates every round), each pinned to CPU 1 with the
 load generator on CPU 0, warms every series up, offers `--rate` lines/s for `--secs` seconds and
-reads the aggregator's CPU time (each thread's /proc schedstat run time, in ns, summed, and
-that of its datagram reader threads alone, which leaves out flushes that fall into a run) and the lines it counted
+reads the aggregator's CPU time (each thread's /proc schedstat run time, in ns, summed): of the
+process, of its datagram reader threads alone (which leaves out flushes that fall into a run),
+and of its runtime threads (flush rendering, sinks, HTTP) and the lines it counted
 (`meterd_lines_received_total` on /metrics). Prints each run and the median ns/line of each
 build with the ratio B ÷ A. Interleaving matters on a shared machine: a neighbour's burst then
 hits both builds alike, where two back-to-back batches would charge it to one of them. Only
@@ -41,20 +42,25 @@ def on_cpu_seconds(task):
         return int(f.read().split()[0]) / 1e9
 
 
+# What each run reports, by thread name prefix ("" = every thread).
+GROUPS = {"process": "", "reader thread": "meterd-udp", "runtime threads": "meterd-rt"}
+
+
 def cpu(pid):
-    """(whole process, datagram reader threads) CPU seconds, summed over the live threads."""
-    total = readers = 0.0
+    """CPU seconds of each of GROUPS, summed over the live threads."""
+    sums = dict.fromkeys(GROUPS, 0.0)
     for tid in os.listdir(f"/proc/{pid}/task"):
         task = f"/proc/{pid}/task/{tid}"
         try:
             t = on_cpu_seconds(task)
             with open(f"{task}/comm") as f:
-                if f.read().startswith("meterd-udp"):
-                    readers += t
-            total += t
+                comm = f.read()
         except OSError:
-            pass
-    return total, readers
+            continue
+        for group, prefix in GROUPS.items():
+            if comm.startswith(prefix):
+                sums[group] += t
+    return sums
 
 
 def lines_received(http):
@@ -96,8 +102,8 @@ def run(binary, a, work):
             time.sleep(0.05)
         lines = lines_received(http) - lines0
         cpu1 = cpu(proc.pid)
-        per_line = [(after - before) * 1e9 / lines if lines else float("nan") for before, after in zip(cpu0, cpu1)]
-        return {"ns_per_line": per_line[0], "reader_ns_per_line": per_line[1], "loss": 1 - lines / sent}
+        per_line = {g: (cpu1[g] - cpu0[g]) * 1e9 / lines if lines else float("nan") for g in GROUPS}
+        return {"per_line": per_line, "loss": 1 - lines / sent}
     finally:
         proc.terminate()
         try:
@@ -120,21 +126,23 @@ def main():
     a = p.parse_args()
     if a.warm == 0:
         a.warm = 300_000 if a.workload == "dogstatsd" else 30_000
-    results = {"A": [], "B": []}
-    readers = {"A": [], "B": []}
+    results = {g: {"A": [], "B": []} for g in GROUPS}
     with tempfile.TemporaryDirectory(prefix="meterd-ab.") as work:
         for r in range(a.rounds):
             order = [("A", a.a), ("B", a.b)] if r % 2 == 0 else [("B", a.b), ("A", a.a)]
             for name, binary in order:
                 res = run(binary, a, work)
-                results[name].append(res["ns_per_line"])
-                readers[name].append(res["reader_ns_per_line"])
-                print(f"round {r + 1} {name}: {res['ns_per_line']:.1f} ns/line (reader thread "
-                      f"{res['reader_ns_per_line']:.1f}), loss {res['loss'] * 100:.3f} %", flush=True)
-    for what, d in (("process", results), ("reader thread", readers)):
+                for g, v in res["per_line"].items():
+                    results[g][name].append(v)
+                pl = res["per_line"]
+                print(f"round {r + 1} {name}: {pl['process']:.1f} ns/line (reader thread "
+                      f"{pl['reader thread']:.1f}, runtime threads {pl['runtime threads']:.1f}), "
+                      f"loss {res['loss'] * 100:.3f} %", flush=True)
+    for what, d in results.items():
         ma, mb = statistics.median(d["A"]), statistics.median(d["B"])
+        ratio = f"{mb / ma:.3f}" if ma else "-"
         print(f"{a.workload} at {a.rate:,} lines/s, {a.rounds} rounds of {a.secs} s, {what}: "
-              f"A median {ma:.1f} ns/line, B median {mb:.1f} ns/line, B/A = {mb / ma:.3f}")
+              f"A median {ma:.1f} ns/line, B median {mb:.1f} ns/line, B/A = {ratio}")
 
 
 if __name__ == "__main__":
