@@ -19,7 +19,7 @@ use meterd::telemetry::Telemetry;
 const SERIES: usize = 10_000;
 const DATAGRAMS: usize = 100;
 /// Passes over the datagrams before the measured ones, so every series exists.
-pub const WARM_UP: usize = 3;
+const WARM_UP: usize = 3;
 
 fn datagrams() -> Vec<Vec<u8>> {
     let mut out = Vec::with_capacity(DATAGRAMS);

@@ -15,8 +15,9 @@ while [ $# -gt 0 ]; do
 done
 command -v valgrind >/dev/null || { echo "instructions.sh: valgrind is not installed (apt-get install valgrind)" >&2; exit 1; }
 cd "$(dirname "$0")/.."
-cargo bench --bench ingest_loop --no-run 2>/dev/null
-BIN=$(ls -t target/release/deps/ingest_loop-* | grep -v '\.d$' | head -1)
+# The executable cargo built (wherever CARGO_TARGET_DIR puts it).
+BIN=$(cargo bench --bench ingest_loop --no-run 2>&1 | sed -n 's/.*Executable .*(\(.*\))$/\1/p' | tail -1)
+[ -x "$BIN" ] || { echo "instructions.sh: could not build benches/ingest_loop.rs" >&2; exit 1; }
 OUT=$(mktemp /tmp/meterd-callgrind.XXXXXX)
 trap 'rm -f "$OUT"' EXIT
 ITERS=100

@@ -667,11 +667,14 @@ impl HistogramState {
             recip_sum: self.recip_sum,
             ..HistogramParts::default()
         };
-        // More raw samples than a global accepts travel in HDR form.
+        // More raw samples than a global accepts travel in HDR form, settled here so that
+        // `settled` below borrows it instead of copying it.
         let from_raw;
         let repr = match &self.repr {
             Repr::Raw(raw) if raw.len() > FORWARD_RAW_LIMIT => {
-                from_raw = Repr::Hdr(Hdr::from_raw(raw, None));
+                let mut hdr = Hdr::from_raw(raw, None);
+                hdr.settle();
+                from_raw = Repr::Hdr(hdr);
                 &from_raw
             }
             repr => repr,

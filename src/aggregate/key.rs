@@ -318,7 +318,7 @@ pub fn encode_key(out: &mut Vec<u8>, line: &MetricLine<'_>) {
         // Plain statsd: nothing to sort; inline in the reader's loop.
         push_head(
             out,
-            line_kind(line),
+            line.kind.index() as u8,
             Scope::Default,
             line_ts(line),
             None,
@@ -327,10 +327,6 @@ pub fn encode_key(out: &mut Vec<u8>, line: &MetricLine<'_>) {
     } else {
         encode_tagged(out, line);
     }
-}
-
-fn line_kind(line: &MetricLine<'_>) -> u8 {
-    line.kind.index() as u8
 }
 
 /// The `|T` timestamp the key carries: counters' and gauges' only.
@@ -344,7 +340,7 @@ fn line_ts(line: &MetricLine<'_>) -> Option<u64> {
 /// [`encode_key`] of a line with tags or a container id.
 #[inline(never)]
 fn encode_tagged(out: &mut Vec<u8>, line: &MetricLine<'_>) {
-    let (ts, kind) = (line_ts(line), line_kind(line));
+    let (ts, kind) = (line_ts(line), line.kind.index() as u8);
     let mut tags: SmallVec<[&[u8]; 16]> = SmallVec::new();
     let (host, scope) = split_tags(line, |t| tags.push(t));
     tags.sort_unstable();

@@ -511,8 +511,9 @@ mod tests {
         send(&mut ingestor, 0);
         assert_eq!(aggregator.spare_hdr_count(), 0, "the spares were taken");
         let second = renderer.render(aggregator.swap(), 2);
-        let p99 = |r: &Rendered, name: &str| {
-            r.batch
+        let point = |name: &str| {
+            second
+                .batch
                 .metrics
                 .iter()
                 .find(|p| p.name == name)
@@ -520,15 +521,9 @@ mod tests {
         };
         for series in 0..20 {
             let name = format!("t{series}.99percentile");
-            let v = p99(&second, &name).expect("p99 rendered");
+            let v = point(&name).expect("p99 rendered");
             assert!((v - 990.0).abs() <= 990.0 * 0.01, "{name} = {v}");
-            let count = second
-                .batch
-                .metrics
-                .iter()
-                .find(|p| p.name == format!("t{series}.count"))
-                .map(|p| p.value);
-            assert_eq!(count, Some(1000.0));
+            assert_eq!(point(&format!("t{series}.count")), Some(1000.0));
         }
         let spares: usize = second.spares.iter().map(Vec::len).sum();
         assert_eq!(spares, 20);

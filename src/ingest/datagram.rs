@@ -118,12 +118,12 @@ const MAX_BUSY: f64 = 0.35;
 /// Every wake-up of a blocked reader costs a context switch and, on a virtual machine, an exit
 /// to the hypervisor: at 1M plain lines/s from a sender that writes a burst every millisecond,
 /// ~1,000 wake-ups a second were ~7 % of the reader's CPU. After a nap the next receive finds
-/// several bursts waiting. The nap is bounded three ways, so that the socket buffer always has
-/// room for what arrives meanwhile: by `read_coalesce`; by the buffer's size (full naps from
-/// [`FULL_NAP_BUFFER`] up, none below [`MIN_NAP`]'s share of it); and by the rate since the last
-/// nap, so that a nap fills at most a quarter of the buffer at that rate. A reader busy more
-/// than [`MAX_BUSY`] of the time does not nap, and a flooded one never does (its receives come
-/// back full).
+/// several bursts waiting. The nap is bounded so that the socket buffer always has room for
+/// what arrives meanwhile: by `read_coalesce`, scaled down in proportion for buffers smaller
+/// than [`FULL_NAP_BUFFER`] (a nap that comes out under [`MIN_NAP`] is not taken); and by the
+/// rate since the last nap, so that a nap fills at most a quarter of the buffer at that rate.
+/// A reader busy more than [`MAX_BUSY`] of the time does not nap, and a flooded one never does
+/// (its receives come back full).
 struct Coalesce {
     max: Duration,
     /// Buffer bytes a nap may fill.
@@ -273,8 +273,8 @@ mod tests {
     fn an_idle_or_slow_socket_naps_the_full_time() {
         let mut c = Coalesce::new(Duration::from_millis(5), BIG);
         assert_eq!(c.nap(), Some(Duration::from_millis(5)));
-        // 14 datagrams of 1432 bytes within a window of at least 0 s: the rate limit allows
-        // far more than 5 ms only if the window is long; make it so.
+        // One millisecond burst of 1M lines/s (14 datagrams of 1432 bytes) in 10 ms: a quarter
+        // of the buffer lasts over a second at that rate, so the full nap stands.
         c.since = Instant::now() - Duration::from_millis(10);
         for _ in 0..14 {
             c.received(1432);

@@ -264,10 +264,9 @@ fn parse_f64_prefix(s: &[u8]) -> Option<(f64, usize)> {
         _ => (false, 0),
     };
     let int_part = s.get(start..).unwrap_or_default();
-    let (mantissa, int_digits) = digits(int_part, 0);
+    let (mut mantissa, int_digits) = digits(int_part, 0);
     let mut i = start + int_digits;
     let mut fraction_digits = 0;
-    let mut mantissa = mantissa;
     if let Some((b'.', fraction)) = s.get(i..).and_then(<[u8]>::split_first) {
         (mantissa, fraction_digits) = digits(fraction, mantissa);
         i += 1 + fraction_digits;
