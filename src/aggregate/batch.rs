@@ -16,7 +16,7 @@ use crate::flush::point::{Event, ServiceCheck};
 use crate::health::{from_service_check, Origin};
 use crate::protocol::{
     parse_line_into, unescape_newlines, EventLine, MetricLine, MetricType, ParseError, ParsedLine,
-    ServiceCheckLine,
+    ServiceCheckLine, Value,
 };
 
 /// Lines buffered before an automatic commit, bounding an ingestor's memory (with the line
@@ -42,6 +42,8 @@ pub struct Ingestor {
     keys: Vec<u8>,
     /// Pending ops per shard.
     batches: Vec<Vec<Op>>,
+    /// The last line's op, its key encoded but not yet hashed ([`Ingestor::stage`]).
+    staged: Option<(Range<usize>, OpValue)>,
     pending: usize,
     packets: u64,
     lines: u64,
@@ -61,6 +63,7 @@ impl Ingestor {
             aggregator,
             keys: Vec::with_capacity(64 * 1024),
             batches: (0..shards).map(|_| Vec::new()).collect(),
+            staged: None,
             pending: 0,
             packets: 0,
             lines: 0,
@@ -159,53 +162,84 @@ impl Ingestor {
         let start = self.keys.len();
         encode_key(&mut self.keys, m);
         let key = start..self.keys.len();
-        let hash = hash_key(self.keys.get(key.clone()).unwrap_or_default());
-        let shard = self.aggregator.shard_of(hash);
-        let Some(batch) = self.batches.get_mut(shard) else {
-            self.keys.truncate(start);
-            return;
-        };
         // The same result as `1.0 / rate` for the common rate 1, without a division.
         let weight = if m.sample_rate == 1.0 {
             1.0
         } else {
             1.0 / m.sample_rate
         };
-        let mut push = |value| {
-            batch.push(Op {
-                key: key.clone(),
-                hash,
-                value,
-            })
-        };
-        match m.kind {
-            MetricType::Counter => {
-                for v in &m.values {
-                    push(OpValue::Count(v.value * weight));
-                }
+        let etsy = self.etsy;
+        let op = |v: &Value| match m.kind {
+            MetricType::Counter => OpValue::Count(v.value * weight),
+            MetricType::Gauge if v.signed && (etsy || !v.value.is_sign_negative()) => {
+                OpValue::GaugeAdd(v.value)
             }
-            MetricType::Gauge => {
-                for v in &m.values {
-                    let delta = v.signed && (self.etsy || !v.value.is_sign_negative());
-                    push(if delta {
-                        OpValue::GaugeAdd(v.value)
-                    } else {
-                        OpValue::GaugeSet(v.value)
-                    });
-                }
-            }
-            MetricType::Set => push(OpValue::SetMember(hash_member(m.set_member))),
+            MetricType::Gauge => OpValue::GaugeSet(v.value),
+            MetricType::Set => OpValue::SetMember(hash_member(m.set_member)),
             MetricType::Timer | MetricType::Histogram | MetricType::Distribution => {
-                for v in &m.values {
-                    push(OpValue::Sample(v.value, weight));
+                OpValue::Sample(v.value, weight)
+            }
+        };
+        match (m.kind, m.values.as_slice()) {
+            // A set line has no values, only its member.
+            (MetricType::Set, _) => self.stage(key, op(&Value::default())),
+            (_, [v]) => self.stage(key, op(v)),
+            (_, values) => {
+                self.route_staged();
+                let hash = hash_key(self.keys.get(key.clone()).unwrap_or_default());
+                let batch = self.batch(hash);
+                for v in values {
+                    batch.push(Op {
+                        key: key.clone(),
+                        hash,
+                        value: op(v),
+                    });
                 }
             }
         }
         self.pending += m.values.len().max(1);
     }
 
+    /// Holds `value` until the next line's key is encoded (or the commit), and routes the op
+    /// held before it.
+    ///
+    /// Hashing a key right after encoding it read bytes still in the store buffer, written by
+    /// several smaller stores: the load cannot be forwarded from them and waits until they
+    /// reach the cache (17 % of `ingest_line_into` at 1M plain lines/s, on the hash's first
+    /// load). One line later they have.
+    #[inline(always)]
+    fn stage(&mut self, key: Range<usize>, value: OpValue) {
+        if let Some((key, value)) = self.staged.replace((key, value)) {
+            self.route(key, value);
+        }
+    }
+
+    /// Routes the held op, if any.
+    fn route_staged(&mut self) {
+        if let Some((key, value)) = self.staged.take() {
+            self.route(key, value);
+        }
+    }
+
+    /// Hashes the key at `key` in `keys` and appends the op to its shard's batch.
+    #[inline(always)]
+    fn route(&mut self, key: Range<usize>, value: OpValue) {
+        let hash = hash_key(self.keys.get(key.clone()).unwrap_or_default());
+        self.batch(hash).push(Op { key, hash, value });
+    }
+
+    /// The batch of the shard of `hash`.
+    #[inline(always)]
+    fn batch(&mut self, hash: u64) -> &mut Vec<Op> {
+        let shard = self.aggregator.shard_of(hash);
+        let last = self.batches.len() - 1;
+        // `shard_of` masks the hash to the shard count: the index is always in range.
+        &mut self.batches[shard.min(last)]
+    }
+
     /// Applies every pending shard batch (one lock per non-empty shard) and publishes counters.
     pub fn commit(&mut self) {
+        self.route_staged();
         let mut refused = 0;
         let mut refused_per_metric = 0;
         for (i, ops) in self.batches.iter_mut().enumerate() {
@@ -320,6 +354,50 @@ fn to_service_check(sc: &ServiceCheckLine<'_>, hostname: &str) -> ServiceCheck {
 #[cfg(test)]
 mod tests {
     use super::find_newline;
+    use crate::aggregate::key::KeyParts;
+    use crate::aggregate::{Aggregator, AggregatorConfig, Ingestor, State};
+    use std::sync::Arc;
+
+    /// Every line's op lands, in order, though each is routed only when the next line is
+    /// encoded (or at the commit): single values, several values, sets, over several shards.
+    #[test]
+    fn staged_ops_land_in_order() {
+        let aggregator = Arc::new(Aggregator::new(
+            AggregatorConfig {
+                shards: 4,
+                limits: super::Limits::default(),
+                gauge_deltas: super::GaugeDeltas::Dogstatsd,
+                hostname: Arc::from("h"),
+                gauge_memory_flushes: 1,
+            },
+            Arc::new(crate::telemetry::Telemetry::default()),
+        ));
+        let mut ingestor = Ingestor::new(aggregator.clone());
+        ingestor.ingest_datagram(
+            b"g:1|g\ng:+2|g\nc:1:2:3|c\nc:4|c\ns:a|s\ns:b|s\nt:1:2|ms\ng:5|g\ng:+1|g",
+            false,
+        );
+        ingestor.commit();
+        let mut got: Vec<(String, String)> = Vec::new();
+        for table in aggregator.swap().tables {
+            for s in table {
+                let name = KeyParts::decode(&s.key).map(|p| p.name.to_owned());
+                let state = match &s.state {
+                    State::Counter(v) | State::Gauge(v) => v.to_string(),
+                    State::Set(set) => format!("{} members", set.estimate()),
+                    State::Histogram(h) => format!("{} samples", h.count),
+                };
+                got.push((name.unwrap_or_default(), state));
+            }
+        }
+        got.sort();
+        let want = [("c", "10"), ("g", "6"), ("s", "2 members"), ("t", "2 samples")];
+        let want: Vec<(String, String)> = want
+            .iter()
+            .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+            .collect();
+        assert_eq!(got, want);
+    }
 
     #[test]
     fn find_newline_matches_a_byte_search() {
