@@ -150,6 +150,30 @@ fn bench_render(c: &mut Criterion) {
             BatchSize::LargeInput,
         )
     });
+    // Timers past the raw limit: percentiles from HDR arrays (the path `populate` never
+    // reaches). Each line carries a series' whole interval as one multi-value line.
+    let timers = 2_000;
+    g.throughput(Throughput::Elements(timers as u64));
+    g.sample_size(20);
+    g.bench_function("2k_hdr_timers", |b| {
+        b.iter_batched(
+            || {
+                let agg = aggregator(2_000_000);
+                let mut ing = Ingestor::new(agg.clone());
+                for s in 0..timers {
+                    let values: Vec<String> = (0..1_000)
+                        .map(|v| (1 + (v * 7 + s) % 5_000).to_string())
+                        .collect();
+                    let line = format!("app.timer.{s}:{}|ms", values.join(":"));
+                    ing.ingest_line(line.as_bytes());
+                }
+                ing.commit();
+                agg.swap()
+            },
+            |snap| renderer.render(snap, 1_763_775_000),
+            BatchSize::LargeInput,
+        )
+    });
     g.finish();
 }
 

@@ -391,7 +391,12 @@ mod tests {
             }
         }
         got.sort();
-        let want = [("c", "10"), ("g", "6"), ("s", "2 members"), ("t", "2 samples")];
+        let want = [
+            ("c", "10"),
+            ("g", "6"),
+            ("s", "2 members"),
+            ("t", "2 samples"),
+        ];
         let want: Vec<(String, String)> = want
             .iter()
             .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
