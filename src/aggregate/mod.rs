@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use hashbrown::HashTable;
 
-pub use batch::Ingestor;
+pub use batch::{find_newline, Ingestor};
 
 use crate::flush::point::{Event, ServiceCheck};
 use crate::health::HealthStore;

@@ -107,7 +107,7 @@ async fn connection(
             let mut metric = MetricLine::new();
             while let Some(i) = data
                 .get(consumed..)
-                .and_then(|rest| memchr::memchr(b'\n', rest))
+                .and_then(crate::aggregate::find_newline)
             {
                 let line = data.get(consumed..consumed + i).unwrap_or_default();
                 if skipping {
