@@ -26,6 +26,9 @@ import tempfile
 import time
 import urllib.request
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_common import threads  # noqa: E402
+
 
 def free_port(kind):
     s = socket.socket(socket.AF_INET, kind)
@@ -35,31 +38,17 @@ def free_port(kind):
     return port
 
 
-def on_cpu_seconds(task):
-    """Time `task` (a /proc/PID/task/TID directory) has run on a CPU: schedstat's first field,
-    in nanoseconds (utime + stime count 10 ms ticks, too coarse for a few seconds' run)."""
-    with open(f"{task}/schedstat") as f:
-        return int(f.read().split()[0]) / 1e9
-
-
 # What each run reports, by thread name prefix ("" = every thread).
 GROUPS = {"process": "", "reader thread": "meterd-udp", "runtime threads": "meterd-rt"}
 
 
 def cpu(pid):
-    """CPU seconds of each of GROUPS, summed over the live threads."""
+    """CPU seconds of each of GROUPS, summed over the live threads (schedstat, in ns)."""
     sums = dict.fromkeys(GROUPS, 0.0)
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        task = f"/proc/{pid}/task/{tid}"
-        try:
-            t = on_cpu_seconds(task)
-            with open(f"{task}/comm") as f:
-                comm = f.read()
-        except OSError:
-            continue
+    for comm, run, _ in threads(pid).values():
         for group, prefix in GROUPS.items():
             if comm.startswith(prefix):
-                sums[group] += t
+                sums[group] += run / 1e9
     return sums
 
 

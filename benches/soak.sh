@@ -149,12 +149,9 @@ trap 'exit 130' INT TERM
 cat >"$WORK/soak.py" <<'PY'
 import argparse, glob, json, math, os, re, sys, time, urllib.request
 
-CLK = os.sysconf("SC_CLK_TCK")
+from bench_common import CLK, loadavg, proc, say, threads, udp_stat
+
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
-
-
-def say(msg):
-    print(msg, file=sys.stderr, flush=True)
 
 
 def alive(pid):
@@ -180,51 +177,6 @@ def metrics(url):
     return out
 
 
-def udp_sockets(port):
-    """The fields of each /proc/net/udp{,6} row whose local port is `port`."""
-    for path in ("/proc/net/udp", "/proc/net/udp6"):
-        try:
-            rows = open(path).read().splitlines()[1:]
-        except OSError:
-            continue
-        for row in rows:
-            f = row.split()
-            if len(f) > 12 and int(f[1].rsplit(":", 1)[1], 16) == port:
-                yield f
-
-
-def udp_rx_queue(port):
-    q = n = 0
-    for f in udp_sockets(port):
-        q += int(f[4].split(":")[1], 16)
-        n += 1
-    return q, n
-
-
-def proc(pid):
-    s = open(f"/proc/{pid}/stat").read()
-    f = s[s.rindex(")") + 2:].split()
-    st = {}
-    for row in open(f"/proc/{pid}/status"):
-        k, _, v = row.partition(":")
-        if k in ("VmRSS", "VmHWM", "Threads"):
-            st[k] = int(v.split()[0])
-    run = wait = 0
-    for path in glob.glob(f"/proc/{pid}/task/*/schedstat"):
-        try:
-            a, b = open(path).read().split()[:2]
-        except (OSError, ValueError):
-            continue
-        run, wait = run + int(a), wait + int(b)
-    return {"cpu_s": (int(f[11]) + int(f[12])) / CLK, "rss_kb": st.get("VmRSS", 0),
-            "hwm_kb": st.get("VmHWM", 0), "threads": st.get("Threads", 0),
-            "sched_run_s": run / 1e9, "sched_wait_s": wait / 1e9}
-
-
-def loadavg():
-    return open("/proc/loadavg").read().split()[:3]
-
-
 def cpu_busy_s(cpu):
     """Seconds CPU `cpu` was busy (not idle or iowait) since boot, from /proc/stat."""
     for row in open("/proc/stat"):
@@ -237,20 +189,8 @@ def cpu_busy_s(cpu):
 
 def readers(pid):
     """Run and runqueue-wait seconds summed over meterd's UDP reader threads (meterd-udp-N)."""
-    run = wait = 0
-    for task in glob.glob(f"/proc/{pid}/task/*"):
-        try:
-            if not open(f"{task}/comm").read().startswith("meterd-udp"):
-                continue
-            a, b = open(f"{task}/schedstat").read().split()[:2]
-        except (OSError, ValueError):
-            continue
-        run, wait = run + int(a), wait + int(b)
-    return run / 1e9, wait / 1e9
-
-
-def udp_drops(port):
-    return sum(int(f[-1]) for f in udp_sockets(port))
+    ts = [t for t in threads(pid).values() if t[0].startswith("meterd-udp")]
+    return sum(t[1] for t in ts) / 1e9, sum(t[2] for t in ts) / 1e9
 
 
 def cmd_ready(a):
@@ -282,7 +222,7 @@ def cmd_drain(a):
         if not alive(a.pid):
             sys.exit(f"meterd (pid {a.pid}) died")
         now = time.time()
-        q, _ = udp_rx_queue(a.port)
+        q = udp_stat(a.port)["rx_queue"]
         if q == 0:
             first_empty = first_empty or now
             cur = metrics(url).get("meterd_lines_received_total")
@@ -311,7 +251,7 @@ def cmd_sample(a):
         nxt = time.time()
         while time.time() < a.until and alive(a.pid) and not os.path.exists(a.stop_file):
             rec = {"t": time.time(), "loadavg": loadavg(), "cpu_busy_s": cpu_busy_s(a.cpu),
-                   "udp_drops": udp_drops(a.port)}
+                   "udp_drops": udp_stat(a.port)["drops"]}
             try:
                 rec.update(proc(a.pid))
                 rec["reader_run_s"], rec["reader_wait_s"] = readers(a.pid)
@@ -664,6 +604,7 @@ def main():
 
 main()
 PY
+export PYTHONPATH="$ROOT/benches${PYTHONPATH:+:$PYTHONPATH}" # bench_common.py
 HELPER=(timeout 120 python3 "$WORK/soak.py")
 
 meta() { printf '%s\t%s\n' "$1" "$2" >>"$WORK/meta.tsv"; }

@@ -136,29 +136,7 @@ trap 'exit 130' INT TERM
 cat >"$WORK/bench.py" <<'PY'
 import argparse, glob, json, math, os, re, subprocess, sys, time, urllib.request
 
-CLK = os.sysconf("SC_CLK_TCK")
-
-
-def say(msg):
-    print(msg, file=sys.stderr, flush=True)
-
-
-def udp_stat(port):
-    """rx queue bytes, drops and socket count of the UDP sockets bound to `port`."""
-    q = drops = n = 0
-    for path in ("/proc/net/udp", "/proc/net/udp6"):
-        try:
-            rows = open(path).read().splitlines()[1:]
-        except OSError:
-            continue
-        for row in rows:
-            f = row.split()
-            if len(f) < 13 or int(f[1].rsplit(":", 1)[1], 16) != port:
-                continue
-            q += int(f[4].split(":")[1], 16)
-            drops += int(f[-1])
-            n += 1
-    return {"rx_queue": q, "drops": drops, "sockets": n}
+from bench_common import loadavg, proc, say, threads, udp_stat
 
 
 def snmp():
@@ -167,42 +145,14 @@ def snmp():
     return {"rcvbuf_errors": d.get("RcvbufErrors", 0), "in_errors": d.get("InErrors", 0)}
 
 
-def proc(pid):
-    s = open(f"/proc/{pid}/stat").read()
-    f = s[s.rindex(")") + 2:].split()
-    status = {}
-    for row in open(f"/proc/{pid}/status"):
-        k, _, v = row.partition(":")
-        if k in ("VmRSS", "VmHWM"):
-            status[k] = int(v.split()[0])
-    return {"cpu_s": (int(f[11]) + int(f[12])) / CLK,
-            "rss_kb": status.get("VmRSS", 0), "hwm_kb": status.get("VmHWM", 0)}
-
-
-def sched(pid):
-    """Per thread: (on-CPU, runqueue-wait) nanoseconds from schedstat."""
-    out = {}
-    for path in glob.glob(f"/proc/{pid}/task/*/schedstat"):
-        try:
-            f = open(path).read().split()
-        except OSError:
-            continue
-        out[path.split("/")[4]] = (int(f[0]), int(f[1]))
-    return out
-
-
 def sched_delta(before, after):
     """On-CPU and runqueue-wait seconds between two snapshots, over threads alive at both plus
     threads started in between (a thread that exited takes its times with it)."""
     on = wait = 0
-    for tid, (a_on, a_wait) in after.items():
-        b_on, b_wait = before.get(tid, (0, 0))
+    for tid, (_, a_on, a_wait) in after.items():
+        _, b_on, b_wait = before.get(tid, ("", 0, 0))
         on, wait = on + a_on - b_on, wait + a_wait - b_wait
     return on / 1e9, wait / 1e9
-
-
-def loadavg():
-    return open("/proc/loadavg").read().split()[:3]
 
 
 class Peer:
@@ -323,7 +273,7 @@ def wait_drained(peer, timeout=90):
 def run_once(a, peer, phase, load_args, target):
     """One load run against a running peer; returns (and appends) its record."""
     totals_file = os.path.join(a.work, f"totals-{peer.kind}-{a.workload}-{phase}.json")
-    before = {"proc": proc(peer.pid), "sched": sched(peer.pid), "udp": udp_stat(peer.port), "snmp": snmp(),
+    before = {"proc": proc(peer.pid), "sched": threads(peer.pid), "udp": udp_stat(peer.port), "snmp": snmp(),
               "peer": peer.state()}
     la = loadavg()
     t0 = time.time()
@@ -332,7 +282,7 @@ def run_once(a, peer, phase, load_args, target):
     subprocess.run(cmd, check=True)
     t_end = time.time()
     t_drain = wait_drained(peer)
-    after_proc, after_sched = proc(peer.pid), sched(peer.pid)
+    after_proc, after_sched = proc(peer.pid), threads(peer.pid)
     after_udp, after_snmp = udp_stat(peer.port), snmp()
     peer.wait_reported(t_drain)
     after_peer = peer.state()
@@ -645,6 +595,7 @@ def main():
 
 main()
 PY
+export PYTHONPATH="$ROOT/benches${PYTHONPATH:+:$PYTHONPATH}" # bench_common.py
 BENCH=(python3 "$WORK/bench.py")
 
 free_port() { # udp|tcp: a port free on 127.0.0.1 right now
