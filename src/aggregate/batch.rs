@@ -23,11 +23,41 @@ use crate::protocol::{
 /// length limit, which bounds each key).
 const MAX_PENDING_OPS: usize = 4096;
 
+/// Bytes of encoded keys buffered before an automatic commit: keeps every offset into the
+/// buffer within `u32` ([`KeySpan`]; one key is at most a few times the longest line).
+const MAX_KEY_BYTES: usize = 64 << 20;
+
+/// Where an op's encoded key lies in the ingestor's `keys`, as 32-bit offsets: an [`Op`] is
+/// then 40 bytes instead of 48, and a batch of them touches a sixth fewer cache lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct KeySpan {
+    start: u32,
+    end: u32,
+}
+
+impl KeySpan {
+    /// The span of `r` (offsets beyond `u32`, which [`MAX_KEY_BYTES`] rules out, give a span
+    /// that [`KeySpan::of`] finds nothing at).
+    fn new(r: Range<usize>) -> KeySpan {
+        let at = |i| u32::try_from(i).unwrap_or(u32::MAX);
+        KeySpan {
+            start: at(r.start),
+            end: at(r.end).max(at(r.start)),
+        }
+    }
+
+    /// The key in `keys`.
+    #[inline(always)]
+    pub fn of<'k>(&self, keys: &'k [u8]) -> Option<&'k [u8]> {
+        keys.get(self.start as usize..self.end as usize)
+    }
+}
+
 /// One sample routed to a shard.
 #[derive(Debug, Clone)]
 pub(crate) struct Op {
-    /// Range of the encoded key in the ingestor's `keys`.
-    pub key: Range<usize>,
+    /// Where the encoded key is in the ingestor's `keys`.
+    pub key: KeySpan,
     /// Hash of that key.
     pub hash: u64,
     /// What the sample contributes.
@@ -43,7 +73,7 @@ pub struct Ingestor {
     /// Pending ops per shard.
     batches: Vec<Vec<Op>>,
     /// The last line's op, its key encoded but not yet hashed ([`Ingestor::stage`]).
-    staged: Option<(Range<usize>, OpValue)>,
+    staged: Option<(KeySpan, OpValue)>,
     pending: usize,
     packets: u64,
     lines: u64,
@@ -127,7 +157,7 @@ impl Ingestor {
             }
             Err(e) => self.count_invalid(e),
         }
-        if self.pending >= MAX_PENDING_OPS {
+        if self.pending >= MAX_PENDING_OPS || self.keys.len() >= MAX_KEY_BYTES {
             self.commit();
         }
     }
@@ -161,7 +191,7 @@ impl Ingestor {
     fn push_metric(&mut self, m: &MetricLine<'_>) {
         let start = self.keys.len();
         encode_key(&mut self.keys, m);
-        let key = start..self.keys.len();
+        let key = KeySpan::new(start..self.keys.len());
         // The same result as `1.0 / rate` for the common rate 1, without a division.
         let weight = if m.sample_rate == 1.0 {
             1.0
@@ -186,11 +216,11 @@ impl Ingestor {
             (_, [v]) => self.stage(key, op(v)),
             (_, values) => {
                 self.route_staged();
-                let hash = hash_key(self.keys.get(key.clone()).unwrap_or_default());
+                let hash = hash_key(key.of(&self.keys).unwrap_or_default());
                 let batch = self.batch(hash);
                 for v in values {
                     batch.push(Op {
-                        key: key.clone(),
+                        key,
                         hash,
                         value: op(v),
                     });
@@ -208,7 +238,7 @@ impl Ingestor {
     /// reach the cache (17 % of `ingest_line_into` at 1M plain lines/s, on the hash's first
     /// load). One line later they have.
     #[inline(always)]
-    fn stage(&mut self, key: Range<usize>, value: OpValue) {
+    fn stage(&mut self, key: KeySpan, value: OpValue) {
         if let Some((key, value)) = self.staged.replace((key, value)) {
             self.route(key, value);
         }
@@ -223,8 +253,8 @@ impl Ingestor {
 
     /// Hashes the key at `key` in `keys` and appends the op to its shard's batch.
     #[inline(always)]
-    fn route(&mut self, key: Range<usize>, value: OpValue) {
-        let hash = hash_key(self.keys.get(key.clone()).unwrap_or_default());
+    fn route(&mut self, key: KeySpan, value: OpValue) {
+        let hash = hash_key(key.of(&self.keys).unwrap_or_default());
         self.batch(hash).push(Op { key, hash, value });
     }
 
@@ -358,6 +388,19 @@ mod tests {
     use crate::aggregate::key::KeyParts;
     use crate::aggregate::{Aggregator, AggregatorConfig, Ingestor, State};
     use std::sync::Arc;
+
+    #[test]
+    fn key_spans_find_their_key_or_nothing() {
+        use super::KeySpan;
+        let keys = b"abcdef";
+        assert_eq!(KeySpan::new(1..4).of(keys), Some(&b"bcd"[..]));
+        assert_eq!(KeySpan::new(6..6).of(keys), Some(&b""[..]));
+        assert_eq!(KeySpan::new(4..9).of(keys), None);
+        // Past u32 (never, with MAX_KEY_BYTES): nothing, not a wrapped offset.
+        let far = usize::try_from(u64::from(u32::MAX) + 2).unwrap_or(usize::MAX);
+        assert_eq!(KeySpan::new(far..far.saturating_add(3)).of(keys), None);
+        assert_eq!(KeySpan::new(2..far).of(keys), None);
+    }
 
     /// Every line's op lands, in order, though each is routed only when the next line is
     /// encoded (or at the commit): single values, several values, sets, over several shards.

@@ -337,7 +337,7 @@ impl Aggregator {
         let shard = &mut *guard;
         let spares = &mut shard.spare_hdr;
         for op in ops {
-            let Some(key) = keys.get(op.key.clone()) else {
+            let Some(key) = op.key.of(keys) else {
                 continue;
             };
             let hash = op.hash;
