@@ -205,14 +205,14 @@ impl Ingestor {
                 OpValue::GaugeAdd(v.value)
             }
             MetricType::Gauge => OpValue::GaugeSet(v.value),
-            MetricType::Set => OpValue::SetMember(hash_member(m.set_member)),
-            MetricType::Timer | MetricType::Histogram | MetricType::Distribution => {
-                OpValue::Sample(v.value, weight)
-            }
+            // A set line has no values (its one op is its member, below): never reached.
+            MetricType::Set
+            | MetricType::Timer
+            | MetricType::Histogram
+            | MetricType::Distribution => OpValue::Sample(v.value, weight),
         };
         match (m.kind, m.values.as_slice()) {
-            // A set line has no values, only its member.
-            (MetricType::Set, _) => self.stage(key, op(&Value::default())),
+            (MetricType::Set, _) => self.stage(key, OpValue::SetMember(hash_member(m.set_member))),
             (_, [v]) => self.stage(key, op(v)),
             (_, values) => {
                 self.route_staged();

@@ -96,7 +96,7 @@ impl MetricType {
 }
 
 /// One numeric value of a metric line.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Value {
     /// The parsed, finite value (sign included).
     pub value: f64,
