@@ -1,7 +1,8 @@
-//! The reader's loop without the socket, for counting instructions: `bash benches/instructions.sh`
-//! runs it under callgrind and prints instructions per line, by function. Instruction counts do
-//! not move with a neighbour's load on a shared machine the way times do, so a small change to
-//! the hot path can be judged from one run (then confirmed in time with `benches/ab.py`).
+//! The reader's loop without the socket. `bash benches/instructions.sh` runs it under callgrind
+//! and prints instructions per line, by function: counts do not move with a neighbour's load on
+//! a shared machine the way times do. `bash benches/loop_ab.sh` times it built at two commits,
+//! in turns. Either judges a small change to the hot path; `benches/ab.py` then says what it
+//! does end to end.
 //!
 //! Datagrams of the plain workload's shapes (`load.c.m01234:2|c`, `load.ms.m01234:5123|ms`,
 //! `load.g.m01234:77|g`; ~7,000 of 10k names, ~1400 bytes each) go through an `Ingestor` into an
