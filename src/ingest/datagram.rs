@@ -8,7 +8,7 @@
 //! it drains whatever the kernel still holds (non-blocking) and returns. Linux only (`recvmmsg`).
 
 use std::io;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -178,31 +178,10 @@ impl Coalesce {
     }
 }
 
-/// The socket's receive buffer as the kernel reports it (`SO_RCVBUF`), 0 if unknown.
-fn receive_buffer(fd: RawFd) -> usize {
-    let mut value: libc::c_int = 0;
-    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: `value` and `len` are valid for writes of the sizes given for the call's duration.
-    let rc = unsafe {
-        libc::getsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUF,
-            (&mut value as *mut libc::c_int).cast(),
-            &mut len,
-        )
-    };
-    if rc == 0 {
-        usize::try_from(value).unwrap_or(0)
-    } else {
-        0
-    }
-}
-
 /// Reads `socket` until `shutdown` is set, then drains it. `max_datagram` bytes per datagram:
 /// longer ones are cut by the kernel and their last line counted as `truncated`. After a
 /// receive that empties the socket the reader naps up to `coalesce` ([`Coalesce`]; zero: never).
-pub fn run_reader<S: AsRawFd>(
+pub fn run_reader<S: AsRawFd + AsFd>(
     socket: S,
     mut ingestor: Ingestor,
     max_datagram: usize,
@@ -212,7 +191,11 @@ pub fn run_reader<S: AsRawFd>(
 ) {
     let fd = socket.as_raw_fd();
     let mut batch = RecvBatch::new(max_datagram);
-    let mut naps = Coalesce::new(coalesce, receive_buffer(fd));
+    // The buffer as the kernel reports it (twice what was asked), 0 if unknown: no naps.
+    let rcvbuf = socket2::SockRef::from(&socket)
+        .recv_buffer_size()
+        .unwrap_or(0);
+    let mut naps = Coalesce::new(coalesce, rcvbuf);
     let mut last_error_log: Option<Instant> = None;
     let mut draining = false;
     loop {
