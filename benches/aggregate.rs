@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use meterd::aggregate::histogram::RAW_LIMIT;
 use meterd::aggregate::{Aggregator, AggregatorConfig, GaugeDeltas, Ingestor, Limits};
 use meterd::config::{Config, Runtime};
 use meterd::flush::Renderer;
@@ -150,30 +151,36 @@ fn bench_render(c: &mut Criterion) {
             BatchSize::LargeInput,
         )
     });
-    // Timers past the raw limit: percentiles from HDR arrays (the path `populate` never
-    // reaches). Each line carries a series' whole interval as one multi-value line.
+    // 2,000 timers with a whole interval each (one multi-value line per series): past the raw
+    // limit, percentiles from HDR arrays (the path `populate` never reaches); within it, from
+    // sorted raw samples.
     let timers = 2_000;
     g.throughput(Throughput::Elements(timers as u64));
     g.sample_size(20);
-    g.bench_function("2k_hdr_timers", |b| {
-        b.iter_batched(
-            || {
-                let agg = aggregator(2_000_000);
-                let mut ing = Ingestor::new(agg.clone());
-                for s in 0..timers {
-                    let values: Vec<String> = (0..1_000)
-                        .map(|v| (1 + (v * 7 + s) % 5_000).to_string())
-                        .collect();
-                    let line = format!("app.timer.{s}:{}|ms", values.join(":"));
-                    ing.ingest_line(line.as_bytes());
-                }
-                ing.commit();
-                agg.swap()
-            },
-            |snap| renderer.render(snap, 1_763_775_000),
-            BatchSize::LargeInput,
-        )
-    });
+    for (name, samples) in [
+        ("2k_hdr_timers", 2 * RAW_LIMIT),
+        ("2k_raw_timers", RAW_LIMIT),
+    ] {
+        g.bench_function(name, |b| {
+            b.iter_batched(
+                || {
+                    let agg = aggregator(2_000_000);
+                    let mut ing = Ingestor::new(agg.clone());
+                    for s in 0..timers {
+                        let values: Vec<String> = (0..samples)
+                            .map(|v| (1 + (v * 7 + s) % 5_000).to_string())
+                            .collect();
+                        let line = format!("app.timer.{s}:{}|ms", values.join(":"));
+                        ing.ingest_line(line.as_bytes());
+                    }
+                    ing.commit();
+                    agg.swap()
+                },
+                |snap| renderer.render(snap, 1_763_775_000),
+                BatchSize::LargeInput,
+            )
+        });
+    }
     g.finish();
 }
 

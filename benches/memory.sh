@@ -21,8 +21,8 @@
 #      100: meterd-load visits the series in whole shuffled passes)
 #   d  case a's flush: meterd_flush_duration_ms of 1M series, with --flush-rate lines/s of gauge
 #      traffic (10k series) from 2 s before the boundary to 4 s after; lost = sent - received
-#   e  10k timer series, 1000 samples each: the HDR form (beyond 512 raw samples)
-#   f  10k timer series, 500 samples each: the largest raw form
+#   e  10k timer series, 2000 samples each: the HDR form (beyond 1024 raw samples)
+#   f  10k timer series, 1000 samples each: the largest raw form
 # Cases a and b also send their lines again in the second interval and report the steady state:
 # tables sized by the last interval, gauges' last values kept for `+N`, allocator leftovers.
 #
@@ -302,8 +302,8 @@ plan = {
     "a": (1_000_000, "c", "counter", 1),
     "b": (1_000_000, "g", "gauge", 1),
     "c": (100_000, "ms", "timer", 100),
-    "e": (10_000, "ms", "timer", 1000),
-    "f": (10_000, "ms", "timer", 500),
+    "e": (10_000, "ms", "timer", 2000),
+    "f": (10_000, "ms", "timer", 1000),
 }
 rows = []
 ok = True
@@ -328,7 +328,7 @@ out = []
 out.append(f"`{command}` — meterd `{meterd}`, {time.strftime('%Y-%m-%d %H:%M:%S')}, {os.cpu_count()} CPUs\n")
 out.append("| case | series × samples | lines sent / received (kernel drops) | VmRSS before → after (MiB) | **bytes per series** | flushed series | flush ms | VmRSS after flush (MiB) | bytes per series, 2nd interval |")
 out.append("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-names = {"a": "a counters", "b": "b gauges", "c": "c timers", "e": "e timers (HDR)", "f": "f timers (raw, 500)"}
+names = {"a": "a counters", "b": "b gauges", "c": "c timers", "e": "e timers (HDR)", "f": "f timers (raw, 1000)"}
 for row in rows:
     per = (row["rss1"] - row["rss0"]) * 1024 / row["series"]
     second = "-"

@@ -19,16 +19,23 @@ use hdrhistogram::Histogram;
 
 /// Fixed-point scale: HDR unit = 1/1000 of a value.
 pub const SCALE: f64 = 1000.0;
-/// Raw samples kept before switching to HDR: 512 × 8 bytes of values (plus 512 × 4 bytes of
-/// weights when rates differ) = 4–6 KiB, still less than the ~9 KiB HDR arrays of one
-/// millisecond timer, and appending a sample costs less than adding it to an HDR array.
+/// Raw samples kept before switching to HDR: 1024 × 8 bytes of values (plus 1024 × 4 bytes of
+/// weights when rates differ) = 8–12 KiB, about what the HDR arrays a series becomes cost (9.2
+/// KiB for a millisecond timer up to 10 s), and percentiles stay exact up to there.
+///
+/// Appending a sample writes the cache line the previous sample wrote (one line per eight
+/// samples); adding one to an HDR array lands anywhere in its ~9 KiB, which with thousands of
+/// series is in neither L1 nor L2. With timers only at 1M lines/s (100 samples a second per
+/// series, `benches/ab.py` and `meterd-load --types ms`) a limit of 2048 instead of 512 took
+/// 136 → 114 ns per line; the plain mix (30 % timers) went 103.1 → 99.3 at 1024 (BENCHMARKS.md).
 ///
 /// The switch is the expensive moment of a series' interval (the samples so far go into a new
 /// array), and series fed at similar rates reach it together: with the limit at 128, 50k
 /// DogStatsD histogram series at 1.5M lines/s all switched ~8.6 s into each interval, and the
-/// reader spent ~300 ms at 100 % there while the socket buffer overflowed. At 512 a series
-/// switches only beyond ~50 samples a second.
-pub const RAW_LIMIT: usize = 512;
+/// reader spent ~300 ms at 100 % there while the socket buffer overflowed. At 1024 a series
+/// switches only beyond ~100 samples a second (10 s interval), and the arrays it switches to
+/// are the last interval's, recycled ([`SpareHdr`]).
+pub const RAW_LIMIT: usize = 1024;
 /// Most raw samples a forwarded histogram carries (and a global accepts); a series with more
 /// travels as HDR buckets. Unchanged from when it was also the raw limit, so globals of that
 /// version accept what a newer local sends.
@@ -447,17 +454,36 @@ fn new_hdr_to(max: u64) -> Histogram<Count> {
 /// (exact for 1, 2, 4, 10…), at least 1, saturating.
 fn count_of(weight: f64) -> Count {
     let n = if weight.is_finite() && weight < 1e18 {
-        (weight.round() as u64).max(1)
+        (round_nonneg(weight) as u64).max(1)
     } else {
         u64::MAX / 4
     };
     Count::try_from(n).unwrap_or(Count::MAX)
 }
 
+/// `x.round()` for `0 ≤ x < 2^52`, without the call into libm that `f64::round` is on baseline
+/// x86-64 (no SSE4.1 rounding instruction): `count_of` and `scale` made two such calls per HDR
+/// sample. Exact: below 2^52 the truncation and the fraction `x − t` are exact. Any other `x`
+/// comes back as it is: from 2^52 on every float is an integer already, and both callers treat
+/// NaN and negatives alike before and after rounding.
+#[inline]
+fn round_nonneg(x: f64) -> f64 {
+    if (0.0..4_503_599_627_370_496.0).contains(&x) {
+        let t = x as i64 as f64;
+        if x - t >= 0.5 {
+            t + 1.0
+        } else {
+            t
+        }
+    } else {
+        x
+    }
+}
+
 /// `|value|` in HDR units, saturating at [`MAX_SCALED`]; `None` when it counts as zero (below
 /// one unit) or is NaN.
 fn scale(value: f64) -> Option<u64> {
-    let scaled = (value.abs() * SCALE).round();
+    let scaled = round_nonneg(value.abs() * SCALE);
     if scaled.is_nan() || scaled < 1.0 {
         return None;
     }
@@ -892,7 +918,7 @@ mod tests {
 
     #[test]
     fn fractional_values() {
-        let mut values: Vec<f64> = (1..=1000).map(|i| i as f64 / 997.0).collect();
+        let mut values: Vec<f64> = (1..=3000).map(|i| i as f64 / 997.0).collect();
         let mut h = build(&values);
         let exact = exact_nearest_rank(&mut values, 0.99);
         let got = h.percentile(0.99);
@@ -943,7 +969,7 @@ mod tests {
     fn parts_round_trip() {
         for vals in [
             vec![1.0, 2.0, 3.5],
-            (0..1000).map(|i| i as f64 - 500.0).collect(),
+            (0..3000).map(|i| i as f64 - 1500.0).collect(),
         ] {
             let mut h = build(&vals);
             let mut back = HistogramState::from_parts(&h.to_parts()).unwrap();
@@ -1164,10 +1190,10 @@ mod tests {
 
     #[test]
     fn negative_histogram_only_when_negatives_arrive() {
-        let mut values: Vec<f64> = (1..=1000).map(f64::from).collect();
+        let mut values: Vec<f64> = (1..=3000).map(f64::from).collect();
         let mut h = build(&values);
         let Repr::Hdr(hdr) = &h.repr else {
-            panic!("1000 samples are HDR")
+            panic!("3000 samples are HDR")
         };
         assert!(hdr.arrays.neg.is_none());
         let before = h.heap_bytes();
@@ -1205,8 +1231,8 @@ mod tests {
     fn merges_of_every_form_are_exact() {
         let small_a: Vec<f64> = (0..40).map(|i| i as f64 * 2.5 - 10.0).collect();
         let small_b: Vec<f64> = (0..50).map(|i| 100.0 + i as f64).collect();
-        let big_a: Vec<f64> = (0..700).map(|i| i as f64 * 0.9).collect();
-        let big_b: Vec<f64> = (0..900).map(|i| -(i as f64) * 1.1).collect();
+        let big_a: Vec<f64> = (0..1400).map(|i| i as f64 * 0.9).collect();
+        let big_b: Vec<f64> = (0..1800).map(|i| -(i as f64) * 1.1).collect();
         for (a, b, raw_after) in [
             (&small_a, &small_b, true),
             (&small_a, &big_a, false),
@@ -1261,8 +1287,8 @@ mod tests {
         let forms = [
             build_weighted(&[(1.5, 1.0 / 0.3), (2.5, 1.0 / 0.3)]),
             build_weighted(&[(1.5, 1.0), (2.5, 4.0), (-3.0, 2.0)]),
-            build(&(0..1000).map(f64::from).collect::<Vec<_>>()),
-            build(&(0..1000).map(|i| f64::from(i) - 500.0).collect::<Vec<_>>()),
+            build(&(0..3000).map(f64::from).collect::<Vec<_>>()),
+            build(&(0..3000).map(|i| f64::from(i) - 1500.0).collect::<Vec<_>>()),
         ];
         for h in forms {
             let parts = h.to_parts();
@@ -1275,7 +1301,7 @@ mod tests {
         let p = build_weighted(&[(1.0, 1.0 / 0.3), (2.0, 1.0 / 0.3)]).to_parts();
         assert_eq!(p.raw_weights, vec![1.0 / 0.3; 2]);
         // Negative buckets appear on the wire only when there were negatives.
-        let p = build(&(1..=1000).map(f64::from).collect::<Vec<_>>()).to_parts();
+        let p = build(&(1..=3000).map(f64::from).collect::<Vec<_>>()).to_parts();
         assert!(p.neg_buckets.is_empty() && !p.pos_buckets.is_empty());
     }
 
@@ -1317,7 +1343,38 @@ mod tests {
         assert_eq!(p.raw_values.len(), FORWARD_RAW_LIMIT);
     }
 
+    #[test]
+    fn round_nonneg_is_round_at_the_edges() {
+        let half_below = 0.5 - f64::EPSILON / 4.0; // the classic `(x + 0.5).floor()` failure
+        for x in [
+            0.0,
+            half_below,
+            0.5,
+            1.5,
+            2.5,
+            999.4999999999999,
+            999.5,
+            4_503_599_627_370_495.5,
+            4_503_599_627_370_496.0,
+            1e18,
+            f64::MAX,
+            f64::INFINITY,
+        ] {
+            assert_eq!(round_nonneg(x).to_bits(), x.round().to_bits(), "{x}");
+        }
+        assert!(round_nonneg(f64::NAN).is_nan());
+    }
+
     proptest! {
+        #[test]
+        fn round_nonneg_is_round(x in 0.0f64..1e17, bits in any::<u64>()) {
+            prop_assert_eq!(round_nonneg(x).to_bits(), x.round().to_bits());
+            let y = f64::from_bits(bits).abs();
+            if !y.is_nan() {
+                prop_assert_eq!(round_nonneg(y).to_bits(), y.round().to_bits());
+            }
+        }
+
         #[test]
         fn merged_equals_one_instance(
             a in proptest::collection::vec(0.001f64..1e5, 1..200),

@@ -493,21 +493,21 @@ mod tests {
         let mut ingestor = Ingestor::new(aggregator.clone());
         let send = |ingestor: &mut Ingestor, base: u32| {
             for series in 0..20 {
-                for v in 1..=1000 {
+                for v in 1..=2000 {
                     let line = format!("t{series}:{}|ms", base + v);
                     ingestor.ingest_datagram(line.as_bytes(), false);
                 }
             }
             ingestor.commit();
         };
-        // Interval 1: values 1_000_001..=1_001_000, all HDR.
+        // Interval 1: values 1_000_001..=1_002_000, all HDR.
         send(&mut ingestor, 1_000_000);
         let first = renderer.render(aggregator.swap(), 1);
         let spares: usize = first.spares.iter().map(Vec::len).sum();
         assert_eq!(spares, 20, "every HDR series leaves its arrays");
         aggregator.recycle(first.spares);
         assert_eq!(aggregator.spare_hdr_count(), 20);
-        // Interval 2: values 1..=1000 in the recycled arrays.
+        // Interval 2: values 1..=2000 in the recycled arrays.
         send(&mut ingestor, 0);
         assert_eq!(aggregator.spare_hdr_count(), 0, "the spares were taken");
         let second = renderer.render(aggregator.swap(), 2);
@@ -522,8 +522,8 @@ mod tests {
         for series in 0..20 {
             let name = format!("t{series}.99percentile");
             let v = point(&name).expect("p99 rendered");
-            assert!((v - 990.0).abs() <= 990.0 * 0.01, "{name} = {v}");
-            assert_eq!(point(&format!("t{series}.count")), Some(1000.0));
+            assert!((v - 1980.0).abs() <= 1980.0 * 0.01, "{name} = {v}");
+            assert_eq!(point(&format!("t{series}.count")), Some(2000.0));
         }
         let spares: usize = second.spares.iter().map(Vec::len).sum();
         assert_eq!(spares, 20);
