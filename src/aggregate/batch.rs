@@ -192,10 +192,7 @@ impl Ingestor {
         let start = self.keys.len();
         encode_key(&mut self.keys, m);
         let key = KeySpan::new(start..self.keys.len());
-        // Divided on every line: a test for the common rate 1 (written `== 1.0`, LLVM folded it
-        // away, 1 ÷ 1 being 1; written `< 1.0`, it stayed and the ingest loop measured 2–3.5 %
-        // slower, `benches/loop_ab.sh`), and the division's latency overlaps the parse.
-        let weight = 1.0 / m.sample_rate;
+        let weight = m.weight;
         let etsy = self.etsy;
         let op = |v: &Value| match m.kind {
             MetricType::Counter => OpValue::Count(v.value * weight),

@@ -569,6 +569,7 @@ mod tests {
             }],
             set_member: b"",
             sample_rate: 1.0,
+            weight: 1.0,
             tags: tags.iter().map(|t| t.as_bytes()).collect(),
             container_id: None,
             timestamp: None,

@@ -86,6 +86,7 @@ fn reset<'a>(metric: &mut MetricLine<'a>, name: &'a [u8], kind: MetricType) {
     metric.kind = kind;
     metric.set_member = &[];
     metric.sample_rate = 1.0;
+    metric.weight = 1.0;
     if !metric.tags.is_empty() {
         metric.tags.clear();
     }
@@ -141,6 +142,7 @@ fn parse_sections<'a>(
                 seen_rate = true;
                 let (rate, after) = parse_sample_rate(text)?;
                 metric.sample_rate = rate;
+                metric.weight = 1.0 / rate;
                 after
             }
             [b'#', text @ ..] => {
@@ -985,6 +987,8 @@ mod tests {
         }
 
         fn owned(m: &MetricLine<'_>) -> Expected {
+            // The weight is derived, and must be so for every line (reused targets included).
+            assert_eq!(m.weight.to_bits(), (1.0 / m.sample_rate).to_bits());
             Expected {
                 name: m.name.to_vec(),
                 kind: m.kind,
