@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Interleaved A/B of two meterd builds: CPU per line at a fixed offered rate.
 
-    python3 benches/ab.py A/meterd B/meterd [--workload plain] [--rate 1000000] [--secs 8]
-                          [--rounds 5] [--load target/release/meterd-load] [--nice -10]
+    python3 benches/ab.py A/meterd B/meterd [--workload plain] [--types MIX] [--rate 1000000]
+                          [--secs 8] [--rounds 5] [--load target/release/meterd-load] [--nice -10]
 
 Each round starts A, then B (the order alternates every round), each pinned to CPU 1 with the
 load generator on CPU 0, warms every series up, offers `--rate` lines/s for `--secs` seconds and
@@ -78,7 +78,7 @@ def run(binary, a, work):
                     sys.exit(f"ab.py: {binary} did not start")
                 time.sleep(0.05)
         load = ["nice", "-n", str(a.nice), a.load, "--to", f"127.0.0.1:{udp}", "--workload", a.workload,
-                "--cpu", "0", "--quiet"]
+                "--cpu", "0", "--quiet"] + (["--types", a.types] if a.types else [])
         # Warm-up: every series exists before the measured run.
         subprocess.run(load + ["--rate", "200000", "--count", str(a.warm)], check=True)
         time.sleep(0.5)
@@ -110,6 +110,7 @@ def main():
     p.add_argument("--secs", type=int, default=8)
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--warm", type=int, default=0, help="warm-up lines (default: 3 × the workload's series)")
+    p.add_argument("--types", default="", help="meterd-load --types, e.g. ms (timers only) or c:5,g:2")
     p.add_argument("--load", default="target/release/meterd-load")
     p.add_argument("--nice", type=int, default=0)
     a = p.parse_args()
@@ -130,7 +131,8 @@ def main():
     for what, d in results.items():
         ma, mb = statistics.median(d["A"]), statistics.median(d["B"])
         ratio = f"{mb / ma:.3f}" if ma else "-"
-        print(f"{a.workload} at {a.rate:,} lines/s, {a.rounds} rounds of {a.secs} s, {what}: "
+        mix = f" (types {a.types})" if a.types else ""
+        print(f"{a.workload}{mix} at {a.rate:,} lines/s, {a.rounds} rounds of {a.secs} s, {what}: "
               f"A median {ma:.1f} ns/line, B median {mb:.1f} ns/line, B/A = {ratio}")
 
 
