@@ -27,7 +27,8 @@ pub const SCALE: f64 = 1000.0;
 /// samples); adding one to an HDR array lands anywhere in its ~9 KiB, which with thousands of
 /// series is in neither L1 nor L2. With timers only at 1M lines/s (100 samples a second per
 /// series, `benches/ab.py` and `meterd-load --types ms`) a limit of 2048 instead of 512 took
-/// 136 → 114 ns per line; the plain mix (30 % timers) went 103.1 → 99.3 at 1024 (BENCHMARKS.md).
+/// 136 → 114 ns per line; the plain mix (30 % timers) went 103.1 → 99.3 at 1024, with
+/// `round_nonneg` (BENCHMARKS.md).
 ///
 /// The switch is the expensive moment of a series' interval (the samples so far go into a new
 /// array), and series fed at similar rates reach it together: with the limit at 128, 50k
