@@ -151,16 +151,19 @@ fn bench_render(c: &mut Criterion) {
             BatchSize::LargeInput,
         )
     });
-    // 2,000 timers with a whole interval each (one multi-value line per series): past the raw
-    // limit, percentiles from HDR arrays (the path `populate` never reaches); within it, from
-    // sorted raw samples.
+    // Timers with a whole interval each (one multi-value line per series): past the raw limit,
+    // percentiles from HDR arrays (the path `populate` never reaches); within it, from sorted
+    // raw samples.
     let timers = 2_000;
-    g.throughput(Throughput::Elements(timers as u64));
     g.sample_size(20);
-    for (name, samples) in [
-        ("2k_hdr_timers", 2 * RAW_LIMIT),
-        ("2k_raw_timers", RAW_LIMIT),
+    // (name, series, samples each, step between a series' consecutive values)
+    for (name, timers, samples, step) in [
+        ("2k_hdr_timers", timers, 2 * RAW_LIMIT, 7),
+        ("2k_raw_timers", timers, RAW_LIMIT, 7),
+        // The dogstatsd workload's shape: many series with a few samples each, in no order.
+        ("20k_timers_25_samples", 10 * timers, 25, 7_919),
     ] {
+        g.throughput(Throughput::Elements(timers as u64));
         g.bench_function(name, |b| {
             b.iter_batched(
                 || {
@@ -168,7 +171,7 @@ fn bench_render(c: &mut Criterion) {
                     let mut ing = Ingestor::new(agg.clone());
                     for s in 0..timers {
                         let values: Vec<String> = (0..samples)
-                            .map(|v| (1 + (v * 7 + s) % 5_000).to_string())
+                            .map(|v| (1 + (v * step + s) % 5_000).to_string())
                             .collect();
                         let line = format!("app.timer.{s}:{}|ms", values.join(":"));
                         ing.ingest_line(line.as_bytes());
