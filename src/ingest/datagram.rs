@@ -181,7 +181,7 @@ impl Coalesce {
 /// Reads `socket` until `shutdown` is set, then drains it. `max_datagram` bytes per datagram:
 /// longer ones are cut by the kernel and their last line counted as `truncated`. After a
 /// receive that empties the socket the reader naps up to `coalesce` ([`Coalesce`]; zero: never).
-pub fn run_reader<S: AsRawFd + AsFd>(
+pub fn run_reader<S: AsFd>(
     socket: S,
     mut ingestor: Ingestor,
     max_datagram: usize,
@@ -189,7 +189,7 @@ pub fn run_reader<S: AsRawFd + AsFd>(
     shutdown: Arc<AtomicBool>,
     label: &'static str,
 ) {
-    let fd = socket.as_raw_fd();
+    let fd = socket.as_fd().as_raw_fd();
     let mut batch = RecvBatch::new(max_datagram);
     // The buffer as the kernel reports it (twice what was asked), 0 if unknown: no naps.
     let rcvbuf = socket2::SockRef::from(&socket)
