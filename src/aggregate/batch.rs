@@ -443,6 +443,84 @@ mod tests {
         assert_eq!(got, want);
     }
 
+    /// Histogram samples are recorded after their batch's lookups (`Aggregator::apply`), with
+    /// states prefetched ahead: every series must end exactly as if each sample had been
+    /// recorded where it arrived. Many series interleaved (more than the prefetch distances),
+    /// one crossing the raw limit inside one batch, one with mixed sample rates.
+    #[test]
+    fn deferred_samples_land_as_if_recorded_in_order() {
+        use crate::aggregate::histogram::HistogramState;
+        use std::collections::HashMap;
+        let aggregator = Arc::new(Aggregator::new(
+            AggregatorConfig {
+                shards: 2,
+                limits: super::Limits::default(),
+                gauge_deltas: super::GaugeDeltas::Dogstatsd,
+                hostname: Arc::from("h"),
+                gauge_memory_flushes: 1,
+            },
+            Arc::new(crate::telemetry::Telemetry::default()),
+        ));
+        let mut ingestor = Ingestor::new(aggregator.clone());
+        let mut want: HashMap<String, HistogramState> = HashMap::new();
+        let mut r = 99u64;
+        let mut datagram = String::new();
+        for i in 0..3000usize {
+            r = r.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            let value = ((r >> 40) % 1_000_000) as f64 / 7.0;
+            let name = if i % 2 == 0 {
+                "hot".to_owned() // 1,500 samples: past the raw limit within the batch
+            } else {
+                format!("t{}", i % 37)
+            };
+            let rate = if name == "t5" && i % 3 == 0 { 0.5 } else { 1.0 };
+            datagram.push_str(&format!("{name}:{value}|ms"));
+            if rate < 1.0 {
+                datagram.push_str(&format!("|@{rate}"));
+            }
+            datagram.push('\n');
+            let weight = 1.0 / rate;
+            want.entry(name)
+                .and_modify(|h| h.record(value, weight))
+                .or_insert_with(|| HistogramState::new(value, weight));
+            if i % 50 == 49 {
+                ingestor.ingest_datagram(datagram.as_bytes(), false);
+                datagram.clear();
+            }
+        }
+        ingestor.commit();
+        let mut seen = 0;
+        for table in aggregator.swap().tables {
+            for s in table {
+                let name = KeyParts::decode(&s.key).map(|p| p.name.to_owned());
+                let name = name.unwrap_or_default();
+                let State::Histogram(mut got) = s.state else {
+                    panic!("{name} is not a histogram");
+                };
+                let mut w = want
+                    .remove(&name)
+                    .unwrap_or_else(|| panic!("unexpected {name}"));
+                let bits = |h: &HistogramState| {
+                    [h.count, h.sum, h.min, h.max, h.recip_sum].map(f64::to_bits)
+                };
+                assert_eq!(bits(&got), bits(&w), "{name}");
+                for q in [0.01, 0.5, 0.9, 0.99, 1.0] {
+                    assert_eq!(
+                        got.percentile(q).to_bits(),
+                        w.percentile(q).to_bits(),
+                        "{name} p{q}"
+                    );
+                }
+                if name == "hot" {
+                    assert!(got.count > crate::aggregate::histogram::RAW_LIMIT as f64);
+                }
+                seen += 1;
+            }
+        }
+        assert_eq!(seen, 38);
+        assert!(want.is_empty(), "{:?}", want.keys());
+    }
+
     #[test]
     fn find_newline_matches_a_byte_search() {
         // Bytes next to `\n` in value (0x0b, 0x09, 0x8a) and zero, in every position.

@@ -628,6 +628,15 @@ impl HistogramState {
         }
     }
 
+    /// Prefetches the cache line a raw state's next sample goes to, the slot after its last
+    /// value ([`super::record_deferred`]).
+    #[inline(always)]
+    pub(crate) fn prefetch_next_slot(&self) {
+        if let Repr::Raw(raw) = &self.repr {
+            super::prefetch(raw.values.as_ptr().wrapping_add(raw.len()).cast());
+        }
+    }
+
     /// Adds one sample with weight 1 ÷ rate.
     pub fn record(&mut self, value: f64, weight: f64) {
         self.record_with(value, weight, &mut Vec::new());
