@@ -155,6 +155,16 @@ def sched_delta(before, after):
     return on / 1e9, wait / 1e9
 
 
+def complete_rows(path):
+    """The rows of a CSV file collectd may be writing: only those ended by a newline (a file
+    just created is empty, and a row being written is cut), none if it cannot be read."""
+    try:
+        text = open(path).read()
+    except OSError:
+        return []
+    return text.split("\n")[:-1]
+
+
 class Peer:
     """How to read what a peer processed, and how to wait until it has reported it."""
 
@@ -208,11 +218,12 @@ class Peer:
             if path > latest.get(series, ""):
                 latest[series] = path
         for path in latest.values():
-            last = open(path).read().splitlines()[-1].split(",")
+            rows = complete_rows(path)
+            last = rows[-1].split(",") if rows else ["epoch"]
             if last[0] != "epoch":
                 out["c"] += float(last[1])
         for path in glob.glob(os.path.join(self.source, "gauge-load.ms.*-count-*")):
-            for row in open(path).read().splitlines()[1:]:
+            for row in complete_rows(path)[1:]:
                 out["ms"] += float(row.split(",")[1])
         if self.ref is None and latest:
             self.ref = sorted(latest.values())[0]
@@ -224,10 +235,11 @@ class Peer:
             self.state()
         if self.ref is None:
             return None
+        rows = complete_rows(self.ref)
         try:
-            return float(open(self.ref).read().splitlines()[-1].split(",")[0])
-        except (OSError, ValueError):
-            return None
+            return float(rows[-1].split(",")[0]) if rows else None
+        except ValueError:
+            return None  # the header row only
 
     def wait_reported(self, t_drain):
         """Waits until a flush that started after `t_drain` has been written."""
