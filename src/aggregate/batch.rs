@@ -397,20 +397,25 @@ mod tests {
         assert_eq!(KeySpan::new(2..far).of(keys), None);
     }
 
-    /// Every line's op lands, in order, though each is routed only when the next line is
-    /// encoded (or at the commit): single values, several values, sets, over several shards.
-    #[test]
-    fn staged_ops_land_in_order() {
-        let aggregator = Arc::new(Aggregator::new(
+    /// An empty aggregator of `shards` shards with the default limits.
+    fn aggregator(shards: usize) -> Arc<Aggregator> {
+        Arc::new(Aggregator::new(
             AggregatorConfig {
-                shards: 4,
+                shards,
                 limits: super::Limits::default(),
                 gauge_deltas: super::GaugeDeltas::Dogstatsd,
                 hostname: Arc::from("h"),
                 gauge_memory_flushes: 1,
             },
             Arc::new(crate::telemetry::Telemetry::default()),
-        ));
+        ))
+    }
+
+    /// Every line's op lands, in order, though each is routed only when the next line is
+    /// encoded (or at the commit): single values, several values, sets, over several shards.
+    #[test]
+    fn staged_ops_land_in_order() {
+        let aggregator = aggregator(4);
         let mut ingestor = Ingestor::new(aggregator.clone());
         ingestor.ingest_datagram(
             b"g:1|g\ng:+2|g\nc:1:2:3|c\nc:4|c\ns:a|s\ns:b|s\nt:1:2|ms\ng:5|g\ng:+1|g",
@@ -451,16 +456,7 @@ mod tests {
     fn deferred_samples_land_as_if_recorded_in_order() {
         use crate::aggregate::histogram::HistogramState;
         use std::collections::HashMap;
-        let aggregator = Arc::new(Aggregator::new(
-            AggregatorConfig {
-                shards: 2,
-                limits: super::Limits::default(),
-                gauge_deltas: super::GaugeDeltas::Dogstatsd,
-                hostname: Arc::from("h"),
-                gauge_memory_flushes: 1,
-            },
-            Arc::new(crate::telemetry::Telemetry::default()),
-        ));
+        let aggregator = aggregator(2);
         let mut ingestor = Ingestor::new(aggregator.clone());
         let mut want: HashMap<String, HistogramState> = HashMap::new();
         let mut r = 99u64;
