@@ -219,9 +219,8 @@ class Peer:
                 latest[series] = path
         for path in latest.values():
             rows = complete_rows(path)
-            last = rows[-1].split(",") if rows else ["epoch"]
-            if last[0] != "epoch":
-                out["c"] += float(last[1])
+            if rows and not rows[-1].startswith("epoch"):  # a data row, not the header alone
+                out["c"] += float(rows[-1].split(",")[1])
         for path in glob.glob(os.path.join(self.source, "gauge-load.ms.*-count-*")):
             for row in complete_rows(path)[1:]:
                 out["ms"] += float(row.split(",")[1])
