@@ -127,7 +127,7 @@ async fn post_healthchecks(
         Ok(b) => b,
         Err(r) => return body_error(r),
     };
-    let now = i64::try_from(crate::flush::unix_now().as_secs()).unwrap_or(0);
+    let now = i64::try_from(crate::point::unix_now().as_secs()).unwrap_or(0);
     let results = match health::parse_body(&body, now) {
         Ok(r) => r,
         Err(e) => return error(StatusCode::BAD_REQUEST, e.0),
@@ -179,7 +179,7 @@ async fn import(
         .get(header::CONTENT_ENCODING)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.eq_ignore_ascii_case("gzip"));
-    let now = i64::try_from(crate::flush::unix_now().as_secs()).unwrap_or(0);
+    let now = i64::try_from(crate::point::unix_now().as_secs()).unwrap_or(0);
     let max = s.max_import_bytes;
     let decoded =
         tokio::task::spawn_blocking(move || importer::decode(&body, gzip, max, now)).await;
@@ -286,7 +286,7 @@ async fn status_page(State(s): State<ApiState>) -> Response {
         .map(|a| a.load(Ordering::Relaxed))
         .sum();
     let last_flush = t.last_flush_unix.load(Ordering::Relaxed);
-    let now = crate::flush::unix_now().as_secs();
+    let now = crate::point::unix_now().as_secs();
     let last_flush_text = if last_flush == 0 {
         "not yet".to_owned()
     } else {

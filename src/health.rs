@@ -15,7 +15,7 @@ use std::time::Duration;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::flush::point::{Event, Point, PointKind, ServiceCheck};
+use crate::point::{Event, Point, PointKind, ServiceCheck};
 
 /// Status of a health result as go-micro's monitor numbers it.
 pub const UNKNOWN: u8 = 0;
@@ -392,7 +392,7 @@ fn lock(m: &Mutex<Inner>) -> MutexGuard<'_, Inner> {
 }
 
 fn now_f64() -> f64 {
-    crate::flush::unix_now().as_secs_f64()
+    crate::point::unix_now().as_secs_f64()
 }
 
 impl HealthStore {
@@ -647,7 +647,7 @@ fn change_event(r: &HealthResult, old: u8, new: u8, host: &str) -> Event {
             t
         },
         host: host.to_owned(),
-        timestamp: i64::try_from(crate::flush::unix_now().as_secs()).unwrap_or(0),
+        timestamp: i64::try_from(crate::point::unix_now().as_secs()).unwrap_or(0),
         aggregation_key: r.id.clone(),
         priority: "normal",
         source_type: String::new(),

@@ -23,11 +23,14 @@ pub mod flush;
 pub mod forward;
 pub mod health;
 pub mod ingest;
+pub mod point;
 pub mod protocol;
 pub mod send;
 pub mod server;
 pub mod shutdown;
 pub mod sinks;
+pub mod sys;
 pub mod telemetry;
+pub mod units;
 
 pub use server::run;

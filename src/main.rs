@@ -117,7 +117,7 @@ fn run(cli: Cli) -> Result<()> {
                 .thread_name("meterd-rt")
                 // Datagram readers are plain threads and keep the process's priority; flush
                 // rendering and sink encoding yield to them.
-                .on_thread_start(meterd::server::lower_thread_priority)
+                .on_thread_start(meterd::sys::lower_thread_priority)
                 .build()
                 .context("cannot start the tokio runtime")?;
             runtime.block_on(async {

@@ -19,68 +19,6 @@ use crate::ingest;
 use crate::sinks::SinkSet;
 use crate::telemetry::Telemetry;
 
-/// How much lower than the datagram readers the runtime's threads (flush rendering, sink
-/// encoding, HTTP, TCP ingest) are scheduled, in nice steps.
-///
-/// Readers must never pause while a flush renders and encodes: on a busy core the kernel's
-/// socket buffer holds only tens of milliseconds of traffic, while rendering a flush of a million
-/// series takes a few hundred. At +10 a runtime thread competing with a reader for one core gets
-/// about a tenth of it (CFS weights 110 vs 1024); on an idle core it runs at full speed.
-pub const BACKGROUND_NICE: i32 = 10;
-
-/// Sets the calling thread's nice value to the process's (its main thread's) plus
-/// [`BACKGROUND_NICE`] (the kernel caps it at 19); meant for the tokio runtime's
-/// `on_thread_start`.
-///
-/// An absolute value, not a step: tokio starts its blocking-pool threads from worker threads,
-/// which already run lowered and pass their nice value on, so adding a step there ended them at
-/// nice 19 instead of 10.
-pub fn lower_thread_priority() {
-    #[cfg(target_os = "linux")]
-    {
-        let target = (process_nice() + BACKGROUND_NICE).min(19);
-        // On Linux, PRIO_PROCESS with id 0 is the calling thread alone. Raising a nice value
-        // needs no privilege; should it fail anyway the thread keeps its priority.
-        // SAFETY: `setpriority` takes integers and touches no memory of ours.
-        unsafe {
-            libc::setpriority(libc::PRIO_PROCESS, 0, target);
-        }
-    }
-}
-
-/// The main thread's nice value (the process's, as started), 0 if it cannot be read.
-#[cfg(target_os = "linux")]
-fn process_nice() -> i32 {
-    // SAFETY: `getpid` and `getpriority` take integers and touch no memory of ours; errno is
-    // the calling thread's own.
-    unsafe {
-        // -1 is also a valid nice value: errno tells it from a failure.
-        *libc::__errno_location() = 0;
-        let nice = libc::getpriority(libc::PRIO_PROCESS, libc::getpid() as libc::id_t);
-        if nice == -1 && *libc::__errno_location() != 0 {
-            0
-        } else {
-            nice
-        }
-    }
-}
-
-/// The calling thread's nice value.
-#[cfg(all(test, target_os = "linux"))]
-fn thread_nice() -> i32 {
-    // SAFETY: as in `process_nice`.
-    unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) }
-}
-
-/// Returns the heap's free pages to the kernel (glibc keeps freed memory in its arenas).
-pub fn release_free_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: `malloc_trim` takes an integer and only walks glibc's own heap, under its locks.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-}
-
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -310,7 +248,7 @@ pub async fn run(rt: Runtime, shutdown: impl Future<Output = ()>) -> Result<(), 
     // the last regular flush: two flushes of one series at one timestamp would overwrite each
     // other at the backend. (Not the interval's end: that may be far in the future, which
     // Datadog refuses beyond 10 minutes.)
-    let now = i64::try_from(crate::flush::unix_now().as_secs()).unwrap_or(i64::MAX);
+    let now = i64::try_from(crate::point::unix_now().as_secs()).unwrap_or(i64::MAX);
     let last = i64::try_from(telemetry.last_flush_unix.load(Ordering::Relaxed)).unwrap_or(0);
     flusher.flush(now.max(last + 1)).await;
     tracing::info!("final flush submitted; waiting for sinks");
@@ -450,31 +388,4 @@ fn differs<T: serde::Serialize>(a: &T, b: &T) -> bool {
         toml::to_string(&std::collections::BTreeMap::from([("v", v)])).unwrap_or_default()
     };
     text(a) != text(b)
-}
-
-#[cfg(all(test, target_os = "linux"))]
-mod tests {
-    use super::*;
-
-    /// A runtime thread started from another runtime thread (tokio's blocking pool) ends at the
-    /// same nice value as one started from the main thread: base + 10, not base + 20.
-    #[test]
-    fn lowered_threads_are_lowered_once() {
-        let expected = (process_nice() + BACKGROUND_NICE).min(19);
-        let (outer, inner) = std::thread::spawn(|| {
-            lower_thread_priority();
-            let outer = thread_nice();
-            let inner = std::thread::spawn(|| {
-                lower_thread_priority();
-                thread_nice()
-            })
-            .join()
-            .unwrap_or(i32::MIN);
-            (outer, inner)
-        })
-        .join()
-        .unwrap_or((i32::MIN, i32::MIN));
-        assert_eq!(outer, expected);
-        assert_eq!(inner, expected);
-    }
 }

@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::flush::point::{Point, PointKind};
 use crate::forward::client::GlobalStats;
+use crate::point::{Point, PointKind};
 use crate::protocol::{MetricType, ParseError};
 use crate::sinks::SinkStats;
 
@@ -265,34 +265,4 @@ pub const fn kind_name(t: MetricType) -> &'static str {
         MetricType::Histogram => "histogram",
         MetricType::Distribution => "distribution",
     }
-}
-
-/// Sum of the `drops` column of `/proc/net/udp` and `/proc/net/udp6` for sockets bound to any of
-/// `ports`. Returns `None` where the files cannot be read (not Linux).
-pub fn read_udp_kernel_drops(ports: &[u16]) -> Option<u64> {
-    if ports.is_empty() {
-        return Some(0);
-    }
-    let mut total = 0u64;
-    let mut any = false;
-    for file in ["/proc/net/udp", "/proc/net/udp6"] {
-        let Ok(text) = std::fs::read_to_string(file) else {
-            continue;
-        };
-        any = true;
-        for line in text.lines().skip(1) {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            let (Some(local), Some(drops)) = (fields.get(1), fields.last()) else {
-                continue;
-            };
-            let port = local
-                .rsplit(':')
-                .next()
-                .and_then(|p| u16::from_str_radix(p, 16).ok());
-            if port.is_some_and(|p| ports.contains(&p)) {
-                total += drops.parse::<u64>().unwrap_or(0);
-            }
-        }
-    }
-    any.then_some(total)
 }

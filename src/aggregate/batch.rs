@@ -12,8 +12,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use super::{Aggregator, GaugeDeltas, Limits, OpValue};
 use crate::aggregate::key::{encode_key, hash_key};
 use crate::aggregate::set::hash_member;
-use crate::flush::point::{Event, ServiceCheck};
 use crate::health::{from_service_check, Origin};
+use crate::point::{Event, ServiceCheck};
 use crate::protocol::{
     parse_line_into, unescape_newlines, EventLine, MetricLine, MetricType, ParseError, ParsedLine,
     ServiceCheckLine, Value,

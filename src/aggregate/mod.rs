@@ -21,8 +21,8 @@ use hashbrown::HashTable;
 
 pub use batch::{find_newline, Ingestor};
 
-use crate::flush::point::{Event, ServiceCheck};
 use crate::health::HealthStore;
+use crate::point::{Event, ServiceCheck};
 use crate::telemetry::Telemetry;
 use histogram::{HistogramState, SpareHdr};
 use set::SetSketch;

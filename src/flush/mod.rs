@@ -2,11 +2,10 @@
 //! points outside every lock and off the reader threads, and hand one batch to every sink.
 
 pub mod naming;
-pub mod point;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use crate::aggregate::histogram::SpareHdr;
 use crate::aggregate::key::{KeyParts, Scope};
@@ -15,10 +14,10 @@ use crate::config::{Aggregate, Runtime};
 use crate::forward::client::Forwarder;
 use crate::forward::proto::SeriesState;
 use crate::health::{self, HealthResult, HealthStore, Origin, Service};
+use crate::point::{unix_now, FlushBatch, Point, PointKind, ReleaseOnDrop};
 use crate::protocol::MetricType;
 use crate::sinks::SinkSet;
 use naming::{aggregate_suffix, percentile_suffix};
-use point::{FlushBatch, Point, PointKind, ReleaseOnDrop};
 
 /// What rendering needs from the config, precomputed once.
 #[derive(Debug, Clone)]
@@ -264,13 +263,6 @@ enum Emit {
     Percentiles,
 }
 
-/// Unix seconds now.
-pub fn unix_now() -> Duration {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-}
-
 /// Time until the next wall-clock multiple of `interval`, and that multiple in unix seconds.
 pub fn next_boundary(interval: Duration) -> (Duration, i64) {
     let now = unix_now();
@@ -427,7 +419,7 @@ impl Flusher {
         }
         t.series_dropped_non_finite
             .fetch_add(stats.non_finite, Ordering::Relaxed);
-        if let Some(drops) = crate::telemetry::read_udp_kernel_drops(&self.udp_ports) {
+        if let Some(drops) = crate::sys::read_udp_kernel_drops(&self.udp_ports) {
             t.udp_kernel_drops.store(drops, Ordering::Relaxed);
         }
         // Own checks first, so each global's fleet view gets every local's, every flush.

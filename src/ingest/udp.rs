@@ -21,7 +21,7 @@ pub fn bind(
     for _ in 0..readers.max(1) {
         let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
         s.set_reuse_port(true)?;
-        set_receive_buffer(&s, rcvbuf);
+        crate::sys::set_receive_buffer(&s, rcvbuf);
         granted = s.recv_buffer_size().unwrap_or(0);
         s.set_read_timeout(Some(POLL))?;
         s.bind(&bound.into())?;
@@ -31,30 +31,4 @@ pub fn bind(
         sockets.push(UdpSocket::from(s));
     }
     Ok((sockets, bound, granted))
-}
-
-/// `SO_RCVBUFFORCE` where permitted (root or CAP_NET_ADMIN, beyond `net.core.rmem_max`), else
-/// `SO_RCVBUF` (capped by the kernel).
-pub fn set_receive_buffer(s: &Socket, bytes: usize) {
-    #[cfg(target_os = "linux")]
-    {
-        use std::os::fd::AsRawFd;
-        let v = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
-        // SAFETY: setsockopt reads sizeof(c_int) bytes from a valid c_int.
-        let rc = unsafe {
-            libc::setsockopt(
-                s.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVBUFFORCE,
-                std::ptr::from_ref(&v).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        if rc == 0 {
-            return;
-        }
-    }
-    if let Err(e) = s.set_recv_buffer_size(bytes) {
-        tracing::warn!(error = %e, bytes, "cannot set the socket receive buffer");
-    }
 }

@@ -23,7 +23,7 @@ pub fn bind(path: &Path, rcvbuf: usize) -> io::Result<UnixDatagram> {
         }
     }
     let s = UnixDatagram::bind(path)?;
-    super::udp::set_receive_buffer(&SockRef::from(&s), rcvbuf);
+    crate::sys::set_receive_buffer(&SockRef::from(&s), rcvbuf);
     s.set_read_timeout(Some(POLL))?;
     Ok(s)
 }

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 
 use super::{default_max_retries, default_timeout, Sink, SinkError};
-use crate::flush::point::FlushBatch;
+use crate::point::FlushBatch;
 
 /// `[[sinks]] type = "console"`.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]

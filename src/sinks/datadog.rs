@@ -21,7 +21,7 @@ use super::{
     default_max_retries, default_timeout, resolve_env, Compression, Secret, Sink, SinkConfigError,
     SinkError,
 };
-use crate::flush::point::{Event, FlushBatch, Point, PointKind, ServiceCheck};
+use crate::point::{Event, FlushBatch, Point, PointKind, ServiceCheck};
 
 /// Default API base.
 pub const DEFAULT_URL: &str = "https://api.datadoghq.com";

@@ -11,7 +11,7 @@ use std::borrow::Cow;
 use std::sync::Arc;
 
 use super::SinkConfigError;
-use crate::flush::point::{FlushBatch, Point};
+use crate::point::{FlushBatch, Point};
 
 /// A validated filter. The identity filter (all keys empty) costs nothing: the batch is passed
 /// on borrowed.

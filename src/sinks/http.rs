@@ -17,7 +17,7 @@ use super::{
     default_max_retries, default_timeout, resolve_env, Compression, Secret, Sink, SinkConfigError,
     SinkError,
 };
-use crate::flush::point::FlushBatch;
+use crate::point::FlushBatch;
 
 /// Response bytes read (and discarded) after a success so the connection can be reused; a
 /// longer answer closes the connection instead.

@@ -26,7 +26,7 @@ use super::{
     default_max_retries, default_timeout, resolve_env, write_number, Compression, Secret, Sink,
     SinkConfigError, SinkError,
 };
-use crate::flush::point::{FlushBatch, Point};
+use crate::point::{FlushBatch, Point};
 
 /// Default server base.
 pub const DEFAULT_URL: &str = "http://127.0.0.1:8086";
@@ -417,7 +417,7 @@ impl Sink for InfluxdbSink {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::flush::point::PointKind;
+    use crate::point::PointKind;
     use crate::sinks::tests::{sample_batch, wait_for, Answer, CaptureServer};
     use crate::sinks::{SinkConfig, SinkSet};
     use std::sync::atomic::Ordering;

@@ -34,8 +34,8 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::config::parse_duration;
-use crate::flush::point::FlushBatch;
+use crate::point::FlushBatch;
+use crate::units::parse_duration;
 
 pub use console::{ConsoleConfig, ConsoleFormat};
 pub use datadog::DatadogConfig;
@@ -870,7 +870,7 @@ async fn deliver<S: Sink>(
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::flush::point::{Event, Point, PointKind, ServiceCheck};
+    use crate::point::{Event, Point, PointKind, ServiceCheck};
     use axum::extract::State;
     use axum::http::{HeaderMap, StatusCode, Uri};
     use std::io::Read;

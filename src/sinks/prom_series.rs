@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::flush::point::{Point, PointKind};
+use crate::point::{Point, PointKind};
 
 /// Sorted label pairs of one series, without `__name__`.
 pub(super) type Labels = Vec<(String, String)>;

@@ -25,7 +25,7 @@ use super::{
     default_expire_after, default_max_retries, default_timeout, parse_expire_after, resolve_env,
     unix_now_secs, Secret, Sink, SinkConfigError, SinkError,
 };
-use crate::flush::point::{FlushBatch, Point};
+use crate::point::{FlushBatch, Point};
 
 /// Default `batch_max_bytes`: 1 MiB of uncompressed protobuf per request.
 pub const DEFAULT_BATCH_MAX_BYTES: usize = 1 << 20;
@@ -320,7 +320,7 @@ impl Sink for RemoteWriteSink {
 mod tests {
     use super::proto::WriteRequest;
     use super::*;
-    use crate::flush::point::PointKind;
+    use crate::point::PointKind;
     use crate::sinks::tests::{sample_batch, wait_for, Answer, CaptureServer};
     use crate::sinks::{SinkConfig, SinkSet};
     use prost::Message as _;

@@ -26,7 +26,7 @@ use super::{
     default_expire_after, default_max_retries, default_timeout, parse_expire_after, unix_now_secs,
     write_number, Sink, SinkConfigError, SinkError,
 };
-use crate::flush::point::{FlushBatch, PointKind};
+use crate::point::{FlushBatch, PointKind};
 
 /// Default `listen` address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9102";
@@ -271,7 +271,7 @@ impl Sink for ScrapeSink {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::flush::point::Point;
+    use crate::point::Point;
     use crate::sinks::tests::{sample_batch, wait_for};
     use crate::sinks::{SinkConfig, SinkSet};
     use std::sync::atomic::Ordering;

@@ -5,6 +5,7 @@
 //! the `http` sink's JSON document of SPEC §4.
 
 use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
@@ -124,8 +125,8 @@ impl Drop for ReleaseOnDrop {
             return;
         }
         match tokio::runtime::Handle::try_current() {
-            Ok(rt) => drop(rt.spawn_blocking(crate::server::release_free_memory)),
-            Err(_) => crate::server::release_free_memory(),
+            Ok(rt) => drop(rt.spawn_blocking(crate::sys::release_free_memory)),
+            Err(_) => crate::sys::release_free_memory(),
         }
     }
 }
@@ -155,4 +156,16 @@ impl FlushBatch {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// Time since the Unix epoch (zero on a clock set before 1970).
+pub fn unix_now() -> Duration {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+}
+
+/// Unix seconds now, as points carry them.
+pub fn unix_secs() -> i64 {
+    i64::try_from(unix_now().as_secs()).unwrap_or(i64::MAX)
 }
