@@ -11,25 +11,21 @@ use meterd::aggregate::{Aggregator, AggregatorConfig, GaugeDeltas, Ingestor, Lim
 use meterd::config::{Config, Runtime};
 use meterd::flush::Renderer;
 use meterd::protocol::{parse_line_into, MetricLine};
-use meterd::telemetry::Telemetry;
 
 const LINES_PER_DATAGRAM: usize = 70;
 const DATAGRAMS: usize = 100;
 
 fn aggregator(max_series: usize) -> Arc<Aggregator> {
-    Arc::new(Aggregator::new(
-        AggregatorConfig {
-            shards: 8,
-            limits: Limits {
-                max_series,
-                ..Limits::default()
-            },
-            gauge_deltas: GaugeDeltas::Dogstatsd,
-            hostname: Arc::from("bench"),
-            gauge_memory_flushes: 360,
+    Arc::new(Aggregator::new(AggregatorConfig {
+        shards: 8,
+        limits: Limits {
+            max_series,
+            ..Limits::default()
         },
-        Arc::new(Telemetry::default()),
-    ))
+        gauge_deltas: GaugeDeltas::Dogstatsd,
+        hostname: Arc::from("bench"),
+        gauge_memory_flushes: 360,
+    }))
 }
 
 /// Datagrams cycling over `series` distinct names, mixing counters, gauges and timers.
@@ -79,7 +75,7 @@ fn bench_existing(c: &mut Criterion) {
         g.bench_function(format!("{series}_series"), |b| {
             b.iter(|| {
                 for d in &data {
-                    ing.ingest_datagram(d, false);
+                    meterd::ingest::ingest_datagram(&mut ing, d, false);
                 }
                 ing.commit();
             })
@@ -124,7 +120,7 @@ fn bench_new_series(c: &mut Criterion) {
             |(agg, data)| {
                 let mut ing = Ingestor::new(agg);
                 for d in &data {
-                    ing.ingest_datagram(d, false);
+                    meterd::ingest::ingest_datagram(&mut ing, d, false);
                 }
                 ing.commit();
             },

@@ -14,7 +14,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use meterd::aggregate::{Aggregator, AggregatorConfig, GaugeDeltas, Ingestor, Limits};
-use meterd::telemetry::Telemetry;
 
 /// Names the lines are drawn from (a prime stride over them).
 const SERIES: usize = 10_000;
@@ -50,7 +49,7 @@ fn datagrams() -> Vec<Vec<u8>> {
 #[inline(never)]
 fn measured(ing: &mut Ingestor, data: &[Vec<u8>]) {
     for d in data {
-        ing.ingest_datagram(d, false);
+        meterd::ingest::ingest_datagram(ing, d, false);
     }
     ing.commit();
 }
@@ -61,16 +60,13 @@ fn main() {
         .find(|a| !a.starts_with("--"))
         .and_then(|a| a.parse().ok())
         .unwrap_or(100);
-    let aggregator = Arc::new(Aggregator::new(
-        AggregatorConfig {
-            shards: 8,
-            limits: Limits::default(),
-            gauge_deltas: GaugeDeltas::Dogstatsd,
-            hostname: Arc::from("bench"),
-            gauge_memory_flushes: 360,
-        },
-        Arc::new(Telemetry::default()),
-    ));
+    let aggregator = Arc::new(Aggregator::new(AggregatorConfig {
+        shards: 8,
+        limits: Limits::default(),
+        gauge_deltas: GaugeDeltas::Dogstatsd,
+        hostname: Arc::from("bench"),
+        gauge_memory_flushes: 360,
+    }));
     let data = datagrams();
     let lines: usize = data
         .iter()

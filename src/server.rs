@@ -10,11 +10,11 @@ use std::sync::{Arc, PoisonError, RwLock};
 use tokio::sync::watch;
 
 use crate::aggregate::{Aggregator, AggregatorConfig, Ingestor};
-use crate::api::{self, ApiState};
+use crate::api::{self, ApiState, SharedSinks};
 use crate::config::{Config, Runtime};
 use crate::flush::{next_boundary, Flusher, Renderer};
 use crate::forward::client::{Forwarder, ForwarderConfig};
-use crate::health::{HealthConfig, HealthStore};
+use crate::health::{self, HealthConfig, HealthStore, Origin};
 use crate::ingest;
 use crate::sinks::SinkSet;
 use crate::telemetry::Telemetry;
@@ -56,7 +56,6 @@ pub async fn run(rt: Runtime, shutdown: impl Future<Output = ()>) -> Result<(), 
     let cfg = &rt.config;
     // Before binding anything: a SIGHUP without a handler would kill the process.
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
-    let telemetry = Arc::new(Telemetry::default());
     let interval = rt.interval;
     let gauge_memory_flushes = (3600 / interval.as_secs().max(1)).max(1);
     let health = Arc::new(HealthStore::new(HealthConfig {
@@ -67,19 +66,22 @@ pub async fn run(rt: Runtime, shutdown: impl Future<Output = ()>) -> Result<(), 
         hostname: rt.hostname.clone(),
         forwarding: !rt.globals.is_empty(),
     }));
+    // `_sc` lines land in the health store as they arrive, as well as in the next flush.
+    let sc_store = health.clone();
     let aggregator = Arc::new(
-        Aggregator::new(
-            AggregatorConfig {
-                shards: rt.shards,
-                limits: cfg.limits(),
-                gauge_deltas: cfg.gauge_deltas,
-                hostname: rt.hostname.clone(),
-                gauge_memory_flushes,
-            },
-            telemetry.clone(),
-        )
-        .with_health(health.clone()),
+        Aggregator::new(AggregatorConfig {
+            shards: rt.shards,
+            limits: cfg.limits(),
+            gauge_deltas: cfg.gauge_deltas,
+            hostname: rt.hostname.clone(),
+            gauge_memory_flushes,
+        })
+        .with_service_check_hook(Box::new(move |check| {
+            let result = health::from_service_check(check, None, &check.host);
+            sc_store.record(vec![result], Origin::ServiceCheckLine);
+        })),
     );
+    let telemetry = Arc::new(Telemetry::new(aggregator.stats().clone()));
     let stop_threads = Arc::new(AtomicBool::new(false));
     let (stop_tx, stop_rx) = watch::channel(false);
     let max_datagram = cfg.ingest.max_datagram_bytes;
@@ -213,6 +215,7 @@ pub async fn run(rt: Runtime, shutdown: impl Future<Output = ()>) -> Result<(), 
         udp_ports,
         health,
         forwarder,
+        telemetry.clone(),
     );
     tokio::pin!(shutdown);
     let mut running = rt.clone();
@@ -274,9 +277,6 @@ pub async fn run(rt: Runtime, shutdown: impl Future<Output = ()>) -> Result<(), 
     tracing::info!("stopped");
     Ok(())
 }
-
-/// The sinks the API reports on; replaced on reload.
-pub type SharedSinks = Arc<RwLock<Arc<SinkSet>>>;
 
 /// SIGHUP: re-reads the config file. Renderer settings (tags, percentiles, aggregates), limits
 /// and sinks change from the next flush on; aggregated state and sockets are untouched. An

@@ -8,28 +8,20 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::aggregate::IngestStats;
 use crate::forward::client::GlobalStats;
 use crate::point::{Point, PointKind};
 use crate::protocol::{MetricType, ParseError};
 use crate::sinks::SinkStats;
 
-/// Cumulative counters since start.
+/// Cumulative counters since start: the flush's and the API's own, beside the aggregator's
+/// [`IngestStats`] (lines, packets, refusals), which it reads.
 #[derive(Debug)]
 pub struct Telemetry {
-    /// Datagrams (and TCP reads) received.
-    pub packets_received: AtomicU64,
-    /// Non-blank lines received.
-    pub lines_received: AtomicU64,
-    /// Invalid lines by [`ParseError::index`].
-    pub lines_invalid: [AtomicU64; ParseError::ALL.len()],
-    /// Lines refused by `max_series`.
-    pub series_dropped_limit: AtomicU64,
-    /// Lines refused by `max_series_per_metric`.
-    pub series_dropped_metric_limit: AtomicU64,
+    /// What the readers counted (shared with the aggregator that owns it).
+    pub ingest: Arc<IngestStats>,
     /// Aggregates dropped at flush for not being finite.
     pub series_dropped_non_finite: AtomicU64,
-    /// Events and service checks refused by `max_events`.
-    pub events_dropped: AtomicU64,
     /// Duration of the last flush, milliseconds.
     pub flush_duration_ms: AtomicU64,
     /// Series active at the last flush, by [`MetricType::index`].
@@ -48,16 +40,12 @@ pub struct Telemetry {
     pub started: Instant,
 }
 
-impl Default for Telemetry {
-    fn default() -> Self {
+impl Telemetry {
+    /// Counters starting at zero, reading the readers' counts from `ingest`.
+    pub fn new(ingest: Arc<IngestStats>) -> Self {
         Telemetry {
-            packets_received: AtomicU64::new(0),
-            lines_received: AtomicU64::new(0),
-            lines_invalid: Default::default(),
-            series_dropped_limit: AtomicU64::new(0),
+            ingest,
             series_dropped_non_finite: AtomicU64::new(0),
-            series_dropped_metric_limit: AtomicU64::new(0),
-            events_dropped: AtomicU64::new(0),
             flush_duration_ms: AtomicU64::new(0),
             series_active: Default::default(),
             udp_kernel_drops: AtomicU64::new(0),
@@ -67,6 +55,12 @@ impl Default for Telemetry {
             last_flush_unix: AtomicU64::new(0),
             started: Instant::now(),
         }
+    }
+}
+
+impl Default for Telemetry {
+    fn default() -> Self {
+        Telemetry::new(Arc::default())
     }
 }
 
@@ -94,15 +88,16 @@ impl Telemetry {
             value,
             counter: true,
         };
+        let ingest = &*self.ingest;
         let mut out = vec![
-            c("packets.received", load(&self.packets_received)),
-            c("lines.received", load(&self.lines_received)),
+            c("packets.received", load(&ingest.packets_received)),
+            c("lines.received", load(&ingest.lines_received)),
         ];
         for e in ParseError::ALL {
             out.push(Sample {
                 name: "lines.invalid",
                 tag: Some(("reason", e.reason().to_owned())),
-                value: self.lines_invalid.get(e.index()).map_or(0, load),
+                value: ingest.lines_invalid.get(e.index()).map_or(0, load),
                 counter: true,
             });
         }
@@ -115,8 +110,8 @@ impl Telemetry {
             });
         }
         for (reason, v) in [
-            ("limit", &self.series_dropped_limit),
-            ("metric_limit", &self.series_dropped_metric_limit),
+            ("limit", &ingest.series_dropped_limit),
+            ("metric_limit", &ingest.series_dropped_metric_limit),
             ("non_finite", &self.series_dropped_non_finite),
         ] {
             out.push(Sample {
@@ -126,7 +121,7 @@ impl Telemetry {
                 counter: true,
             });
         }
-        out.push(c("events.dropped", load(&self.events_dropped)));
+        out.push(c("events.dropped", load(&ingest.events_dropped)));
         out.push(c("health.dropped", load(&self.health_dropped)));
         out.push(Sample {
             name: "flush.duration_ms",

@@ -161,7 +161,7 @@ fn encoded_series(dgrams: &[Vec<u8>]) -> Vec<meterd::forward::proto::SeriesState
     let aggregator = meterd_fuzz::aggregator(GaugeDeltas::Dogstatsd);
     let mut ingestor = Ingestor::new(aggregator.clone());
     for d in dgrams {
-        ingestor.ingest_datagram(d, false);
+        meterd::ingest::ingest_datagram(&mut ingestor, d, false);
     }
     ingestor.commit();
     let mut out: Vec<_> = aggregator

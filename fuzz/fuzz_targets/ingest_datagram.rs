@@ -16,7 +16,7 @@ fuzz_target!(|data: &[u8]| {
     };
     let aggregator = meterd_fuzz::aggregator(gauge_deltas);
     let mut ingestor = Ingestor::new(aggregator.clone());
-    ingestor.ingest_datagram(datagram, flags & 1 != 0);
+    meterd::ingest::ingest_datagram(&mut ingestor, datagram, flags & 1 != 0);
     ingestor.commit();
     meterd_fuzz::render_checked(&aggregator, flags & 4 != 0);
 });

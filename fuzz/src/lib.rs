@@ -6,7 +6,6 @@ use std::sync::{Arc, LazyLock};
 use meterd::aggregate::{Aggregator, AggregatorConfig, GaugeDeltas, Limits};
 use meterd::config::Config;
 use meterd::flush::Renderer;
-use meterd::telemetry::Telemetry;
 
 /// Flush timestamp used by every render.
 pub const NOW: i64 = 1_763_775_000;
@@ -33,8 +32,7 @@ pub fn aggregator(gauge_deltas: GaugeDeltas) -> Arc<Aggregator> {
             gauge_deltas,
             hostname: Arc::from("fuzz"),
             gauge_memory_flushes: 360,
-        },
-        Arc::new(Telemetry::default()),
+        }
     ))
 }
 

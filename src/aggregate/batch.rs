@@ -12,7 +12,6 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use super::{Aggregator, GaugeDeltas, Limits, OpValue};
 use crate::aggregate::key::{encode_key, hash_key};
 use crate::aggregate::set::hash_member;
-use crate::health::{from_service_check, Origin};
 use crate::point::{Event, ServiceCheck};
 use crate::protocol::{
     parse_line_into, unescape_newlines, EventLine, MetricLine, MetricType, ParseError, ParsedLine,
@@ -102,26 +101,11 @@ impl Ingestor {
         }
     }
 
-    /// Splits one datagram into lines and ingests each. `truncated` says the datagram was cut by
-    /// the size limit: its last, incomplete line is counted as `truncated`, the rest are kept.
-    pub fn ingest_datagram(&mut self, data: &[u8], truncated: bool) {
+    /// Counts one datagram (or TCP read) received; its lines come through
+    /// [`Ingestor::ingest_line_into`].
+    #[inline(always)]
+    pub fn count_packet(&mut self) {
         self.packets += 1;
-        // One parse target for every line of the datagram: filled in place, never moved.
-        let mut metric = MetricLine::new();
-        let mut rest = data;
-        while !rest.is_empty() {
-            let (line, next, complete) = match find_newline(rest) {
-                Some(i) => (&rest[..i], &rest[i + 1..], true),
-                None => (rest, &rest[rest.len()..], false),
-            };
-            rest = next;
-            if !complete && truncated {
-                self.lines += 1;
-                self.count_invalid(ParseError::Truncated);
-                break;
-            }
-            self.ingest_line_into(line, &mut metric);
-        }
     }
 
     /// Ingests one line (without `\n`); blank lines are skipped, not counted.
@@ -147,12 +131,7 @@ impl Ingestor {
                 self.aggregator.push_event(event);
             }
             Ok(ParsedLine::ServiceCheck(sc)) => {
-                let hostname = &self.aggregator.config().hostname;
-                let check = to_service_check(&sc, hostname);
-                if let Some(store) = self.aggregator.health() {
-                    let result = from_service_check(&check, sc.host, hostname);
-                    store.record(vec![result], Origin::ServiceCheckLine);
-                }
+                let check = to_service_check(&sc, &self.aggregator.config().hostname);
                 self.aggregator.push_service_check(check);
             }
             Err(e) => self.count_invalid(e),
@@ -278,7 +257,7 @@ impl Ingestor {
         }
         self.keys.clear();
         self.pending = 0;
-        let t = self.aggregator.telemetry();
+        let t = self.aggregator.stats();
         if refused > 0 {
             t.series_dropped_limit.fetch_add(refused, Ordering::Relaxed);
         }
@@ -307,33 +286,6 @@ impl Drop for Ingestor {
     fn drop(&mut self) {
         self.commit();
     }
-}
-
-/// The index of the first `\n` in `s`, eight bytes at a time, inline.
-///
-/// Statsd lines are short (20–60 bytes): `memchr` is a call through a function pointer whose
-/// vector set-up costs more than such a line's few words. Datagram and TCP ingest both split
-/// lines with it.
-#[inline(always)]
-pub fn find_newline(s: &[u8]) -> Option<usize> {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    const NL: u64 = ONES * b'\n' as u64;
-    let mut at = 0;
-    while let Some(chunk) = s.get(at..).and_then(<[u8]>::first_chunk::<8>) {
-        let x = u64::from_le_bytes(*chunk) ^ NL;
-        // The high bit of the first zero byte of `x` is the lowest one set (bytes above a
-        // zero byte may be marked too, through the borrow; they come later).
-        let zero = x.wrapping_sub(ONES) & !x & HIGH;
-        if zero != 0 {
-            return Some(at + (zero.trailing_zeros() / 8) as usize);
-        }
-        at += 8;
-    }
-    s.get(at..)?
-        .iter()
-        .position(|&b| b == b'\n')
-        .map(|i| at + i)
 }
 
 fn now_unix() -> i64 {
@@ -379,7 +331,6 @@ fn to_service_check(sc: &ServiceCheckLine<'_>, hostname: &str) -> ServiceCheck {
 
 #[cfg(test)]
 mod tests {
-    use super::find_newline;
     use crate::aggregate::key::KeyParts;
     use crate::aggregate::{Aggregator, AggregatorConfig, Ingestor, State};
     use std::sync::Arc;
@@ -399,16 +350,13 @@ mod tests {
 
     /// An empty aggregator of `shards` shards with the default limits.
     fn aggregator(shards: usize) -> Arc<Aggregator> {
-        Arc::new(Aggregator::new(
-            AggregatorConfig {
-                shards,
-                limits: super::Limits::default(),
-                gauge_deltas: super::GaugeDeltas::Dogstatsd,
-                hostname: Arc::from("h"),
-                gauge_memory_flushes: 1,
-            },
-            Arc::new(crate::telemetry::Telemetry::default()),
-        ))
+        Arc::new(Aggregator::new(AggregatorConfig {
+            shards,
+            limits: super::Limits::default(),
+            gauge_deltas: super::GaugeDeltas::Dogstatsd,
+            hostname: Arc::from("h"),
+            gauge_memory_flushes: 1,
+        }))
     }
 
     /// Every line's op lands, in order, though each is routed only when the next line is
@@ -417,7 +365,8 @@ mod tests {
     fn staged_ops_land_in_order() {
         let aggregator = aggregator(4);
         let mut ingestor = Ingestor::new(aggregator.clone());
-        ingestor.ingest_datagram(
+        crate::ingest::ingest_datagram(
+            &mut ingestor,
             b"g:1|g\ng:+2|g\nc:1:2:3|c\nc:4|c\ns:a|s\ns:b|s\nt:1:2|ms\ng:5|g\ng:+1|g",
             false,
         );
@@ -480,7 +429,7 @@ mod tests {
                 .and_modify(|h| h.record(value, weight))
                 .or_insert_with(|| HistogramState::new(value, weight));
             if i % 50 == 49 {
-                ingestor.ingest_datagram(datagram.as_bytes(), false);
+                crate::ingest::ingest_datagram(&mut ingestor, datagram.as_bytes(), false);
                 datagram.clear();
             }
         }
@@ -515,27 +464,5 @@ mod tests {
         }
         assert_eq!(seen, 38);
         assert!(want.is_empty(), "{:?}", want.keys());
-    }
-
-    #[test]
-    fn find_newline_matches_a_byte_search() {
-        // Bytes next to `\n` in value (0x0b, 0x09, 0x8a) and zero, in every position.
-        let alphabet = [b'a', b'\n', 0x0b, 0x09, 0x8a, 0, b'|'];
-        let mut state = 7u32;
-        for len in 0..40 {
-            for _ in 0..200 {
-                let s: Vec<u8> = (0..len)
-                    .map(|_| {
-                        state = state.wrapping_mul(1_103_515_245).wrapping_add(12_345);
-                        alphabet[(state >> 16) as usize % alphabet.len()]
-                    })
-                    .collect();
-                assert_eq!(
-                    find_newline(&s),
-                    s.iter().position(|&b| b == b'\n'),
-                    "{s:?}"
-                );
-            }
-        }
     }
 }

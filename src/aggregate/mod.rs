@@ -12,6 +12,7 @@ pub mod key;
 pub mod set;
 
 mod batch;
+mod stats;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -19,11 +20,10 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use hashbrown::HashTable;
 
-pub use batch::{find_newline, Ingestor};
+pub use batch::Ingestor;
+pub use stats::IngestStats;
 
-use crate::health::HealthStore;
 use crate::point::{Event, ServiceCheck};
-use crate::telemetry::Telemetry;
 use histogram::{HistogramState, SpareHdr};
 use set::SetSketch;
 
@@ -202,9 +202,14 @@ pub struct Aggregator {
     limits: AtomicLimits,
     /// Series per metric name this interval, kept only while `max_series_per_metric` > 0.
     per_metric: Mutex<HashMap<Box<[u8]>, usize>>,
-    telemetry: Arc<Telemetry>,
-    health: Option<Arc<HealthStore>>,
+    stats: Arc<IngestStats>,
+    on_service_check: Option<ServiceCheckHook>,
 }
+
+/// Called on the reader's thread with every `_sc` line's check as it is parsed, before the check
+/// is queued for the next flush. The layer that owns health results installs it
+/// ([`Aggregator::with_service_check_hook`]); the aggregator itself knows nothing of them.
+pub type ServiceCheckHook = Box<dyn Fn(&ServiceCheck) + Send + Sync>;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
@@ -212,7 +217,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Aggregator {
     /// An empty aggregator.
-    pub fn new(config: AggregatorConfig, telemetry: Arc<Telemetry>) -> Aggregator {
+    pub fn new(config: AggregatorConfig) -> Aggregator {
         let n = config.shards.max(1).next_power_of_two();
         let shards = (0..n)
             .map(|_| {
@@ -237,8 +242,8 @@ impl Aggregator {
             },
             per_metric: Mutex::new(HashMap::new()),
             config,
-            telemetry,
-            health: None,
+            stats: Arc::default(),
+            on_service_check: None,
         }
     }
 
@@ -272,15 +277,11 @@ impl Aggregator {
         true
     }
 
-    /// Sends `_sc` lines to `store` as well as to the sinks (SPEC §6).
-    pub fn with_health(mut self, store: Arc<HealthStore>) -> Aggregator {
-        self.health = Some(store);
+    /// Shows every `_sc` line's check to `hook` as it arrives, as well as queuing it for the
+    /// sinks (the server records them as health results this way).
+    pub fn with_service_check_hook(mut self, hook: ServiceCheckHook) -> Aggregator {
+        self.on_service_check = Some(hook);
         self
-    }
-
-    /// The health store `_sc` lines land in, if any.
-    pub fn health(&self) -> Option<&Arc<HealthStore>> {
-        self.health.as_ref()
     }
 
     /// Number of shards (a power of two).
@@ -300,9 +301,9 @@ impl Aggregator {
         &self.config
     }
 
-    /// Telemetry counters.
-    pub fn telemetry(&self) -> &Arc<Telemetry> {
-        &self.telemetry
+    /// What readers and imports have counted since start (read by the self-metrics).
+    pub fn stats(&self) -> &Arc<IngestStats> {
+        &self.stats
     }
 
     /// Series currently held (all shards).
@@ -312,28 +313,27 @@ impl Aggregator {
 
     /// Queues an event for the next flush; refused (and counted) beyond `max_events`.
     pub fn push_event(&self, event: Event) {
-        let mut p = lock(&self.passthrough);
-        if p.events.len() + p.service_checks.len() >= self.limits.max_events.load(Ordering::Relaxed)
-        {
-            self.telemetry
-                .events_dropped
-                .fetch_add(1, Ordering::Relaxed);
-            return;
-        }
-        p.events.push(event);
+        self.push_passthrough(|p| p.events.push(event));
     }
 
-    /// Queues a service check for the next flush; refused (and counted) beyond `max_events`.
+    /// Shows a service check to the hook, then queues it for the next flush; refused from the
+    /// queue (and counted) beyond `max_events`.
     pub fn push_service_check(&self, check: ServiceCheck) {
+        if let Some(hook) = &self.on_service_check {
+            hook(&check);
+        }
+        self.push_passthrough(|p| p.service_checks.push(check));
+    }
+
+    /// Runs `push` on the passthrough queue unless it holds `max_events` items already.
+    fn push_passthrough(&self, push: impl FnOnce(&mut Passthrough)) {
         let mut p = lock(&self.passthrough);
         if p.events.len() + p.service_checks.len() >= self.limits.max_events.load(Ordering::Relaxed)
         {
-            self.telemetry
-                .events_dropped
-                .fetch_add(1, Ordering::Relaxed);
+            self.stats.events_dropped.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        p.service_checks.push(check);
+        push(&mut p);
     }
 
     /// Applies one shard's batch under one lock. Returns the ops refused by `max_series` and by
@@ -453,7 +453,7 @@ impl Aggregator {
             }
         }
         if refused > 0 {
-            self.telemetry
+            self.stats
                 .series_dropped_limit
                 .fetch_add(refused, Ordering::Relaxed);
         }

@@ -17,6 +17,7 @@ use crate::health::{self, HealthResult, HealthStore, Origin, Service};
 use crate::point::{unix_now, FlushBatch, Point, PointKind, ReleaseOnDrop};
 use crate::protocol::MetricType;
 use crate::sinks::SinkSet;
+use crate::telemetry::Telemetry;
 use naming::{aggregate_suffix, percentile_suffix};
 
 /// What rendering needs from the config, precomputed once.
@@ -287,6 +288,8 @@ pub struct Flusher {
     pub health: Arc<HealthStore>,
     /// Delivery to globals, when this instance forwards.
     pub forwarder: Option<Forwarder>,
+    /// meterd's own counters, rendered into each flush.
+    pub telemetry: Arc<Telemetry>,
     previous: std::collections::HashMap<(&'static str, String), u64>,
     last_kernel_drops: u64,
     last_packets: u64,
@@ -302,8 +305,9 @@ impl Flusher {
         udp_ports: Vec<u16>,
         health: Arc<HealthStore>,
         forwarder: Option<Forwarder>,
+        telemetry: Arc<Telemetry>,
     ) -> Flusher {
-        let t = aggregator.telemetry().clone();
+        let last_kernel_drops = telemetry.udp_kernel_drops.load(Ordering::Relaxed);
         Flusher {
             aggregator,
             renderer,
@@ -311,8 +315,9 @@ impl Flusher {
             udp_ports,
             health,
             forwarder,
+            telemetry,
             previous: std::collections::HashMap::new(),
-            last_kernel_drops: t.udp_kernel_drops.load(Ordering::Relaxed),
+            last_kernel_drops,
             last_packets: 0,
             last_lines: 0,
         }
@@ -320,10 +325,10 @@ impl Flusher {
 
     /// meterd's own checks (SPEC §6): `meterd.ingest` and one `meterd.sink.NAME` per sink.
     fn record_self_checks(&mut self, timestamp: i64) {
-        let t = self.aggregator.telemetry().clone();
+        let t = self.telemetry.clone();
         let drops = t.udp_kernel_drops.load(Ordering::Relaxed);
-        let packets = t.packets_received.load(Ordering::Relaxed);
-        let lines = t.lines_received.load(Ordering::Relaxed);
+        let packets = t.ingest.packets_received.load(Ordering::Relaxed);
+        let lines = t.ingest.lines_received.load(Ordering::Relaxed);
         let new_drops = drops.saturating_sub(self.last_kernel_drops);
         let new_packets = packets.saturating_sub(self.last_packets);
         let new_lines = lines.saturating_sub(self.last_lines);
@@ -413,7 +418,7 @@ impl Flusher {
             }
         };
         self.aggregator.recycle(spares);
-        let t = self.aggregator.telemetry().clone();
+        let t = self.telemetry.clone();
         for (counter, n) in t.series_active.iter().zip(stats.series_by_kind) {
             counter.store(n, Ordering::Relaxed);
         }
@@ -471,23 +476,20 @@ mod tests {
     /// interval's percentiles are its own samples', and the spares are used.
     #[test]
     fn recycled_hdr_arrays_start_empty() {
-        let aggregator = Arc::new(Aggregator::new(
-            AggregatorConfig {
-                shards: 2,
-                limits: Limits::default(),
-                gauge_deltas: GaugeDeltas::Dogstatsd,
-                hostname: Arc::from("h"),
-                gauge_memory_flushes: 360,
-            },
-            Arc::new(crate::telemetry::Telemetry::default()),
-        ));
+        let aggregator = Arc::new(Aggregator::new(AggregatorConfig {
+            shards: 2,
+            limits: Limits::default(),
+            gauge_deltas: GaugeDeltas::Dogstatsd,
+            hostname: Arc::from("h"),
+            gauge_memory_flushes: 360,
+        }));
         let renderer = Renderer::new(&crate::config::Config::default().validate("").unwrap());
         let mut ingestor = Ingestor::new(aggregator.clone());
         let send = |ingestor: &mut Ingestor, base: u32| {
             for series in 0..20 {
                 for v in 1..=2000 {
                     let line = format!("t{series}:{}|ms", base + v);
-                    ingestor.ingest_datagram(line.as_bytes(), false);
+                    crate::ingest::ingest_datagram(ingestor, line.as_bytes(), false);
                 }
             }
             ingestor.commit();

@@ -242,18 +242,15 @@ mod tests {
     fn forwarded_series_all_accepted(datagram: &[u8]) -> usize {
         use crate::aggregate::{Aggregator, AggregatorConfig, GaugeDeltas, Ingestor, Limits};
         use std::sync::Arc;
-        let aggregator = Arc::new(Aggregator::new(
-            AggregatorConfig {
-                shards: 4,
-                limits: Limits::default(),
-                gauge_deltas: GaugeDeltas::Dogstatsd,
-                hostname: Arc::from("local"),
-                gauge_memory_flushes: 360,
-            },
-            Arc::new(crate::telemetry::Telemetry::default()),
-        ));
+        let aggregator = Arc::new(Aggregator::new(AggregatorConfig {
+            shards: 4,
+            limits: Limits::default(),
+            gauge_deltas: GaugeDeltas::Dogstatsd,
+            hostname: Arc::from("local"),
+            gauge_memory_flushes: 360,
+        }));
         let mut ingestor = Ingestor::new(aggregator.clone());
-        ingestor.ingest_datagram(datagram, false);
+        crate::ingest::ingest_datagram(&mut ingestor, datagram, false);
         ingestor.commit();
         let mut config = crate::config::Config::default();
         config.forward.addresses = vec!["http://127.0.0.1:8127".to_owned()];

@@ -208,7 +208,7 @@ pub fn run_reader<S: AsFd>(
                 for i in 0..n {
                     let (data, truncated) = batch.get(i);
                     naps.received(data.len());
-                    ingestor.ingest_datagram(data, truncated);
+                    super::lines::ingest_datagram(&mut ingestor, data, truncated);
                 }
                 ingestor.commit();
                 naps.worked(start.elapsed());

@@ -1,11 +1,13 @@
-//! Transports only: bytes in, lines out. Each reader owns an [`crate::aggregate::Ingestor`] that
+//! Transports: bytes in, lines out. UDP and Unix datagram sockets are read by dedicated threads
+//! ([`datagram`]), because a blocking `recvmmsg` loop on its own thread is the cheapest way to
+//! empty a socket; TCP connections are tokio tasks ([`tcp`]). Every transport frames its bytes
+//! with [`lines`] and hands each line to its reader's [`crate::aggregate::Ingestor`], which
 //! parses and batches; nothing here knows the statsd grammar.
-//!
-//! UDP and Unix datagram sockets are read by dedicated threads ([`datagram`]), because a blocking
-//! `recvmmsg` loop on its own thread is the cheapest way to empty a socket; TCP connections are
-//! tokio tasks ([`tcp`]).
 
 pub mod datagram;
+pub mod lines;
 pub mod tcp;
 pub mod udp;
 pub mod unix;
+
+pub use lines::ingest_datagram;

@@ -16,6 +16,8 @@ use tokio::sync::{watch, Semaphore};
 use crate::aggregate::{Aggregator, Ingestor};
 use crate::protocol::{MetricLine, ParseError};
 
+use super::lines::for_each_line;
+
 /// How long a connection may stay silent during shutdown before it is closed.
 const DRAIN_IDLE: Duration = Duration::from_millis(200);
 
@@ -100,16 +102,12 @@ async fn connection(
             }
         };
         filled += n;
-        let mut consumed = 0;
+        let mut consumed;
         {
             let data = buf.get(..filled).unwrap_or_default();
             // One parse target for every line of this read, as for a datagram's lines.
             let mut metric = MetricLine::new();
-            while let Some(i) = data
-                .get(consumed..)
-                .and_then(crate::aggregate::find_newline)
-            {
-                let line = data.get(consumed..consumed + i).unwrap_or_default();
+            let tail = for_each_line(data, |line| {
                 if skipping {
                     skipping = false;
                 } else if line.len() > max_line {
@@ -117,8 +115,8 @@ async fn connection(
                 } else {
                     ingestor.ingest_line_into(line, &mut metric);
                 }
-                consumed += i + 1;
-            }
+            });
+            consumed = filled - tail.len();
         }
         if filled - consumed > max_line {
             // No newline within max_line bytes: drop what we have, skip to the next newline.
