@@ -7,12 +7,11 @@
 use std::ops::Range;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::{Aggregator, GaugeDeltas, Limits, OpValue};
 use crate::aggregate::key::{encode_key, hash_key};
 use crate::aggregate::set::hash_member;
-use crate::point::{Event, ServiceCheck};
+use crate::point::{unix_secs, Event, ServiceCheck};
 use crate::protocol::{
     parse_line_into, unescape_newlines, EventLine, MetricLine, MetricType, ParseError, ParsedLine,
     ServiceCheckLine, Value,
@@ -288,12 +287,6 @@ impl Drop for Ingestor {
     }
 }
 
-fn now_unix() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-}
-
 fn sorted_tags(tags: &[&str]) -> Vec<String> {
     let mut v: Vec<String> = tags.iter().map(|t| (*t).to_owned()).collect();
     v.sort_unstable();
@@ -307,7 +300,7 @@ fn to_event(e: &EventLine<'_>, hostname: &str) -> Event {
         text: unescape_newlines(e.text),
         tags: sorted_tags(&e.tags),
         host: e.host.unwrap_or(hostname).to_owned(),
-        timestamp: e.timestamp.unwrap_or_else(now_unix),
+        timestamp: e.timestamp.unwrap_or_else(unix_secs),
         aggregation_key: e.aggregation_key.unwrap_or("").to_owned(),
         priority: e.priority.as_str(),
         source_type: e.source_type.unwrap_or("").to_owned(),
@@ -321,7 +314,7 @@ fn to_service_check(sc: &ServiceCheckLine<'_>, hostname: &str) -> ServiceCheck {
         status: sc.status,
         tags: sorted_tags(&sc.tags),
         host: sc.host.unwrap_or(hostname).to_owned(),
-        timestamp: sc.timestamp.unwrap_or_else(now_unix),
+        timestamp: sc.timestamp.unwrap_or_else(unix_secs),
         message: sc
             .message
             .map(|m| unescape_newlines(m).replace("m\\:", "m:"))
