@@ -1,18 +1,21 @@
 //! meterd: a statsd/DogStatsD-compatible metrics aggregator.
 //!
-//! Data flows top to bottom:
+//! Data flows top to bottom (ARCHITECTURE.md has the whole map, the threads and the locks):
 //!
 //! ```text
-//! ingest (udp, tcp, unix)  bytes in, lines out; one Ingestor per reader
-//!   → protocol             one line → Metric | Event | ServiceCheck, borrowing the bytes
-//!   → aggregate            key encoded + hashed once, batched per shard, one lock per batch
-//!   → flush                wall-clock ticks: swap shards, render SPEC §3 points off-lock
-//!   → sinks                one task per sink, bounded queue, timeout, retries, counted drops
+//! ingest      transports (udp, unix, tcp): bytes in, lines out; one splitter for all
+//!   → aggregate::Ingestor   per reader: parse (protocol), encode + hash the key, batch per shard
+//!   → aggregate             the interval's sharded state; one lock per shard batch
+//!   → flush                 wall-clock ticks: swap the shards, render points off-lock
+//!   → sinks / forward       one task per sink (queue, timeout, retries); state to globals
 //! ```
 //!
-//! Beside the flow: [`config`] (TOML → validated [`config::Runtime`]), [`api`] (`/healthz`,
-//! `/metrics`), [`telemetry`] (meterd's own metrics), [`server`] (wiring and shutdown order),
-//! [`send`] (the `meterd send` client).
+//! Beside the flow: [`health`] (health-check results, from `_sc` lines, the API and imports),
+//! [`telemetry`] (meterd's own metrics), [`api`] (the HTTP API and status page), [`config`]
+//! (TOML → validated [`config::Runtime`]), [`server`] (wiring and shutdown order). Shared leaves:
+//! [`point`] (the flushed data model and the clock), [`sys`] (libc calls), [`units`]
+//! (durations). Clients: [`send`] (`meterd send`), [`checks_cli`] (`meterd checks`);
+//! [`shutdown`] is the signal future `main` hands to [`run`].
 #![deny(missing_docs)]
 
 pub mod aggregate;
