@@ -131,7 +131,7 @@ async fn post_healthchecks(
         Ok(b) => b,
         Err(r) => return body_error(r),
     };
-    let now = i64::try_from(crate::point::unix_now().as_secs()).unwrap_or(0);
+    let now = crate::point::unix_secs();
     let results = match health::parse_body(&body, now) {
         Ok(r) => r,
         Err(e) => return error(StatusCode::BAD_REQUEST, e.0),
@@ -183,7 +183,7 @@ async fn import(
         .get(header::CONTENT_ENCODING)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.eq_ignore_ascii_case("gzip"));
-    let now = i64::try_from(crate::point::unix_now().as_secs()).unwrap_or(0);
+    let now = crate::point::unix_secs();
     let max = s.max_import_bytes;
     let decoded =
         tokio::task::spawn_blocking(move || importer::decode(&body, gzip, max, now)).await;

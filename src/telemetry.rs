@@ -88,38 +88,31 @@ impl Telemetry {
             value,
             counter: true,
         };
+        let tagged = |name, key, tag: &str, value, counter| Sample {
+            name,
+            tag: Some((key, tag.to_owned())),
+            value,
+            counter,
+        };
         let ingest = &*self.ingest;
         let mut out = vec![
             c("packets.received", load(&ingest.packets_received)),
             c("lines.received", load(&ingest.lines_received)),
         ];
         for e in ParseError::ALL {
-            out.push(Sample {
-                name: "lines.invalid",
-                tag: Some(("reason", e.reason().to_owned())),
-                value: ingest.lines_invalid.get(e.index()).map_or(0, load),
-                counter: true,
-            });
+            let n = ingest.lines_invalid.get(e.index()).map_or(0, load);
+            out.push(tagged("lines.invalid", "reason", e.reason(), n, true));
         }
         for t in MetricType::ALL {
-            out.push(Sample {
-                name: "series.active",
-                tag: Some(("kind", kind_name(t).to_owned())),
-                value: self.series_active.get(t.index()).map_or(0, load),
-                counter: false,
-            });
+            let n = self.series_active.get(t.index()).map_or(0, load);
+            out.push(tagged("series.active", "kind", kind_name(t), n, false));
         }
         for (reason, v) in [
             ("limit", &ingest.series_dropped_limit),
             ("metric_limit", &ingest.series_dropped_metric_limit),
             ("non_finite", &self.series_dropped_non_finite),
         ] {
-            out.push(Sample {
-                name: "series.dropped",
-                tag: Some(("reason", reason.to_owned())),
-                value: load(v),
-                counter: true,
-            });
+            out.push(tagged("series.dropped", "reason", reason, load(v), true));
         }
         out.push(c("events.dropped", load(&ingest.events_dropped)));
         out.push(c("health.dropped", load(&self.health_dropped)));
@@ -135,12 +128,7 @@ impl Telemetry {
                 ("sink.errors", &s.errors),
                 ("sink.dropped", &s.dropped),
             ] {
-                out.push(Sample {
-                    name: metric,
-                    tag: Some(("sink", name.clone())),
-                    value: load(v),
-                    counter: true,
-                });
+                out.push(tagged(metric, "sink", name, load(v), true));
             }
         }
         for g in globals {
@@ -149,12 +137,7 @@ impl Telemetry {
                 ("forward.errors", &g.errors),
                 ("forward.dropped", &g.dropped),
             ] {
-                out.push(Sample {
-                    name: metric,
-                    tag: Some(("global", g.url.clone())),
-                    value: load(v),
-                    counter: true,
-                });
+                out.push(tagged(metric, "global", &g.url, load(v), true));
             }
         }
         out.push(c("udp.kernel_drops", load(&self.udp_kernel_drops)));
