@@ -32,7 +32,7 @@ set -euo pipefail
 usage() {
   cat <<'EOF'
 usage: benches/memory.sh [--build] [--out FILE] [options]
-  --build            cargo build --release --bins first
+  --build            cargo build --release --workspace --bins first
   --meterd PATH      meterd binary (default $CARGO_TARGET_DIR or target/release/meterd)
   --load PATH        meterd-load binary (default next to meterd)
   --cases LIST       a,b,c,d,e,f (default all; d runs within a)
@@ -77,7 +77,7 @@ done
 ROOT=$(git -C "$(dirname "$0")" rev-parse --show-toplevel)
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 if [[ $BUILD == 1 ]]; then
-  (cd "$ROOT" && cargo build --release --bins)
+  (cd "$ROOT" && cargo build --release --workspace --bins)
 fi
 METERD=${METERD:-$TARGET_DIR/release/meterd}
 LOAD=${LOAD:-$(dirname "$METERD")/meterd-load}

@@ -613,8 +613,8 @@ now() { date +%s.%N; }
 # ---------------------------------------------------------------------------------------------
 # Binaries: copied, so that a rebuild by someone else cannot swap them mid-run.
 if [[ $BUILD == 1 ]]; then
-  log "building release binaries (cargo build --release --bins)"
-  (cd "$ROOT" && timeout 1800 cargo build --release --bins --quiet)
+  log "building release binaries (cargo build --release --workspace --bins)"
+  (cd "$ROOT" && timeout 1800 cargo build --release --workspace --bins --quiet)
 fi
 cp "$TARGET_DIR/release/meterd" "$TARGET_DIR/release/meterd-load" "$WORK/"
 LOAD="$WORK/meterd-load"
@@ -726,7 +726,7 @@ run_load() { # TOTALS SECS ARGS...: meterd-load in the background (so signals re
 }
 
 COMMIT=$(git -C "$ROOT" rev-parse --short HEAD)
-if ! git -C "$ROOT" diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null; then COMMIT="$COMMIT + uncommitted changes"; fi
+if ! git -C "$ROOT" diff --quiet HEAD -- src tools Cargo.toml Cargo.lock 2>/dev/null; then COMMIT="$COMMIT + uncommitted changes"; fi
 meta smoke "$SMOKE"
 meta command "benches/soak.sh${ARGV[*]:+ ${ARGV[*]}}"
 meta commit "$COMMIT"

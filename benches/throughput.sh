@@ -624,8 +624,8 @@ rcvbuf_of() { # PORT: the receive buffer the kernel gave the socket (ss skmem rb
 
 # ---------------------------------------------------------------------------------------------
 # Binaries: copied so that a rebuild by someone else cannot swap them mid-run.
-log "building release binaries (cargo build --release --bins)"
-(cd "$ROOT" && cargo build --release --bins --quiet)
+log "building release binaries (cargo build --release --workspace --bins)"
+(cd "$ROOT" && cargo build --release --workspace --bins --quiet)
 cp "$TARGET_DIR/release/meterd" "$TARGET_DIR/release/meterd-load" "$WORK/"
 LOAD="$WORK/meterd-load"
 
@@ -760,7 +760,7 @@ fi
 START_DATE=$(date -u '+%Y-%m-%d %H:%M UTC')
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 COMMIT=$(git -C "$ROOT" rev-parse --short HEAD)
-if ! git -C "$ROOT" diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null; then COMMIT="$COMMIT + uncommitted changes"; fi
+if ! git -C "$ROOT" diff --quiet HEAD -- src tools Cargo.toml Cargo.lock 2>/dev/null; then COMMIT="$COMMIT + uncommitted changes"; fi
 
 if [[ ,$PEERS, == *,collectd,* ]] && ! has_collectd; then
   log "installing collectd-core"
