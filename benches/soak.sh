@@ -147,7 +147,6 @@ trap 'exit 130' INT TERM
 # ---------------------------------------------------------------------------------------------
 # The helper (benches/soak_helper.py): readiness, drains, /metrics snapshots, sampling and the
 # report.
-export PYTHONPATH="$ROOT/benches${PYTHONPATH:+:$PYTHONPATH}" # bench_common.py
 SOAK_PY="$ROOT/benches/soak_helper.py"
 HELPER=(timeout 120 python3 "$SOAK_PY")
 

@@ -134,7 +134,6 @@ trap 'exit 130' INT TERM
 # ---------------------------------------------------------------------------------------------
 # The measurement helper (benches/throughput_helper.py): snapshots, runs, drains, flush waits, loss,
 # search, exactness, tables.
-export PYTHONPATH="$ROOT/benches${PYTHONPATH:+:$PYTHONPATH}" # bench_common.py
 BENCH=(python3 "$ROOT/benches/throughput_helper.py")
 
 free_port() { # udp|tcp: a port free on 127.0.0.1 right now
