@@ -1,7 +1,7 @@
 """What benches/ab.py, throughput.sh and soak.sh read from /proc, in one place.
 
-The shell scripts run their helpers with this directory on PYTHONPATH; ab.py imports it from
-beside itself. Linux only.
+ab.py and the scripts' helpers (throughput_helper.py, soak_helper.py) import it from beside
+themselves. Linux only.
 """
 import glob
 import os

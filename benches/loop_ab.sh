@@ -51,11 +51,4 @@ for r in $(seq 1 "$ROUNDS"); do
   echo "round $r: A ($BASE) $a ns/line, B (working tree) $b ns/line"
   RESULTS="$RESULTS $a,$b"
 done
-python3 - "$BASE" $RESULTS <<'PY'
-import statistics, sys
-base, pairs = sys.argv[1], [tuple(map(float, p.split(","))) for p in sys.argv[2:]]
-a = statistics.median(p[0] for p in pairs)
-b = statistics.median(p[1] for p in pairs)
-print(f"ingest loop, {len(pairs)} rounds: A ({base}) median {a:.1f} ns/line, "
-      f"B (working tree) median {b:.1f} ns/line, B/A = {b / a:.3f}")
-PY
+python3 "$ROOT/benches/ingest_loop_report.py" loop-ab "$BASE" $RESULTS

@@ -253,7 +253,7 @@ fn send_batch(fd: i32, batch: &mut Batch, ring: &Ring, report: &mut SenderReport
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::meterd_load::workload::{build_ring, Spec, Totals};
+    use crate::workload::{build_ring, Spec, Totals};
 
     /// Receives on `socket` until `datagrams` arrived or a second passes; returns the payloads.
     fn receive(socket: &UdpSocket, datagrams: u64) -> Vec<Vec<u8>> {

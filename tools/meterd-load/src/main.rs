@@ -29,7 +29,9 @@
 //! it has tags: `load.c.m00153|#env:env0,region:r0,service:svc2` (or `P.c.m00153|#…` with
 //! `--prefix P`).
 
-mod meterd_load;
+mod pacing;
+mod send;
+mod workload;
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
@@ -40,8 +42,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use clap::{Parser, ValueEnum};
 
-use meterd_load::send::{self, SenderConfig, SenderReport, MAX_BATCH};
-use meterd_load::workload::{self, Kind, Ring, Sent, Spec, Totals};
+use send::{SenderConfig, SenderReport, MAX_BATCH};
+use workload::{MetricType, Ring, Sent, Spec, Totals};
 
 /// The longest run allowed: every run is bounded, whatever the arguments.
 const MAX_DURATION_S: f64 = 3600.0;
@@ -140,8 +142,8 @@ struct Cli {
 }
 
 /// `c:5,ms:3` → kinds with weights (a bare type weighs 1).
-fn parse_types(text: &str) -> Result<Vec<(Kind, u32)>> {
-    let mut out: Vec<(Kind, u32)> = Vec::new();
+fn parse_types(text: &str) -> Result<Vec<(MetricType, u32)>> {
+    let mut out: Vec<(MetricType, u32)> = Vec::new();
     for item in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
         let (code, weight) = match item.split_once(':') {
             Some((c, w)) => (
@@ -151,7 +153,7 @@ fn parse_types(text: &str) -> Result<Vec<(Kind, u32)>> {
             ),
             None => (item, 1),
         };
-        let kind = Kind::from_code(code)
+        let kind = workload::type_from_code(code)
             .with_context(|| format!("--types: unknown type {code:?} (c, g, s, ms, h, d)"))?;
         if out.iter().any(|&(k, _)| k == kind) {
             bail!("--types: {code} given twice");
@@ -379,7 +381,7 @@ fn run(cli: &Cli) -> Result<()> {
                 "preset": format!("{:?}", cli.workload).to_lowercase(),
                 "prefix": spec.prefix,
                 "series": spec.series,
-                "types": spec.types.iter().map(|(k, w)| format!("{}:{w}", k.code())).collect::<Vec<_>>().join(","),
+                "types": spec.types.iter().map(|(k, w)| format!("{}:{w}", k.as_str())).collect::<Vec<_>>().join(","),
                 "tags": spec.tags,
                 "sample_rates": spec.sample_rates,
                 "decimals": spec.decimals,
@@ -476,7 +478,10 @@ mod tests {
         ]))
         .expect("spec");
         assert_eq!(spec.series, 500);
-        assert_eq!(spec.types, vec![(Kind::Counter, 2), (Kind::Set, 1)]);
+        assert_eq!(
+            spec.types,
+            vec![(MetricType::Counter, 2), (MetricType::Set, 1)]
+        );
         assert_eq!(spec.tags, 1);
         assert_eq!(spec.sample_rates, vec![0.5]);
         assert_eq!(spec.lines_per_datagram, 10);
