@@ -1,0 +1,36 @@
+//! [`Runtime`]: the configuration as the server runs on it, what
+//! [`Config::validate`](super::Config::validate) makes of a parsed file (resolved hostname,
+//! tokens and counts, sorted tags).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::Config;
+
+/// The validated configuration the server runs on.
+#[derive(Debug, Clone)]
+pub struct Runtime {
+    /// The file as parsed.
+    pub config: Config,
+    /// Resolved hostname.
+    pub hostname: Arc<str>,
+    /// Flush interval.
+    pub interval: Duration,
+    /// Sorted, de-duplicated global tags.
+    pub tags: Vec<String>,
+    /// UDP readers per address.
+    pub readers: usize,
+    /// Shards (power of two).
+    pub shards: usize,
+    /// Global base URLs without a trailing slash; empty = standalone.
+    pub globals: Vec<String>,
+    /// Resolved `[forward] token` (empty = none).
+    pub forward_token: String,
+    /// Resolved `[http] import_token` (empty = none).
+    pub import_token: String,
+    /// Resolved `[http] healthcheck_token` (empty = none).
+    pub healthcheck_token: String,
+    /// The file this came from (SIGHUP re-reads it); `None` on embedded defaults.
+    pub source: Option<PathBuf>,
+}
