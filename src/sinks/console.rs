@@ -8,13 +8,14 @@
 //! blocked threads.
 
 use std::io::Write;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 
-use super::{default_max_retries, default_timeout, Sink, SinkError};
-use crate::point::FlushBatch;
+use super::config::{default_max_retries, default_timeout};
+use super::{Sink, SinkError};
+use crate::point::{unix_secs, FlushBatch};
 
 /// `[[sinks]] type = "console"`.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -112,7 +113,7 @@ impl Sink for ConsoleSink {
         let mut buf = std::mem::take(&mut self.spare);
         buf.clear();
         match self.format {
-            ConsoleFormat::Table => encode_table(&mut buf, batch, unix_now())?,
+            ConsoleFormat::Table => encode_table(&mut buf, batch, unix_secs())?,
             ConsoleFormat::Json => encode_json(&mut buf, batch)?,
         }
         // An earlier batch's unwritten buffer is simply replaced.
@@ -166,12 +167,6 @@ fn write_stdout(buf: &[u8]) -> std::io::Result<()> {
     let mut out = std::io::stdout().lock();
     out.write_all(buf)?;
     out.flush()
-}
-
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 fn io_encode_error(err: std::io::Error) -> SinkError {
@@ -376,7 +371,7 @@ fn write_rfc3339(out: &mut Vec<u8>, unix: i64) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sinks::tests::sample_batch;
+    use crate::sinks::testing::sample_batch;
 
     fn table(batch: &FlushBatch) -> String {
         let mut out = Vec::new();

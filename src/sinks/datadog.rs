@@ -10,17 +10,15 @@
 use std::time::Duration;
 
 use reqwest::header::{HeaderMap, HeaderName};
-use reqwest::{Client, Url};
+use reqwest::Url;
 use serde::{Deserialize, Serialize};
 
-use super::http::{
-    build_client, check_batch_max_bytes, json_headers, parse_url, secret_header, BodyEncoding,
-    Outbox,
+use super::config::{default_max_retries, default_timeout};
+use super::transport::{
+    check_batch_max_bytes, json_error, json_headers, secret_header, BaseUrl, BodyEncoding,
+    EncodeRequests, Outbox, Poster,
 };
-use super::{
-    default_max_retries, default_timeout, resolve_env, Compression, Secret, Sink, SinkConfigError,
-    SinkError,
-};
+use super::{Compression, Secret, SinkConfigError, SinkError};
 use crate::point::{Event, FlushBatch, Point, PointKind, ServiceCheck};
 
 /// Default API base.
@@ -38,7 +36,7 @@ const MAX_PLAIN_BODY_BYTES: usize = 3_000_000;
 /// that series JSON compresses by.
 const MAX_GZIP_RAW_BYTES: usize = 16_000_000;
 
-/// Endpoint indices into [`DatadogSink::urls`].
+/// Endpoint indices into the sink's URLs.
 const SERIES: usize = 0;
 const CHECK_RUN: usize = 1;
 const EVENTS: usize = 2;
@@ -107,23 +105,11 @@ pub(super) fn validate(
     config: &DatadogConfig,
     key: &impl Fn(&str) -> String,
 ) -> Result<DatadogSettings, SinkConfigError> {
-    let url_key = || key("url");
-    let base = parse_url(&resolve_env(&config.url, url_key)?, url_key)?;
-    if base.query().is_some() || base.fragment().is_some() {
-        return Err(SinkConfigError::new(
-            url_key(),
-            "must be an API base without query or fragment",
-        ));
-    }
-    let base = base.as_str().trim_end_matches('/');
-    let endpoint = |path: &str| {
-        Url::parse(&format!("{base}{path}"))
-            .map_err(|e| SinkConfigError::new(url_key(), format!("invalid url: {e}")))
-    };
+    let base = BaseUrl::parse(&config.url, "an API base", key("url"))?;
     let urls = [
-        endpoint("/api/v1/series")?,
-        endpoint("/api/v1/check_run")?,
-        endpoint("/api/v1/events")?,
+        base.join("/api/v1/series")?,
+        base.join("/api/v1/check_run")?,
+        base.join("/api/v1/events")?,
     ];
 
     let api_key_key = || key("api_key");
@@ -241,10 +227,6 @@ impl<'a> DdEvent<'a> {
     }
 }
 
-fn json_error(err: serde_json::Error) -> SinkError {
-    SinkError::Encode(err.to_string())
-}
-
 /// Encodes `batch` into `outbox`: series requests (each closed once past `max_raw`
 /// uncompressed bytes), then check runs, then events.
 fn encode_batch(
@@ -293,55 +275,39 @@ fn encode_batch(
     Ok(())
 }
 
-/// Sends batches to Datadog's v1 API.
-pub(super) struct DatadogSink {
-    client: Client,
-    /// `series`, `check_run`, `events`, indexed by [`SERIES`], [`CHECK_RUN`], [`EVENTS`].
-    urls: [Url; 3],
-    headers: HeaderMap,
+/// How the `datadog` sink encodes a batch: series, check runs, events.
+pub(super) struct DatadogRequests {
     gzip: bool,
     max_raw: usize,
-    timeout: Duration,
-    outbox: Outbox,
 }
+
+/// Sends batches to Datadog's v1 API: `series`, `check_run`, `events`, indexed by [`SERIES`],
+/// [`CHECK_RUN`], [`EVENTS`].
+pub(super) type DatadogSink = Poster<DatadogRequests>;
 
 impl DatadogSink {
     pub(super) fn new(
         settings: DatadogSettings,
         timeout: Duration,
     ) -> Result<Self, reqwest::Error> {
-        Ok(DatadogSink {
-            client: build_client(timeout)?,
-            urls: settings.urls,
-            headers: settings.headers,
+        let encoder = DatadogRequests {
             gzip: settings.gzip,
             max_raw: settings.max_raw,
-            timeout,
-            outbox: Outbox::default(),
-        })
+        };
+        Poster::build(encoder, settings.urls, settings.headers, timeout)
     }
 }
 
-impl Sink for DatadogSink {
-    fn encode(&mut self, batch: &FlushBatch) -> Result<(), SinkError> {
-        encode_batch(&mut self.outbox, batch, self.gzip, self.max_raw)
-    }
-
-    async fn send(&mut self) -> Result<(), SinkError> {
-        self.outbox
-            .send(&self.client, &self.urls, &self.headers, self.timeout)
-            .await
-    }
-
-    fn delivered(&self) -> u64 {
-        self.outbox.delivered()
+impl EncodeRequests for DatadogRequests {
+    fn encode(&mut self, batch: &FlushBatch, outbox: &mut Outbox) -> Result<(), SinkError> {
+        encode_batch(outbox, batch, self.gzip, self.max_raw)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sinks::tests::{sample_batch, wait_for, Answer, CaptureServer};
+    use crate::sinks::testing::{sample_batch, wait_for, Answer, CaptureServer};
     use crate::sinks::{SinkConfig, SinkSet};
     use serde_json::{json, Value};
     use std::io::Read;

@@ -21,12 +21,12 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 
-use super::prom_series::{Cumulative, Family};
-use super::{
-    default_expire_after, default_max_retries, default_timeout, parse_expire_after, unix_now_secs,
-    write_number, Sink, SinkConfigError, SinkError,
+use super::config::{
+    default_expire_after, default_max_retries, default_timeout, parse_expire_after,
 };
-use crate::point::{FlushBatch, PointKind};
+use super::prom_series::{Cumulative, Family};
+use super::{write_number, Sink, SinkConfigError, SinkError};
+use crate::point::{unix_secs, FlushBatch, PointKind};
 
 /// Default `listen` address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9102";
@@ -236,7 +236,7 @@ impl Sink for ScrapeSink {
     const METRICS_ONLY: bool = true;
 
     fn encode(&mut self, batch: &FlushBatch) -> Result<(), SinkError> {
-        let stats = self.state.update(&batch.metrics, unix_now_secs());
+        let stats = self.state.update(&batch.metrics, unix_secs());
         if stats.conflicts > 0 {
             tracing::debug!(
                 points = stats.conflicts,
@@ -272,7 +272,7 @@ impl Sink for ScrapeSink {
 mod tests {
     use super::*;
     use crate::point::Point;
-    use crate::sinks::tests::{sample_batch, wait_for};
+    use crate::sinks::testing::{sample_batch, wait_for};
     use crate::sinks::{SinkConfig, SinkSet};
     use std::sync::atomic::Ordering;
 
