@@ -27,11 +27,11 @@ const DEFAULT_EXPIRE_AFTER: &str = "5m";
 
 /// One `[[sinks]]` table, tagged by its `type` key; unknown keys are rejected.
 ///
-/// Serialises as an internally tagged enum. Deserialisation is written by hand (same shape) so
-/// that errors are raised while the table is being read, and toml reports the line of the
-/// offending `[[sinks]]` table rather than of the whole array.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
+/// (De)serialised by hand as an internally tagged table: errors are raised while the table is
+/// being read, so toml reports the line of the offending `[[sinks]]` table rather than of the
+/// whole array; the keys every sink takes are read once into [`SinkCommon`], the rest by the
+/// sink's own struct; and a table prints its keys in each sink's documented order.
+#[derive(Debug, Clone, PartialEq)]
 pub enum SinkConfig {
     /// Human-readable table or one JSON object per flush on stdout.
     Console(ConsoleConfig),
@@ -93,19 +93,179 @@ impl<'de> serde::de::Visitor<'de> for SinkConfigVisitor {
             }
             None => return Err(A::Error::missing_field("type")),
         };
-        let rest = toml::Value::Table(table);
         let parsed = match kind.as_str() {
-            "console" => ConsoleConfig::deserialize(rest).map(SinkConfig::Console),
-            "http" => HttpConfig::deserialize(rest).map(SinkConfig::Http),
-            "datadog" => DatadogConfig::deserialize(rest).map(SinkConfig::Datadog),
-            "prometheus_remote_write" => PrometheusRemoteWriteConfig::deserialize(rest)
-                .map(SinkConfig::PrometheusRemoteWrite),
-            "influxdb" => InfluxdbConfig::deserialize(rest).map(SinkConfig::Influxdb),
-            "prometheus" => PrometheusConfig::deserialize(rest).map(SinkConfig::Prometheus),
+            "console" => read_table(table).map(SinkConfig::Console),
+            "http" => read_table(table).map(SinkConfig::Http),
+            "datadog" => read_table(table).map(SinkConfig::Datadog),
+            "prometheus_remote_write" => read_table(table).map(SinkConfig::PrometheusRemoteWrite),
+            "influxdb" => read_table(table).map(SinkConfig::Influxdb),
+            "prometheus" => read_table(table).map(SinkConfig::Prometheus),
             other => return Err(A::Error::unknown_variant(other, SINK_TYPES)),
         };
         parsed.map_err(|e| A::Error::custom(e.message()))
     }
+}
+
+impl Serialize for SinkConfig {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            SinkConfig::Console(c) => write_table(serializer, self.type_name(), c),
+            SinkConfig::Http(c) => write_table(serializer, self.type_name(), c),
+            SinkConfig::Datadog(c) => write_table(serializer, self.type_name(), c),
+            SinkConfig::PrometheusRemoteWrite(c) => write_table(serializer, self.type_name(), c),
+            SinkConfig::Influxdb(c) => write_table(serializer, self.type_name(), c),
+            SinkConfig::Prometheus(c) => write_table(serializer, self.type_name(), c),
+        }
+    }
+}
+
+/// The keys every sink type takes, read once for all of them by [`SinkConfig`]'s deserializer.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SinkCommon {
+    /// Sink name (default the type, then `<type>-2`, …): a tag value and part of the check name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Per-attempt timeout: one request, or one write to stdout (default `"5s"`, at most half
+    /// the interval; the `prometheus` sink accepts it for symmetry).
+    pub timeout: String,
+    /// Further attempts after a retryable failure (default 3).
+    pub max_retries: u32,
+    /// Only metrics and service checks whose name starts with one of these (default: all).
+    pub include: Vec<String>,
+    /// No metric or service check whose name starts with one of these.
+    pub exclude: Vec<String>,
+    /// Tag keys removed before sending (`host` removes the host tag or label).
+    pub drop_tags: Vec<String>,
+    /// Tags added to everything sent.
+    pub tags: Vec<String>,
+}
+
+impl Default for SinkCommon {
+    fn default() -> Self {
+        SinkCommon {
+            name: None,
+            timeout: DEFAULT_TIMEOUT.to_owned(),
+            max_retries: 3,
+            include: Vec::new(),
+            exclude: Vec::new(),
+            drop_tags: Vec::new(),
+            tags: Vec::new(),
+        }
+    }
+}
+
+/// The keys of [`SinkCommon`].
+const COMMON_KEYS: &[&str] = &[
+    "name",
+    "timeout",
+    "max_retries",
+    "include",
+    "exclude",
+    "drop_tags",
+    "tags",
+];
+
+/// A sink type's own config struct: its keys besides [`SinkCommon`]'s, which it holds.
+trait SinkTable: Serialize + serde::de::DeserializeOwned {
+    /// Every key the type takes, the common ones included, in the order they are documented,
+    /// printed and listed in "unknown field" errors.
+    const KEYS: &'static [&'static str];
+
+    fn common(&self) -> &SinkCommon;
+
+    fn common_mut(&mut self) -> &mut SinkCommon;
+}
+
+macro_rules! sink_table {
+    ($($config:ty => [$($key:literal),* $(,)?];)*) => {$(
+        impl SinkTable for $config {
+            const KEYS: &'static [&'static str] = &[$($key),*];
+
+            fn common(&self) -> &SinkCommon {
+                &self.common
+            }
+
+            fn common_mut(&mut self) -> &mut SinkCommon {
+                &mut self.common
+            }
+        }
+    )*};
+}
+
+sink_table! {
+    ConsoleConfig => [
+        "name", "format", "timeout", "max_retries", "include", "exclude", "drop_tags", "tags",
+    ];
+    HttpConfig => [
+        "name", "url", "headers", "compression", "timeout", "max_retries", "batch_max_bytes",
+        "include", "exclude", "drop_tags", "tags",
+    ];
+    DatadogConfig => [
+        "name", "url", "api_key", "compression", "timeout", "max_retries", "batch_max_bytes",
+        "include", "exclude", "drop_tags", "tags",
+    ];
+    PrometheusRemoteWriteConfig => [
+        "name", "url", "headers", "timeout", "max_retries", "batch_max_bytes", "expire_after",
+        "include", "exclude", "drop_tags", "tags",
+    ];
+    InfluxdbConfig => [
+        "name", "url", "version", "database", "username", "password", "org", "bucket", "token",
+        "compression", "timeout", "max_retries", "batch_max_bytes", "include", "exclude",
+        "drop_tags", "tags",
+    ];
+    PrometheusConfig => [
+        "name", "listen", "expire_after", "timeout", "max_retries", "include", "exclude",
+        "drop_tags", "tags",
+    ];
+}
+
+/// Reads one sink table (without its `type`): the common keys into [`SinkCommon`], the others
+/// into `T`. Errors are those serde would raise reading the table into one struct of all of
+/// `T::KEYS`: the first bad key in table order, unknown ones listed against `T::KEYS`.
+fn read_table<T: SinkTable>(table: toml::Table) -> Result<T, toml::de::Error> {
+    use serde::de::Error as _;
+    let own = |rest: toml::Table| T::deserialize(toml::Value::Table(rest));
+    let mut common = toml::Table::new();
+    let mut rest = toml::Table::new();
+    for (key, value) in table {
+        if !T::KEYS.contains(&key.as_str()) {
+            // A bad value earlier in the table is reported first, as serde would.
+            own(rest)?;
+            return Err(toml::de::Error::unknown_field(&key, T::KEYS));
+        }
+        if COMMON_KEYS.contains(&key.as_str()) {
+            common.insert(key, value);
+            if let Err(err) = SinkCommon::deserialize(toml::Value::Table(common.clone())) {
+                own(rest)?;
+                return Err(err);
+            }
+        } else {
+            rest.insert(key, value);
+        }
+    }
+    let mut config = own(rest)?;
+    *config.common_mut() = SinkCommon::deserialize(toml::Value::Table(common))?;
+    Ok(config)
+}
+
+/// Writes one sink table: `type`, then `T::KEYS` in order (unset optional keys left out).
+fn write_table<S: serde::Serializer, T: SinkTable>(
+    serializer: S,
+    type_name: &str,
+    config: &T,
+) -> Result<S::Ok, S::Error> {
+    use serde::ser::{Error as _, SerializeMap as _};
+    let own = toml::Table::try_from(config).map_err(S::Error::custom)?;
+    let common = toml::Table::try_from(config.common()).map_err(S::Error::custom)?;
+    let mut map = serializer.serialize_map(None)?;
+    map.serialize_entry("type", type_name)?;
+    for key in T::KEYS {
+        if let Some(value) = own.get(*key).or_else(|| common.get(*key)) {
+            map.serialize_entry(key, value)?;
+        }
+    }
+    map.end()
 }
 
 impl SinkConfig {
@@ -124,37 +284,29 @@ impl SinkConfig {
 
     /// The keys every sink type has.
     fn common(&self) -> CommonKeys<'_> {
-        macro_rules! common {
-            ($c:expr) => {
-                CommonKeys {
-                    name: $c.name.as_deref(),
-                    timeout: &$c.timeout,
-                    max_retries: $c.max_retries,
-                    filter: filter::FilterKeys {
-                        include: &$c.include,
-                        exclude: &$c.exclude,
-                        drop_tags: &$c.drop_tags,
-                        tags: &$c.tags,
-                    },
-                }
-            };
-        }
-        match self {
-            SinkConfig::Console(c) => common!(c),
-            SinkConfig::Http(c) => common!(c),
-            SinkConfig::Datadog(c) => common!(c),
-            SinkConfig::PrometheusRemoteWrite(c) => common!(c),
-            SinkConfig::Influxdb(c) => common!(c),
-            SinkConfig::Prometheus(c) => common!(c),
+        let common = match self {
+            SinkConfig::Console(c) => &c.common,
+            SinkConfig::Http(c) => &c.common,
+            SinkConfig::Datadog(c) => &c.common,
+            SinkConfig::PrometheusRemoteWrite(c) => &c.common,
+            SinkConfig::Influxdb(c) => &c.common,
+            SinkConfig::Prometheus(c) => &c.common,
+        };
+        CommonKeys {
+            name: common.name.as_deref(),
+            timeout: &common.timeout,
+            max_retries: common.max_retries,
+            filter: filter::FilterKeys {
+                include: &common.include,
+                exclude: &common.exclude,
+                drop_tags: &common.drop_tags,
+                tags: &common.tags,
+            },
         }
     }
 }
 
-/// The keys every sink type has (`name`, `timeout`, `max_retries`, and the filter's
-/// `include`, `exclude`, `drop_tags`, `tags`), borrowed from its struct.
-///
-/// Each sink struct declares these fields itself rather than `#[serde(flatten)]`ing a shared
-/// struct, because flattening defeats `deny_unknown_fields`.
+/// The keys every sink type has, as validation reads them: the filter's four apart.
 struct CommonKeys<'a> {
     name: Option<&'a str>,
     timeout: &'a str,
@@ -181,16 +333,6 @@ pub(super) fn parse_expire_after(
         ));
     }
     Ok(d)
-}
-
-/// Default of every sink's `timeout` key.
-pub(super) fn default_timeout() -> String {
-    DEFAULT_TIMEOUT.to_owned()
-}
-
-/// Default of every sink's `max_retries` key.
-pub(super) const fn default_max_retries() -> u32 {
-    3
 }
 
 /// Whether request bodies are compressed.
@@ -433,8 +575,8 @@ mod tests {
             panic!("default sink is not console");
         };
         assert_eq!(c.format, ConsoleFormat::Table);
-        assert_eq!(c.timeout, "5s");
-        assert_eq!(c.max_retries, 3);
+        assert_eq!(c.common.timeout, "5s");
+        assert_eq!(c.common.max_retries, 3);
         let parsed = parse("[[sinks]]\ntype = \"console\"\n").expect("parses");
         assert_eq!(parsed, vec![SinkConfig::default()]);
     }
@@ -574,7 +716,10 @@ mod tests {
     fn bad_names_are_rejected() {
         for bad in ["", "a b", "x,y", "a:b"] {
             let configs = vec![SinkConfig::Console(ConsoleConfig {
-                name: Some(bad.to_owned()),
+                common: SinkCommon {
+                    name: Some(bad.to_owned()),
+                    ..SinkCommon::default()
+                },
                 ..ConsoleConfig::default()
             })];
             let err = SinkSet::validate(&configs, Duration::from_secs(10)).expect_err(bad);

@@ -13,7 +13,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 
-use super::config::{default_max_retries, default_timeout};
+use super::config::SinkCommon;
 use super::{Sink, SinkError};
 use crate::point::{unix_secs, FlushBatch};
 
@@ -21,36 +21,18 @@ use crate::point::{unix_secs, FlushBatch};
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ConsoleConfig {
-    /// Sink name (default `console`, then `console-2`, …).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
+    /// The keys every sink takes (`name`, `timeout`, `max_retries`, the filter's).
+    #[serde(skip)]
+    pub common: SinkCommon,
     /// Output format.
     pub format: ConsoleFormat,
-    /// Longest wait for one write to stdout (default `"5s"`, at most half the interval).
-    pub timeout: String,
-    /// Further attempts to finish a write that timed out (default 3).
-    pub max_retries: u32,
-    /// Only metrics and service checks whose name starts with one of these (default: all).
-    pub include: Vec<String>,
-    /// No metric or service check whose name starts with one of these.
-    pub exclude: Vec<String>,
-    /// Tag keys removed before printing.
-    pub drop_tags: Vec<String>,
-    /// Tags added to everything printed.
-    pub tags: Vec<String>,
 }
 
 impl Default for ConsoleConfig {
     fn default() -> Self {
         ConsoleConfig {
-            name: None,
+            common: SinkCommon::default(),
             format: ConsoleFormat::default(),
-            timeout: default_timeout(),
-            max_retries: default_max_retries(),
-            include: Vec::new(),
-            exclude: Vec::new(),
-            drop_tags: Vec::new(),
-            tags: Vec::new(),
         }
     }
 }

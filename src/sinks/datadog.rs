@@ -13,7 +13,7 @@ use reqwest::header::{HeaderMap, HeaderName};
 use reqwest::Url;
 use serde::{Deserialize, Serialize};
 
-use super::config::{default_max_retries, default_timeout};
+use super::config::SinkCommon;
 use super::transport::{
     check_batch_max_bytes, json_error, json_headers, secret_header, BaseUrl, BodyEncoding,
     EncodeRequests, Outbox, Poster,
@@ -45,9 +45,9 @@ const EVENTS: usize = 2;
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DatadogConfig {
-    /// Sink name (default `datadog`, then `datadog-2`, …).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
+    /// The keys every sink takes (`name`, `timeout`, `max_retries`, the filter's).
+    #[serde(skip)]
+    pub common: SinkCommon,
     /// API base; meterd appends `/api/v1/series`, `/api/v1/check_run`, `/api/v1/events`
     /// (default `https://api.datadoghq.com`; may be `"${ENV}"`).
     pub url: String,
@@ -56,38 +56,20 @@ pub struct DatadogConfig {
     pub api_key: Option<Secret>,
     /// Body compression (default `gzip`).
     pub compression: Compression,
-    /// Per-request timeout (default `"5s"`, at most half the interval).
-    pub timeout: String,
-    /// Further attempts after a retryable failure (default 3).
-    pub max_retries: u32,
     /// Uncompressed bytes after which a `series` request is closed (default: unset, 3 MB
     /// plain or 16 MB gzipped, under the API's payload limits).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub batch_max_bytes: Option<usize>,
-    /// Only metrics and service checks whose name starts with one of these (default: all).
-    pub include: Vec<String>,
-    /// No metric or service check whose name starts with one of these.
-    pub exclude: Vec<String>,
-    /// Tag keys removed before sending.
-    pub drop_tags: Vec<String>,
-    /// Tags added to everything sent.
-    pub tags: Vec<String>,
 }
 
 impl Default for DatadogConfig {
     fn default() -> Self {
         DatadogConfig {
-            name: None,
+            common: SinkCommon::default(),
             url: DEFAULT_URL.to_owned(),
             api_key: None,
             compression: Compression::Gzip,
-            timeout: default_timeout(),
-            max_retries: default_max_retries(),
             batch_max_bytes: None,
-            include: Vec::new(),
-            exclude: Vec::new(),
-            drop_tags: Vec::new(),
-            tags: Vec::new(),
         }
     }
 }

@@ -9,7 +9,7 @@ use reqwest::header::HeaderMap;
 use reqwest::Url;
 use serde::{Deserialize, Serialize};
 
-use super::config::{default_max_retries, default_timeout, resolve_env};
+use super::config::{resolve_env, SinkCommon};
 use super::transport::{
     add_headers, check_batch_max_bytes, json_error, json_headers, parse_url, BodyEncoding,
     EncodeRequests, Outbox, Poster,
@@ -21,9 +21,9 @@ use crate::point::FlushBatch;
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HttpConfig {
-    /// Sink name (default `http`, then `http-2`, …).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
+    /// The keys every sink takes (`name`, `timeout`, `max_retries`, the filter's).
+    #[serde(skip)]
+    pub common: SinkCommon,
     /// Where to POST (required; `http` or `https`; may be `"${ENV}"`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
@@ -31,38 +31,20 @@ pub struct HttpConfig {
     pub headers: BTreeMap<String, Secret>,
     /// Body compression (default `none`).
     pub compression: Compression,
-    /// Per-request timeout (default `"5s"`, at most half the interval).
-    pub timeout: String,
-    /// Further attempts after a retryable failure (default 3).
-    pub max_retries: u32,
     /// Uncompressed bytes after which a document is closed and the flush's remaining metrics
     /// go into another one (default: unset, one document per flush).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub batch_max_bytes: Option<usize>,
-    /// Only metrics and service checks whose name starts with one of these (default: all).
-    pub include: Vec<String>,
-    /// No metric or service check whose name starts with one of these.
-    pub exclude: Vec<String>,
-    /// Tag keys removed before sending.
-    pub drop_tags: Vec<String>,
-    /// Tags added to everything sent.
-    pub tags: Vec<String>,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
-            name: None,
+            common: SinkCommon::default(),
             url: None,
             headers: BTreeMap::new(),
             compression: Compression::None,
-            timeout: default_timeout(),
-            max_retries: default_max_retries(),
             batch_max_bytes: None,
-            include: Vec::new(),
-            exclude: Vec::new(),
-            drop_tags: Vec::new(),
-            tags: Vec::new(),
         }
     }
 }

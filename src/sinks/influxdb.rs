@@ -21,7 +21,7 @@ use reqwest::header::{HeaderMap, AUTHORIZATION};
 use reqwest::Url;
 use serde::{Deserialize, Serialize};
 
-use super::config::{default_max_retries, default_timeout};
+use super::config::SinkCommon;
 use super::transport::{
     check_batch_max_bytes, content_headers, sensitive_header, BaseUrl, BodyEncoding,
     EncodeRequests, Outbox, Poster,
@@ -43,9 +43,9 @@ pub const DEFAULT_BATCH_MAX_BYTES: usize = 1 << 20;
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct InfluxdbConfig {
-    /// Sink name (default `influxdb`, then `influxdb-2`, …).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
+    /// The keys every sink takes (`name`, `timeout`, `max_retries`, the filter's).
+    #[serde(skip)]
+    pub common: SinkCommon,
     /// Server base (default `http://127.0.0.1:8086`); meterd appends `/write` or
     /// `/api/v2/write`. May be `"${ENV}"`.
     pub url: String,
@@ -71,26 +71,14 @@ pub struct InfluxdbConfig {
     pub token: Option<Secret>,
     /// Body compression (default `none`).
     pub compression: Compression,
-    /// Per-request timeout (default `"5s"`, at most half the interval).
-    pub timeout: String,
-    /// Further attempts after a retryable failure (default 3).
-    pub max_retries: u32,
     /// Uncompressed bytes of line protocol per request (default 1048576).
     pub batch_max_bytes: usize,
-    /// Only metrics whose name starts with one of these (default: all).
-    pub include: Vec<String>,
-    /// No metric whose name starts with one of these.
-    pub exclude: Vec<String>,
-    /// Tag keys removed before sending (`host` removes the host tag).
-    pub drop_tags: Vec<String>,
-    /// Tags added to every line.
-    pub tags: Vec<String>,
 }
 
 impl Default for InfluxdbConfig {
     fn default() -> Self {
         InfluxdbConfig {
-            name: None,
+            common: SinkCommon::default(),
             url: DEFAULT_URL.to_owned(),
             version: 1,
             database: None,
@@ -100,13 +88,7 @@ impl Default for InfluxdbConfig {
             bucket: None,
             token: None,
             compression: Compression::None,
-            timeout: default_timeout(),
-            max_retries: default_max_retries(),
             batch_max_bytes: DEFAULT_BATCH_MAX_BYTES,
-            include: Vec::new(),
-            exclude: Vec::new(),
-            drop_tags: Vec::new(),
-            tags: Vec::new(),
         }
     }
 }

@@ -37,7 +37,7 @@ use std::sync::{Arc, RwLock};
 
 use crate::point::FlushBatch;
 
-pub use config::{Compression, Secret, SinkConfig, SinkConfigError};
+pub use config::{Compression, Secret, SinkCommon, SinkConfig, SinkConfigError};
 pub use console::{ConsoleConfig, ConsoleFormat};
 pub use datadog::DatadogConfig;
 pub use http::HttpConfig;

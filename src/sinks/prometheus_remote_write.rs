@@ -17,9 +17,7 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_ENCODING, CONT
 use reqwest::Url;
 use serde::{Deserialize, Serialize};
 
-use super::config::{
-    default_expire_after, default_max_retries, default_timeout, parse_expire_after, resolve_env,
-};
+use super::config::{default_expire_after, parse_expire_after, resolve_env, SinkCommon};
 use super::prom_series::Cumulative;
 use super::transport::{
     add_headers, check_batch_max_bytes, parse_url, BodyEncoding, EncodeRequests, Outbox, Poster,
@@ -37,49 +35,31 @@ const REMOTE_WRITE_VERSION: &str = "0.1.0";
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PrometheusRemoteWriteConfig {
-    /// Sink name (default `prometheus_remote_write`, then `prometheus_remote_write-2`, …).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
+    /// The keys every sink takes (`name`, `timeout`, `max_retries`, the filter's).
+    #[serde(skip)]
+    pub common: SinkCommon,
     /// The receiver's write URL (required), e.g. `http://127.0.0.1:9090/api/v1/write`; may be
     /// `"${ENV}"`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
     /// Extra request headers (e.g. `Authorization`, `X-Scope-OrgID`); values may be `"${ENV}"`.
     pub headers: BTreeMap<String, Secret>,
-    /// Per-request timeout (default `"5s"`, at most half the interval).
-    pub timeout: String,
-    /// Further attempts after a retryable failure (default 3).
-    pub max_retries: u32,
     /// Uncompressed protobuf bytes per request; more series go into further requests
     /// (default 1048576).
     pub batch_max_bytes: usize,
     /// A series no flush updated for this long is no longer sent, and its counter forgotten
     /// (default `"5m"`).
     pub expire_after: String,
-    /// Only metrics whose name starts with one of these (default: all).
-    pub include: Vec<String>,
-    /// No metric whose name starts with one of these.
-    pub exclude: Vec<String>,
-    /// Tag keys removed before sending (`host` removes the host label).
-    pub drop_tags: Vec<String>,
-    /// Tags added to every series.
-    pub tags: Vec<String>,
 }
 
 impl Default for PrometheusRemoteWriteConfig {
     fn default() -> Self {
         PrometheusRemoteWriteConfig {
-            name: None,
+            common: SinkCommon::default(),
             url: None,
             headers: BTreeMap::new(),
-            timeout: default_timeout(),
-            max_retries: default_max_retries(),
             batch_max_bytes: DEFAULT_BATCH_MAX_BYTES,
             expire_after: default_expire_after(),
-            include: Vec::new(),
-            exclude: Vec::new(),
-            drop_tags: Vec::new(),
-            tags: Vec::new(),
         }
     }
 }
@@ -541,7 +521,7 @@ mod tests {
         for (code, attempts) in [(400u16, 1usize), (429, 3), (503, 3)] {
             let server = CaptureServer::start(Answer::Status(code)).await;
             let mut c = config(&server.url);
-            c.max_retries = 2;
+            c.common.max_retries = 2;
             let set = SinkSet::start(
                 &[SinkConfig::PrometheusRemoteWrite(c)],
                 Duration::from_secs(3),
