@@ -18,7 +18,7 @@ use super::{Sink, SinkError};
 use crate::point::{unix_secs, FlushBatch};
 
 /// `[[sinks]] type = "console"`.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ConsoleConfig {
     /// The keys every sink takes (`name`, `timeout`, `max_retries`, the filter's).
@@ -26,15 +26,6 @@ pub struct ConsoleConfig {
     pub common: SinkCommon,
     /// Output format.
     pub format: ConsoleFormat,
-}
-
-impl Default for ConsoleConfig {
-    fn default() -> Self {
-        ConsoleConfig {
-            common: SinkCommon::default(),
-            format: ConsoleFormat::default(),
-        }
-    }
 }
 
 /// How the console sink prints a flush.
