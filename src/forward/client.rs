@@ -17,6 +17,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::proto::{ForwardBatch, SeriesState, VERSION};
+use crate::sinks::SinkError;
 
 /// Consecutive failed forwards after which a global leaves the ring.
 pub const LEAVE_AFTER: u32 = 3;
@@ -228,10 +229,17 @@ async fn post(client: &reqwest::Client, url: &str, token: &str, body: Vec<u8>) -
     }
     match req.send().await {
         Ok(r) if r.status().is_success() => Outcome::Delivered,
-        Ok(r) if r.status().as_u16() == 429 || r.status().is_server_error() => {
-            Outcome::Retry(format!("status {}", r.status()))
+        Ok(r) => {
+            let why = format!("status {}", r.status());
+            // The sinks' classification: 429 and 5xx are worth another try, the rest is refused.
+            if SinkError::Status(r.status()).is_retryable() {
+                Outcome::Retry(why)
+            } else {
+                Outcome::Refused(why)
+            }
         }
-        Ok(r) => Outcome::Refused(format!("status {}", r.status())),
+        // Every transport failure (connect, timeout, a request reqwest could not build) is
+        // retried next interval.
         Err(e) => Outcome::Retry(e.without_url().to_string()),
     }
 }

@@ -8,50 +8,24 @@
 //! blocked threads.
 
 use std::io::Write;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 
-use super::{default_max_retries, default_timeout, Sink, SinkError};
-use crate::point::FlushBatch;
+use super::config::SinkCommon;
+use super::{Sink, SinkError};
+use crate::point::{unix_secs, FlushBatch};
 
 /// `[[sinks]] type = "console"`.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ConsoleConfig {
-    /// Sink name (default `console`, then `console-2`, …).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
+    /// The keys every sink takes (`name`, `timeout`, `max_retries`, the filter's).
+    #[serde(skip)]
+    pub common: SinkCommon,
     /// Output format.
     pub format: ConsoleFormat,
-    /// Longest wait for one write to stdout (default `"5s"`, at most half the interval).
-    pub timeout: String,
-    /// Further attempts to finish a write that timed out (default 3).
-    pub max_retries: u32,
-    /// Only metrics and service checks whose name starts with one of these (default: all).
-    pub include: Vec<String>,
-    /// No metric or service check whose name starts with one of these.
-    pub exclude: Vec<String>,
-    /// Tag keys removed before printing.
-    pub drop_tags: Vec<String>,
-    /// Tags added to everything printed.
-    pub tags: Vec<String>,
-}
-
-impl Default for ConsoleConfig {
-    fn default() -> Self {
-        ConsoleConfig {
-            name: None,
-            format: ConsoleFormat::default(),
-            timeout: default_timeout(),
-            max_retries: default_max_retries(),
-            include: Vec::new(),
-            exclude: Vec::new(),
-            drop_tags: Vec::new(),
-            tags: Vec::new(),
-        }
-    }
 }
 
 /// How the console sink prints a flush.
@@ -112,7 +86,7 @@ impl Sink for ConsoleSink {
         let mut buf = std::mem::take(&mut self.spare);
         buf.clear();
         match self.format {
-            ConsoleFormat::Table => encode_table(&mut buf, batch, unix_now())?,
+            ConsoleFormat::Table => encode_table(&mut buf, batch, unix_secs())?,
             ConsoleFormat::Json => encode_json(&mut buf, batch)?,
         }
         // An earlier batch's unwritten buffer is simply replaced.
@@ -166,12 +140,6 @@ fn write_stdout(buf: &[u8]) -> std::io::Result<()> {
     let mut out = std::io::stdout().lock();
     out.write_all(buf)?;
     out.flush()
-}
-
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 fn io_encode_error(err: std::io::Error) -> SinkError {
@@ -376,7 +344,7 @@ fn write_rfc3339(out: &mut Vec<u8>, unix: i64) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sinks::tests::sample_batch;
+    use crate::sinks::testing::sample_batch;
 
     fn table(batch: &FlushBatch) -> String {
         let mut out = Vec::new();

@@ -10,17 +10,15 @@
 use std::time::Duration;
 
 use reqwest::header::{HeaderMap, HeaderName};
-use reqwest::{Client, Url};
+use reqwest::Url;
 use serde::{Deserialize, Serialize};
 
-use super::http::{
-    build_client, check_batch_max_bytes, json_headers, parse_url, secret_header, BodyEncoding,
-    Outbox,
+use super::config::SinkCommon;
+use super::transport::{
+    check_batch_max_bytes, json_error, json_headers, secret_header, BaseUrl, BodyEncoding,
+    EncodeRequests, Outbox, Poster,
 };
-use super::{
-    default_max_retries, default_timeout, resolve_env, Compression, Secret, Sink, SinkConfigError,
-    SinkError,
-};
+use super::{Compression, Secret, SinkConfigError, SinkError};
 use crate::point::{Event, FlushBatch, Point, PointKind, ServiceCheck};
 
 /// Default API base.
@@ -38,7 +36,7 @@ const MAX_PLAIN_BODY_BYTES: usize = 3_000_000;
 /// that series JSON compresses by.
 const MAX_GZIP_RAW_BYTES: usize = 16_000_000;
 
-/// Endpoint indices into [`DatadogSink::urls`].
+/// Endpoint indices into the sink's URLs.
 const SERIES: usize = 0;
 const CHECK_RUN: usize = 1;
 const EVENTS: usize = 2;
@@ -47,9 +45,9 @@ const EVENTS: usize = 2;
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DatadogConfig {
-    /// Sink name (default `datadog`, then `datadog-2`, …).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
+    /// The keys every sink takes (`name`, `timeout`, `max_retries`, the filter's).
+    #[serde(skip)]
+    pub common: SinkCommon,
     /// API base; meterd appends `/api/v1/series`, `/api/v1/check_run`, `/api/v1/events`
     /// (default `https://api.datadoghq.com`; may be `"${ENV}"`).
     pub url: String,
@@ -58,38 +56,20 @@ pub struct DatadogConfig {
     pub api_key: Option<Secret>,
     /// Body compression (default `gzip`).
     pub compression: Compression,
-    /// Per-request timeout (default `"5s"`, at most half the interval).
-    pub timeout: String,
-    /// Further attempts after a retryable failure (default 3).
-    pub max_retries: u32,
     /// Uncompressed bytes after which a `series` request is closed (default: unset, 3 MB
     /// plain or 16 MB gzipped, under the API's payload limits).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub batch_max_bytes: Option<usize>,
-    /// Only metrics and service checks whose name starts with one of these (default: all).
-    pub include: Vec<String>,
-    /// No metric or service check whose name starts with one of these.
-    pub exclude: Vec<String>,
-    /// Tag keys removed before sending.
-    pub drop_tags: Vec<String>,
-    /// Tags added to everything sent.
-    pub tags: Vec<String>,
 }
 
 impl Default for DatadogConfig {
     fn default() -> Self {
         DatadogConfig {
-            name: None,
+            common: SinkCommon::default(),
             url: DEFAULT_URL.to_owned(),
             api_key: None,
             compression: Compression::Gzip,
-            timeout: default_timeout(),
-            max_retries: default_max_retries(),
             batch_max_bytes: None,
-            include: Vec::new(),
-            exclude: Vec::new(),
-            drop_tags: Vec::new(),
-            tags: Vec::new(),
         }
     }
 }
@@ -107,23 +87,11 @@ pub(super) fn validate(
     config: &DatadogConfig,
     key: &impl Fn(&str) -> String,
 ) -> Result<DatadogSettings, SinkConfigError> {
-    let url_key = || key("url");
-    let base = parse_url(&resolve_env(&config.url, url_key)?, url_key)?;
-    if base.query().is_some() || base.fragment().is_some() {
-        return Err(SinkConfigError::new(
-            url_key(),
-            "must be an API base without query or fragment",
-        ));
-    }
-    let base = base.as_str().trim_end_matches('/');
-    let endpoint = |path: &str| {
-        Url::parse(&format!("{base}{path}"))
-            .map_err(|e| SinkConfigError::new(url_key(), format!("invalid url: {e}")))
-    };
+    let base = BaseUrl::parse(&config.url, "an API base", key("url"))?;
     let urls = [
-        endpoint("/api/v1/series")?,
-        endpoint("/api/v1/check_run")?,
-        endpoint("/api/v1/events")?,
+        base.join("/api/v1/series")?,
+        base.join("/api/v1/check_run")?,
+        base.join("/api/v1/events")?,
     ];
 
     let api_key_key = || key("api_key");
@@ -241,10 +209,6 @@ impl<'a> DdEvent<'a> {
     }
 }
 
-fn json_error(err: serde_json::Error) -> SinkError {
-    SinkError::Encode(err.to_string())
-}
-
 /// Encodes `batch` into `outbox`: series requests (each closed once past `max_raw`
 /// uncompressed bytes), then check runs, then events.
 fn encode_batch(
@@ -293,55 +257,39 @@ fn encode_batch(
     Ok(())
 }
 
-/// Sends batches to Datadog's v1 API.
-pub(super) struct DatadogSink {
-    client: Client,
-    /// `series`, `check_run`, `events`, indexed by [`SERIES`], [`CHECK_RUN`], [`EVENTS`].
-    urls: [Url; 3],
-    headers: HeaderMap,
+/// How the `datadog` sink encodes a batch: series, check runs, events.
+pub(super) struct DatadogRequests {
     gzip: bool,
     max_raw: usize,
-    timeout: Duration,
-    outbox: Outbox,
 }
+
+/// Sends batches to Datadog's v1 API: `series`, `check_run`, `events`, indexed by [`SERIES`],
+/// [`CHECK_RUN`], [`EVENTS`].
+pub(super) type DatadogSink = Poster<DatadogRequests>;
 
 impl DatadogSink {
     pub(super) fn new(
         settings: DatadogSettings,
         timeout: Duration,
     ) -> Result<Self, reqwest::Error> {
-        Ok(DatadogSink {
-            client: build_client(timeout)?,
-            urls: settings.urls,
-            headers: settings.headers,
+        let encoder = DatadogRequests {
             gzip: settings.gzip,
             max_raw: settings.max_raw,
-            timeout,
-            outbox: Outbox::default(),
-        })
+        };
+        Poster::build(encoder, settings.urls, settings.headers, timeout)
     }
 }
 
-impl Sink for DatadogSink {
-    fn encode(&mut self, batch: &FlushBatch) -> Result<(), SinkError> {
-        encode_batch(&mut self.outbox, batch, self.gzip, self.max_raw)
-    }
-
-    async fn send(&mut self) -> Result<(), SinkError> {
-        self.outbox
-            .send(&self.client, &self.urls, &self.headers, self.timeout)
-            .await
-    }
-
-    fn delivered(&self) -> u64 {
-        self.outbox.delivered()
+impl EncodeRequests for DatadogRequests {
+    fn encode(&mut self, batch: &FlushBatch, outbox: &mut Outbox) -> Result<(), SinkError> {
+        encode_batch(outbox, batch, self.gzip, self.max_raw)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sinks::tests::{sample_batch, wait_for, Answer, CaptureServer};
+    use crate::sinks::testing::{sample_batch, wait_for, Answer, CaptureServer};
     use crate::sinks::{SinkConfig, SinkSet};
     use serde_json::{json, Value};
     use std::io::Read;

@@ -201,7 +201,7 @@ impl SinkFilter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sinks::tests::sample_batch;
+    use crate::sinks::testing::sample_batch;
 
     fn key(k: &str) -> String {
         format!("sinks[0].{k}")

@@ -1,47 +1,29 @@
 //! The `http` sink: SPEC §4's JSON document POSTed to any URL, optionally gzipped, with
 //! configured headers; with `batch_max_bytes` set, a large flush is split into several complete
-//! documents. Also the HTTP plumbing the other HTTP sinks share: URL and header validation, the
-//! client, an [`Outbox`] of encoded requests (plain, gzip or snappy) that resumes after a partial
-//! delivery, and [`post`] with its status classification.
+//! documents. Posted by the transport every HTTP sink shares (`transport.rs`).
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::time::Duration;
 
-use bytes::Bytes;
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_ENCODING, CONTENT_TYPE};
-use reqwest::{Client, Url};
+use reqwest::header::HeaderMap;
+use reqwest::Url;
 use serde::{Deserialize, Serialize};
 
-use super::{
-    default_max_retries, default_timeout, resolve_env, Compression, Secret, Sink, SinkConfigError,
-    SinkError,
+use super::config::{resolve_env, SinkCommon};
+use super::transport::{
+    add_headers, check_batch_max_bytes, json_error, json_headers, parse_url, BodyEncoding,
+    EncodeRequests, Outbox, Poster,
 };
+use super::{Compression, Secret, SinkConfigError, SinkError};
 use crate::point::FlushBatch;
-
-/// Response bytes read (and discarded) after a success so the connection can be reused; a
-/// longer answer closes the connection instead.
-const MAX_DRAIN_BYTES: usize = 64 * 1024;
-
-/// Bytes of an error response kept for the DEBUG log.
-const ERROR_EXCERPT_BYTES: usize = 512;
-
-/// Headers meterd sets itself; configuring them is an error.
-const RESERVED_HEADERS: [&str; 5] = [
-    "content-type",
-    "content-encoding",
-    "content-length",
-    "transfer-encoding",
-    "host",
-];
 
 /// `[[sinks]] type = "http"`.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HttpConfig {
-    /// Sink name (default `http`, then `http-2`, …).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
+    /// The keys every sink takes (`name`, `timeout`, `max_retries`, the filter's).
+    #[serde(skip)]
+    pub common: SinkCommon,
     /// Where to POST (required; `http` or `https`; may be `"${ENV}"`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
@@ -49,38 +31,20 @@ pub struct HttpConfig {
     pub headers: BTreeMap<String, Secret>,
     /// Body compression (default `none`).
     pub compression: Compression,
-    /// Per-request timeout (default `"5s"`, at most half the interval).
-    pub timeout: String,
-    /// Further attempts after a retryable failure (default 3).
-    pub max_retries: u32,
     /// Uncompressed bytes after which a document is closed and the flush's remaining metrics
     /// go into another one (default: unset, one document per flush).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub batch_max_bytes: Option<usize>,
-    /// Only metrics and service checks whose name starts with one of these (default: all).
-    pub include: Vec<String>,
-    /// No metric or service check whose name starts with one of these.
-    pub exclude: Vec<String>,
-    /// Tag keys removed before sending.
-    pub drop_tags: Vec<String>,
-    /// Tags added to everything sent.
-    pub tags: Vec<String>,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
-            name: None,
+            common: SinkCommon::default(),
             url: None,
             headers: BTreeMap::new(),
             compression: Compression::None,
-            timeout: default_timeout(),
-            max_retries: default_max_retries(),
             batch_max_bytes: None,
-            include: Vec::new(),
-            exclude: Vec::new(),
-            drop_tags: Vec::new(),
-            tags: Vec::new(),
         }
     }
 }
@@ -117,312 +81,24 @@ pub(super) fn validate(
     })
 }
 
-/// Smallest accepted `batch_max_bytes`: below it almost every request would carry one item.
-pub(super) const MIN_BATCH_BYTES: usize = 1024;
-
-/// Checks a `batch_max_bytes` value.
-pub(super) fn check_batch_max_bytes(
-    n: usize,
-    key: &impl Fn(&str) -> String,
-) -> Result<usize, SinkConfigError> {
-    if n < MIN_BATCH_BYTES {
-        return Err(SinkConfigError::new(
-            key("batch_max_bytes"),
-            format!("must be at least {MIN_BATCH_BYTES}"),
-        ));
-    }
-    Ok(n)
-}
-
-/// Adds configured `headers` (values may be secrets) to `headers`, refusing the ones meterd
-/// sets itself ([`RESERVED_HEADERS`] and `also_reserved`).
-pub(super) fn add_headers(
-    headers: &mut HeaderMap,
-    configured: &BTreeMap<String, Secret>,
-    also_reserved: &[&str],
-    key: &impl Fn(&str) -> String,
-) -> Result<(), SinkConfigError> {
-    for (name, value) in configured {
-        let header_key = || key(&format!("headers.{name}"));
-        let header = HeaderName::from_bytes(name.as_bytes())
-            .map_err(|_| SinkConfigError::new(header_key(), "invalid header name"))?;
-        if RESERVED_HEADERS.contains(&header.as_str()) || also_reserved.contains(&header.as_str()) {
-            return Err(SinkConfigError::new(header_key(), "is set by meterd"));
-        }
-        headers.insert(header, secret_header(value, header_key)?);
-    }
-    Ok(())
-}
-
-/// Parses an `http`/`https` URL with a host. Errors never echo the value (it may be a secret).
-pub(super) fn parse_url(raw: &str, key: impl Fn() -> String) -> Result<Url, SinkConfigError> {
-    if raw.is_empty() {
-        return Err(SinkConfigError::new(key(), "missing"));
-    }
-    let url =
-        Url::parse(raw).map_err(|e| SinkConfigError::new(key(), format!("invalid url: {e}")))?;
-    if !matches!(url.scheme(), "http" | "https") {
-        return Err(SinkConfigError::new(key(), "scheme must be http or https"));
-    }
-    if url.host_str().is_none_or(str::is_empty) {
-        return Err(SinkConfigError::new(key(), "url has no host"));
-    }
-    Ok(url)
-}
-
-/// A header value from a secret: expanded, checked, and marked sensitive so it never shows in
-/// reqwest's `Debug` output.
-pub(super) fn secret_header(
-    value: &Secret,
-    key: impl Fn() -> String,
-) -> Result<HeaderValue, SinkConfigError> {
-    let expanded = value.resolve(&key)?;
-    let mut header = HeaderValue::from_str(&expanded)
-        .map_err(|_| SinkConfigError::new(key(), "invalid header value (control characters?)"))?;
-    header.set_sensitive(true);
-    Ok(header)
-}
-
-/// `Content-Type: application/json`, plus `Content-Encoding: gzip` when compressing.
-pub(super) fn json_headers(gzip: bool) -> HeaderMap {
-    let mut headers = HeaderMap::new();
-    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    if gzip {
-        headers.insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
-    }
-    headers
-}
-
-/// One client per sink, so connections are reused between flushes. Redirects are not followed:
-/// a POST redirected is a misconfigured URL, reported as its 3xx status.
-pub(super) fn build_client(timeout: Duration) -> Result<Client, reqwest::Error> {
-    Client::builder()
-        .connect_timeout(timeout)
-        .redirect(reqwest::redirect::Policy::none())
-        .user_agent(concat!("meterd/", env!("CARGO_PKG_VERSION")))
-        .build()
-}
-
-/// How an [`Outbox`] request's body goes on the wire.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum BodyEncoding {
-    /// As written.
-    Plain,
-    /// gzip (`Content-Encoding: gzip`).
-    Gzip,
-    /// Snappy's block format, unframed (Prometheus remote write).
-    Snappy,
-}
-
-impl BodyEncoding {
-    /// [`BodyEncoding::Gzip`] when `gzip`, else [`BodyEncoding::Plain`].
-    pub(super) const fn gzip_if(gzip: bool) -> Self {
-        if gzip {
-            BodyEncoding::Gzip
-        } else {
-            BodyEncoding::Plain
-        }
-    }
-}
-
-/// One encoded request waiting in an [`Outbox`].
-#[derive(Debug, Default)]
-struct Encoded {
-    /// Index into the URLs given to [`Outbox::send`].
-    endpoint: usize,
-    /// Batch items this request carries.
-    items: u64,
-    /// Shared with the request in flight, so a retry sends it again without a copy.
-    body: Bytes,
-}
-
-/// A batch encoded as one or more requests, sent in order. A retry resumes at the first request
-/// not yet delivered.
-///
-/// Bodies live only as long as their batch; the scratch buffer is reused across batches but
-/// shrinks back when a batch needed far less than an earlier peak, so one large flush does not
-/// hold its memory for the life of the process.
-#[derive(Debug, Default)]
-pub(super) struct Outbox {
-    /// Requests of the current batch.
-    requests: Vec<Encoded>,
-    /// First request not yet delivered.
-    next: usize,
-    delivered: u64,
-    raw: Vec<u8>,
-    /// The longest uncompressed body of the current batch.
-    raw_peak: usize,
-}
-
-/// Scratch capacity an [`Outbox`] keeps whatever its batches need.
-const RAW_KEEP: usize = 64 * 1024;
-
-impl Outbox {
-    /// Forgets the previous batch and frees its bodies; the scratch buffer shrinks to the
-    /// previous batch's need when it holds more than twice that.
-    pub(super) fn clear(&mut self) {
-        self.requests.clear();
-        self.next = 0;
-        self.delivered = 0;
-        let need = self.raw_peak.max(RAW_KEEP);
-        if self.raw.capacity() > 2 * need {
-            self.raw = Vec::with_capacity(need);
-        }
-        self.raw_peak = 0;
-    }
-
-    /// The cleared scratch buffer to write the next request's uncompressed body into.
-    pub(super) fn raw(&mut self) -> &mut Vec<u8> {
-        self.raw.clear();
-        &mut self.raw
-    }
-
-    /// The scratch buffer as it is, to go on writing the current request's body.
-    pub(super) fn raw_mut(&mut self) -> &mut Vec<u8> {
-        &mut self.raw
-    }
-
-    /// What was written into [`Outbox::raw`] so far (the current request's uncompressed body).
-    pub(super) fn raw_len(&self) -> usize {
-        self.raw.len()
-    }
-
-    /// Turns what was written into [`Outbox::raw`] into a request for `endpoint` carrying
-    /// `items` batch items, compressed as asked.
-    pub(super) fn push(
-        &mut self,
-        endpoint: usize,
-        items: u64,
-        encoding: BodyEncoding,
-    ) -> Result<(), SinkError> {
-        self.raw_peak = self.raw_peak.max(self.raw.len());
-        let body = match encoding {
-            BodyEncoding::Gzip => {
-                let mut encoder = flate2::write::GzEncoder::new(
-                    Vec::with_capacity(self.raw.len() / 4),
-                    flate2::Compression::default(),
-                );
-                encoder
-                    .write_all(&self.raw)
-                    .and_then(|()| encoder.finish())
-                    .map_err(|e| SinkError::Encode(format!("gzip: {e}")))?
-            }
-            BodyEncoding::Snappy => snap::raw::Encoder::new()
-                .compress_vec(&self.raw)
-                .map_err(|e| SinkError::Encode(format!("snappy: {e}")))?,
-            // The body takes the scratch buffer as it is; the next request starts a new one.
-            BodyEncoding::Plain => std::mem::take(&mut self.raw),
-        };
-        self.requests.push(Encoded {
-            endpoint,
-            items,
-            body: Bytes::from(body),
-        });
-        Ok(())
-    }
-
-    /// Sends the requests not yet delivered, in order, stopping at the first failure.
-    pub(super) async fn send(
-        &mut self,
-        client: &Client,
-        urls: &[Url],
-        headers: &HeaderMap,
-        timeout: Duration,
-    ) -> Result<(), SinkError> {
-        while let Some(request) = self.requests.get(self.next) {
-            let Some(url) = urls.get(request.endpoint) else {
-                return Err(SinkError::InvalidRequest("no url for endpoint".into()));
-            };
-            post(client, url, headers, request.body.clone(), timeout).await?;
-            self.delivered += request.items;
-            self.next += 1;
-        }
-        Ok(())
-    }
-
-    /// Items delivered of the current batch.
-    pub(super) fn delivered(&self) -> u64 {
-        self.delivered
-    }
-
-    /// The current batch's request bodies, for tests.
-    #[cfg(test)]
-    pub(super) fn bodies(&self) -> impl Iterator<Item = (usize, u64, &[u8])> {
-        self.requests
-            .iter()
-            .map(|r| (r.endpoint, r.items, r.body.as_ref()))
-    }
-}
-
-/// POSTs one body and classifies the outcome: 2xx is success, anything else a
-/// [`SinkError::Status`]; the whole exchange is bounded by `timeout`.
-pub(super) async fn post(
-    client: &Client,
-    url: &Url,
-    headers: &HeaderMap,
-    body: Bytes,
-    timeout: Duration,
-) -> Result<(), SinkError> {
-    let request = client.post(url.clone()).headers(headers.clone()).body(body);
-    let exchange = async {
-        let mut response = request.send().await.map_err(SinkError::from_reqwest)?;
-        let status = response.status();
-        if status.is_success() {
-            let mut read = 0;
-            while read < MAX_DRAIN_BYTES {
-                match response.chunk().await {
-                    Ok(Some(chunk)) => read += chunk.len(),
-                    Ok(None) | Err(_) => break,
-                }
-            }
-            return Ok(());
-        }
-        if tracing::enabled!(tracing::Level::DEBUG) {
-            let mut excerpt = Vec::new();
-            while excerpt.len() < ERROR_EXCERPT_BYTES {
-                match response.chunk().await {
-                    Ok(Some(chunk)) => excerpt.extend_from_slice(&chunk),
-                    Ok(None) | Err(_) => break,
-                }
-            }
-            excerpt.truncate(ERROR_EXCERPT_BYTES);
-            let text = String::from_utf8_lossy(&excerpt);
-            tracing::debug!(%status, response = %text.escape_debug(), "error response");
-        }
-        Err(SinkError::Status(status))
-    };
-    tokio::time::timeout(timeout, exchange)
-        .await
-        .unwrap_or(Err(SinkError::Timeout(timeout)))
+/// How the `http` sink encodes a batch: SPEC §4's JSON document (or several, with
+/// `batch_max_bytes`).
+pub(super) struct JsonDocuments {
+    gzip: bool,
+    batch_max_bytes: Option<usize>,
 }
 
 /// POSTs each batch as SPEC §4's JSON document (or several, with `batch_max_bytes`).
-pub(super) struct HttpSink {
-    client: Client,
-    urls: [Url; 1],
-    headers: HeaderMap,
-    gzip: bool,
-    batch_max_bytes: Option<usize>,
-    timeout: Duration,
-    outbox: Outbox,
-}
+pub(super) type HttpSink = Poster<JsonDocuments>;
 
 impl HttpSink {
     pub(super) fn new(settings: HttpSettings, timeout: Duration) -> Result<Self, reqwest::Error> {
-        Ok(HttpSink {
-            client: build_client(timeout)?,
-            urls: [settings.url],
-            headers: settings.headers,
+        let encoder = JsonDocuments {
             gzip: settings.gzip,
             batch_max_bytes: settings.batch_max_bytes,
-            timeout,
-            outbox: Outbox::default(),
-        })
+        };
+        Poster::build(encoder, [settings.url], settings.headers, timeout)
     }
-}
-
-fn json_error(err: serde_json::Error) -> SinkError {
-    SinkError::Encode(err.to_string())
 }
 
 /// Encodes `batch` as documents of about `max_bytes` uncompressed bytes each: a document is
@@ -466,33 +142,26 @@ fn encode_split(
     Ok(())
 }
 
-impl Sink for HttpSink {
-    fn encode(&mut self, batch: &FlushBatch) -> Result<(), SinkError> {
-        self.outbox.clear();
+impl EncodeRequests for JsonDocuments {
+    fn encode(&mut self, batch: &FlushBatch, outbox: &mut Outbox) -> Result<(), SinkError> {
+        outbox.clear();
         let encoding = BodyEncoding::gzip_if(self.gzip);
         if let Some(max_bytes) = self.batch_max_bytes {
-            return encode_split(&mut self.outbox, batch, max_bytes, encoding);
+            return encode_split(outbox, batch, max_bytes, encoding);
         }
-        serde_json::to_writer(self.outbox.raw(), batch).map_err(json_error)?;
-        self.outbox.push(0, batch.len() as u64, encoding)
-    }
-
-    async fn send(&mut self) -> Result<(), SinkError> {
-        self.outbox
-            .send(&self.client, &self.urls, &self.headers, self.timeout)
-            .await
-    }
-
-    fn delivered(&self) -> u64 {
-        self.outbox.delivered()
+        serde_json::to_writer(outbox.raw(), batch).map_err(json_error)?;
+        outbox.push(0, batch.len() as u64, encoding)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sinks::tests::{sample_batch, wait_for, Answer, CaptureServer};
+    use crate::sinks::testing::{sample_batch, wait_for, Answer, CaptureServer};
+    use crate::sinks::transport::RAW_KEEP;
+    use crate::sinks::Sink;
     use crate::sinks::{SinkConfig, SinkSet};
+    use reqwest::header::{CONTENT_ENCODING, CONTENT_TYPE};
     use std::io::Read;
     use std::sync::atomic::Ordering;
     use std::sync::Arc;

@@ -17,15 +17,16 @@
 
 use std::time::Duration;
 
-use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE};
-use reqwest::{Client, Url};
+use reqwest::header::{HeaderMap, AUTHORIZATION};
+use reqwest::Url;
 use serde::{Deserialize, Serialize};
 
-use super::http::{build_client, check_batch_max_bytes, parse_url, BodyEncoding, Outbox};
-use super::{
-    default_max_retries, default_timeout, resolve_env, write_number, Compression, Secret, Sink,
-    SinkConfigError, SinkError,
+use super::config::SinkCommon;
+use super::transport::{
+    check_batch_max_bytes, content_headers, sensitive_header, BaseUrl, BodyEncoding,
+    EncodeRequests, Outbox, Poster,
 };
+use super::{write_number, Compression, Secret, SinkConfigError, SinkError};
 use crate::point::{FlushBatch, Point};
 
 /// Default server base.
@@ -42,9 +43,9 @@ pub const DEFAULT_BATCH_MAX_BYTES: usize = 1 << 20;
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct InfluxdbConfig {
-    /// Sink name (default `influxdb`, then `influxdb-2`, …).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
+    /// The keys every sink takes (`name`, `timeout`, `max_retries`, the filter's).
+    #[serde(skip)]
+    pub common: SinkCommon,
     /// Server base (default `http://127.0.0.1:8086`); meterd appends `/write` or
     /// `/api/v2/write`. May be `"${ENV}"`.
     pub url: String,
@@ -70,26 +71,14 @@ pub struct InfluxdbConfig {
     pub token: Option<Secret>,
     /// Body compression (default `none`).
     pub compression: Compression,
-    /// Per-request timeout (default `"5s"`, at most half the interval).
-    pub timeout: String,
-    /// Further attempts after a retryable failure (default 3).
-    pub max_retries: u32,
     /// Uncompressed bytes of line protocol per request (default 1048576).
     pub batch_max_bytes: usize,
-    /// Only metrics whose name starts with one of these (default: all).
-    pub include: Vec<String>,
-    /// No metric whose name starts with one of these.
-    pub exclude: Vec<String>,
-    /// Tag keys removed before sending (`host` removes the host tag).
-    pub drop_tags: Vec<String>,
-    /// Tags added to every line.
-    pub tags: Vec<String>,
 }
 
 impl Default for InfluxdbConfig {
     fn default() -> Self {
         InfluxdbConfig {
-            name: None,
+            common: SinkCommon::default(),
             url: DEFAULT_URL.to_owned(),
             version: 1,
             database: None,
@@ -99,13 +88,7 @@ impl Default for InfluxdbConfig {
             bucket: None,
             token: None,
             compression: Compression::None,
-            timeout: default_timeout(),
-            max_retries: default_max_retries(),
             batch_max_bytes: DEFAULT_BATCH_MAX_BYTES,
-            include: Vec::new(),
-            exclude: Vec::new(),
-            drop_tags: Vec::new(),
-            tags: Vec::new(),
         }
     }
 }
@@ -141,40 +124,13 @@ fn base64(input: &[u8]) -> String {
     out
 }
 
-/// A sensitive header value (never shown in `Debug` output).
-fn sensitive(value: &str, key: impl Fn() -> String) -> Result<HeaderValue, SinkConfigError> {
-    let mut header = HeaderValue::from_str(value)
-        .map_err(|_| SinkConfigError::new(key(), "invalid header value (control characters?)"))?;
-    header.set_sensitive(true);
-    Ok(header)
-}
-
 pub(super) fn validate(
     config: &InfluxdbConfig,
     key: &impl Fn(&str) -> String,
 ) -> Result<InfluxdbSettings, SinkConfigError> {
-    let url_key = || key("url");
-    let base = parse_url(&resolve_env(&config.url, url_key)?, url_key)?;
-    if base.query().is_some() || base.fragment().is_some() {
-        return Err(SinkConfigError::new(
-            url_key(),
-            "must be a server base without query or fragment",
-        ));
-    }
-    let base = base.as_str().trim_end_matches('/');
-    let endpoint = |path: &str| {
-        Url::parse(&format!("{base}{path}"))
-            .map_err(|e| SinkConfigError::new(url_key(), format!("invalid url: {e}")))
-    };
+    let base = BaseUrl::parse(&config.url, "a server base", key("url"))?;
     let gzip = config.compression == Compression::Gzip;
-    let mut headers = HeaderMap::new();
-    headers.insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    if gzip {
-        headers.insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
-    }
+    let mut headers = content_headers("text/plain; charset=utf-8", gzip);
     let not_for = |k: &str, set: bool, version: u8| {
         if set {
             Err(SinkConfigError::new(
@@ -201,14 +157,14 @@ pub(super) fn validate(
                     let credentials = base64(format!("{user}:{password}").as_bytes());
                     headers.insert(
                         AUTHORIZATION,
-                        sensitive(&format!("Basic {credentials}"), || key("username"))?,
+                        sensitive_header(&format!("Basic {credentials}"), || key("username"))?,
                     );
                 }
                 (None, None) => {}
                 (Some(_), None) => return Err(SinkConfigError::new(key("password"), "missing")),
                 (None, Some(_)) => return Err(SinkConfigError::new(key("username"), "missing")),
             }
-            let mut url = endpoint("/write")?;
+            let mut url = base.join("/write")?;
             url.query_pairs_mut()
                 .append_pair("db", database)
                 .append_pair("precision", "s");
@@ -227,10 +183,10 @@ pub(super) fn validate(
                 let token = token.resolve(|| key("token"))?;
                 headers.insert(
                     AUTHORIZATION,
-                    sensitive(&format!("Token {token}"), || key("token"))?,
+                    sensitive_header(&format!("Token {token}"), || key("token"))?,
                 );
             }
-            let mut url = endpoint("/api/v2/write")?;
+            let mut url = base.join("/api/v2/write")?;
             {
                 let mut query = url.query_pairs_mut();
                 if let Some(org) = config.org.as_deref().filter(|o| !o.is_empty()) {
@@ -363,54 +319,39 @@ fn encode_lines(
     Ok(())
 }
 
-/// Writes each flush's points as line protocol.
-pub(super) struct InfluxdbSink {
-    client: Client,
-    urls: [Url; 1],
-    headers: HeaderMap,
+/// How the `influxdb` sink encodes a batch: line protocol in requests of at most
+/// `batch_max_bytes`.
+pub(super) struct LineProtocol {
     gzip: bool,
     batch_max_bytes: usize,
-    timeout: Duration,
-    outbox: Outbox,
 }
+
+/// Writes each flush's points as line protocol.
+pub(super) type InfluxdbSink = Poster<LineProtocol>;
 
 impl InfluxdbSink {
     pub(super) fn new(
         settings: InfluxdbSettings,
         timeout: Duration,
     ) -> Result<Self, reqwest::Error> {
-        Ok(InfluxdbSink {
-            client: build_client(timeout)?,
-            urls: [settings.url],
-            headers: settings.headers,
+        let encoder = LineProtocol {
             gzip: settings.gzip,
             batch_max_bytes: settings.batch_max_bytes,
-            timeout,
-            outbox: Outbox::default(),
-        })
+        };
+        Poster::build(encoder, [settings.url], settings.headers, timeout)
     }
 }
 
-impl Sink for InfluxdbSink {
+impl EncodeRequests for LineProtocol {
     const METRICS_ONLY: bool = true;
 
-    fn encode(&mut self, batch: &FlushBatch) -> Result<(), SinkError> {
+    fn encode(&mut self, batch: &FlushBatch, outbox: &mut Outbox) -> Result<(), SinkError> {
         encode_lines(
-            &mut self.outbox,
+            outbox,
             &batch.metrics,
             self.batch_max_bytes,
             BodyEncoding::gzip_if(self.gzip),
         )
-    }
-
-    async fn send(&mut self) -> Result<(), SinkError> {
-        self.outbox
-            .send(&self.client, &self.urls, &self.headers, self.timeout)
-            .await
-    }
-
-    fn delivered(&self) -> u64 {
-        self.outbox.delivered()
     }
 }
 
@@ -418,8 +359,9 @@ impl Sink for InfluxdbSink {
 mod tests {
     use super::*;
     use crate::point::PointKind;
-    use crate::sinks::tests::{sample_batch, wait_for, Answer, CaptureServer};
+    use crate::sinks::testing::{sample_batch, wait_for, Answer, CaptureServer};
     use crate::sinks::{SinkConfig, SinkSet};
+    use reqwest::header::CONTENT_ENCODING;
     use std::sync::atomic::Ordering;
     use std::sync::Arc;
 

@@ -14,18 +14,16 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_ENCODING, CONTENT_TYPE};
-use reqwest::{Client, Url};
+use reqwest::Url;
 use serde::{Deserialize, Serialize};
 
-use super::http::{
-    add_headers, build_client, check_batch_max_bytes, parse_url, BodyEncoding, Outbox,
-};
+use super::config::{default_expire_after, parse_expire_after, resolve_env, SinkCommon};
 use super::prom_series::Cumulative;
-use super::{
-    default_expire_after, default_max_retries, default_timeout, parse_expire_after, resolve_env,
-    unix_now_secs, Secret, Sink, SinkConfigError, SinkError,
+use super::transport::{
+    add_headers, check_batch_max_bytes, parse_url, BodyEncoding, EncodeRequests, Outbox, Poster,
 };
-use crate::point::{FlushBatch, Point};
+use super::{Secret, SinkConfigError, SinkError};
+use crate::point::{unix_secs, FlushBatch, Point};
 
 /// Default `batch_max_bytes`: 1 MiB of uncompressed protobuf per request.
 pub const DEFAULT_BATCH_MAX_BYTES: usize = 1 << 20;
@@ -37,49 +35,31 @@ const REMOTE_WRITE_VERSION: &str = "0.1.0";
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PrometheusRemoteWriteConfig {
-    /// Sink name (default `prometheus_remote_write`, then `prometheus_remote_write-2`, …).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
+    /// The keys every sink takes (`name`, `timeout`, `max_retries`, the filter's).
+    #[serde(skip)]
+    pub common: SinkCommon,
     /// The receiver's write URL (required), e.g. `http://127.0.0.1:9090/api/v1/write`; may be
     /// `"${ENV}"`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
     /// Extra request headers (e.g. `Authorization`, `X-Scope-OrgID`); values may be `"${ENV}"`.
     pub headers: BTreeMap<String, Secret>,
-    /// Per-request timeout (default `"5s"`, at most half the interval).
-    pub timeout: String,
-    /// Further attempts after a retryable failure (default 3).
-    pub max_retries: u32,
     /// Uncompressed protobuf bytes per request; more series go into further requests
     /// (default 1048576).
     pub batch_max_bytes: usize,
     /// A series no flush updated for this long is no longer sent, and its counter forgotten
     /// (default `"5m"`).
     pub expire_after: String,
-    /// Only metrics whose name starts with one of these (default: all).
-    pub include: Vec<String>,
-    /// No metric whose name starts with one of these.
-    pub exclude: Vec<String>,
-    /// Tag keys removed before sending (`host` removes the host label).
-    pub drop_tags: Vec<String>,
-    /// Tags added to every series.
-    pub tags: Vec<String>,
 }
 
 impl Default for PrometheusRemoteWriteConfig {
     fn default() -> Self {
         PrometheusRemoteWriteConfig {
-            name: None,
+            common: SinkCommon::default(),
             url: None,
             headers: BTreeMap::new(),
-            timeout: default_timeout(),
-            max_retries: default_max_retries(),
             batch_max_bytes: DEFAULT_BATCH_MAX_BYTES,
             expire_after: default_expire_after(),
-            include: Vec::new(),
-            exclude: Vec::new(),
-            drop_tags: Vec::new(),
-            tags: Vec::new(),
         }
     }
 }
@@ -253,46 +233,41 @@ fn encode_series(
     Ok(stats)
 }
 
-/// Sends every flush's series to a remote-write receiver.
-pub(super) struct RemoteWriteSink {
-    client: Client,
-    urls: [Url; 1],
-    headers: HeaderMap,
+/// How the `prometheus_remote_write` sink encodes a batch: folded into its cumulative state,
+/// then every live series' sample as snappy-compressed protobuf.
+pub(super) struct RemoteWriteRequests {
     batch_max_bytes: usize,
-    timeout: Duration,
-    outbox: Outbox,
     state: Cumulative,
     scratch: TimeSeries,
 }
+
+/// Sends every flush's series to a remote-write receiver.
+pub(super) type RemoteWriteSink = Poster<RemoteWriteRequests>;
 
 impl RemoteWriteSink {
     pub(super) fn new(
         settings: RemoteWriteSettings,
         timeout: Duration,
     ) -> Result<Self, reqwest::Error> {
-        Ok(RemoteWriteSink {
-            client: build_client(timeout)?,
-            urls: [settings.url],
-            headers: settings.headers,
+        let encoder = RemoteWriteRequests {
             batch_max_bytes: settings.batch_max_bytes,
-            timeout,
-            outbox: Outbox::default(),
             state: Cumulative::new(settings.expire_after.as_secs()),
             scratch: TimeSeries::default(),
-        })
+        };
+        Poster::build(encoder, [settings.url], settings.headers, timeout)
     }
 }
 
-impl Sink for RemoteWriteSink {
+impl EncodeRequests for RemoteWriteRequests {
     const METRICS_ONLY: bool = true;
 
-    fn encode(&mut self, batch: &FlushBatch) -> Result<(), SinkError> {
+    fn encode(&mut self, batch: &FlushBatch, outbox: &mut Outbox) -> Result<(), SinkError> {
         let stats = encode_series(
             &mut self.state,
             &mut self.scratch,
-            &mut self.outbox,
+            outbox,
             &batch.metrics,
-            unix_now_secs(),
+            unix_secs(),
             self.batch_max_bytes,
         )?;
         if stats.conflicts > 0 {
@@ -304,16 +279,6 @@ impl Sink for RemoteWriteSink {
         tracing::trace!(series = stats.series, requests = stats.requests, "encoded");
         Ok(())
     }
-
-    async fn send(&mut self) -> Result<(), SinkError> {
-        self.outbox
-            .send(&self.client, &self.urls, &self.headers, self.timeout)
-            .await
-    }
-
-    fn delivered(&self) -> u64 {
-        self.outbox.delivered()
-    }
 }
 
 #[cfg(test)]
@@ -321,7 +286,7 @@ mod tests {
     use super::proto::WriteRequest;
     use super::*;
     use crate::point::PointKind;
-    use crate::sinks::tests::{sample_batch, wait_for, Answer, CaptureServer};
+    use crate::sinks::testing::{sample_batch, wait_for, Answer, CaptureServer};
     use crate::sinks::{SinkConfig, SinkSet};
     use prost::Message as _;
     use std::sync::atomic::Ordering;
@@ -556,7 +521,7 @@ mod tests {
         for (code, attempts) in [(400u16, 1usize), (429, 3), (503, 3)] {
             let server = CaptureServer::start(Answer::Status(code)).await;
             let mut c = config(&server.url);
-            c.max_retries = 2;
+            c.common.max_retries = 2;
             let set = SinkSet::start(
                 &[SinkConfig::PrometheusRemoteWrite(c)],
                 Duration::from_secs(3),

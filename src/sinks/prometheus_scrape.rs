@@ -21,12 +21,10 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 
+use super::config::{default_expire_after, parse_expire_after, SinkCommon};
 use super::prom_series::{Cumulative, Family};
-use super::{
-    default_expire_after, default_max_retries, default_timeout, parse_expire_after, unix_now_secs,
-    write_number, Sink, SinkConfigError, SinkError,
-};
-use crate::point::{FlushBatch, PointKind};
+use super::{write_number, Sink, SinkConfigError, SinkError};
+use crate::point::{unix_secs, FlushBatch, PointKind};
 
 /// Default `listen` address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9102";
@@ -38,40 +36,22 @@ const CONTENT_TYPE_0_0_4: &str = "text/plain; version=0.0.4; charset=utf-8";
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PrometheusConfig {
-    /// Sink name (default `prometheus`, then `prometheus-2`, …).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
+    /// The keys every sink takes (`name`, `timeout`, `max_retries`, the filter's).
+    #[serde(skip)]
+    pub common: SinkCommon,
     /// Where to serve `GET /metrics` (default `127.0.0.1:9102`; port 0 picks a free one, logged
     /// as `listening transport="prometheus"`).
     pub listen: String,
     /// A series no flush updated for this long leaves the exposition (default `"5m"`).
     pub expire_after: String,
-    /// Accepted for symmetry with other sinks; publishing a flush cannot time out.
-    pub timeout: String,
-    /// Accepted for symmetry with other sinks; publishing a flush cannot fail.
-    pub max_retries: u32,
-    /// Only metrics whose name starts with one of these (default: all).
-    pub include: Vec<String>,
-    /// No metric whose name starts with one of these.
-    pub exclude: Vec<String>,
-    /// Tag keys removed before exposing (`host` removes the host label).
-    pub drop_tags: Vec<String>,
-    /// Tags added to every series.
-    pub tags: Vec<String>,
 }
 
 impl Default for PrometheusConfig {
     fn default() -> Self {
         PrometheusConfig {
-            name: None,
+            common: SinkCommon::default(),
             listen: DEFAULT_LISTEN.to_owned(),
             expire_after: default_expire_after(),
-            timeout: default_timeout(),
-            max_retries: default_max_retries(),
-            include: Vec::new(),
-            exclude: Vec::new(),
-            drop_tags: Vec::new(),
-            tags: Vec::new(),
         }
     }
 }
@@ -236,7 +216,7 @@ impl Sink for ScrapeSink {
     const METRICS_ONLY: bool = true;
 
     fn encode(&mut self, batch: &FlushBatch) -> Result<(), SinkError> {
-        let stats = self.state.update(&batch.metrics, unix_now_secs());
+        let stats = self.state.update(&batch.metrics, unix_secs());
         if stats.conflicts > 0 {
             tracing::debug!(
                 points = stats.conflicts,
@@ -272,7 +252,7 @@ impl Sink for ScrapeSink {
 mod tests {
     use super::*;
     use crate::point::Point;
-    use crate::sinks::tests::{sample_batch, wait_for};
+    use crate::sinks::testing::{sample_batch, wait_for};
     use crate::sinks::{SinkConfig, SinkSet};
     use std::sync::atomic::Ordering;
 
