@@ -2,7 +2,7 @@
 
 use std::process::Command;
 
-use crate::util::*;
+use crate::support::*;
 
 fn meterd() -> Command {
     Command::new(env!("CARGO_BIN_EXE_meterd"))

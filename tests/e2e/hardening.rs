@@ -4,7 +4,7 @@
 use serde_json::Value;
 use std::process::Command;
 
-use crate::util::*;
+use crate::support::*;
 
 fn sighup(m: &Meterd) {
     let pid = libc::pid_t::try_from(m.pid()).unwrap();

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::util::*;
+use crate::support::*;
 
 fn config(url: &str, interval: &str, extra: &str, ingest: &str) -> String {
     format!(

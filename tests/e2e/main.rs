@@ -9,7 +9,6 @@ mod hardening;
 mod health;
 mod lifecycle;
 mod real_sinks;
-mod servers;
 mod sinks;
 mod statsd;
-mod util;
+mod support;
