@@ -54,3 +54,10 @@ pub fn documents(server: &CaptureServer) -> Vec<Value> {
         .map(Captured::json)
         .collect()
 }
+
+/// The one point named `name`; fails unless there is exactly one.
+pub fn only_point(points: &[Value], name: &str) -> Value {
+    let found = points_named(points, name);
+    assert_eq!(found.len(), 1, "one point named {name}: {found:?}");
+    found[0].clone()
+}
