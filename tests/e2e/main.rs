@@ -22,7 +22,7 @@ mod transports;
 // What aggregation makes of it.
 // Gauge deltas (dogstatsd and etsy), `|T` timestamps across flushes, global tags.
 mod aggregation;
-// `max_series` refuses new series and the next interval starts empty; non-finite values dropped.
+// `max_series`, per-metric series and input limits; non-finite aggregates dropped and counted.
 mod limits;
 // Ten million distinct series over TCP: memory stays bounded, established series stay exact.
 mod flood;
@@ -42,7 +42,7 @@ mod cli;
 mod health;
 // SIGTERM and SIGINT: nothing sent before the signal is lost; the final flush; prompt exit.
 mod shutdown;
-// SIGHUP reload without loss; secrets that never leak; input limits that bite and are counted.
+// SIGHUP reload without loss; secrets that never leak.
 mod hardening;
 // Datagram readers outrank the flush and sink threads.
 mod threads;
