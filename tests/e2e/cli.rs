@@ -1,8 +1,13 @@
-//! The command line: default-config, check-config, send, and the HTTP API basics.
+//! The command line: default-config, check-config, `meterd send` (arguments and stdin), and the
+//! HTTP API basics.
 
-use std::process::Command;
+use std::io::Write;
+use std::process::{Command, Stdio};
 
-use crate::util::*;
+use serde_json::json;
+
+use crate::support::udp_to_http::one_flush;
+use crate::support::*;
 
 fn meterd() -> Command {
     Command::new(env!("CARGO_BIN_EXE_meterd"))
@@ -95,4 +100,51 @@ listen = "127.0.0.1:0"
         "{text}"
     );
     assert_eq!(m.http_get("/nope").0, 404);
+}
+
+#[test]
+fn meterd_send_delivers_arguments_and_stdin() {
+    let points = one_flush("", "", |m| {
+        let to = m.addr("udp").to_string();
+        let out = Command::new(env!("CARGO_BIN_EXE_meterd"))
+            .args(["send", "--to", &to, "cli.a:1|c", "cli.b:2|g|#k:v"])
+            .output()
+            .expect("run meterd send");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(String::from_utf8_lossy(&out.stderr).contains("sent 2 line(s)"));
+
+        let mut child = Command::new(env!("CARGO_BIN_EXE_meterd"))
+            .args(["send", "--to", &to, "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn meterd send -");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"cli.a:3|c\n\ncli.c:1|c|#x:y\r\n")
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(String::from_utf8_lossy(&out.stderr).contains("sent 2 line(s)"));
+        m.wait_lines(4);
+    });
+    assert_eq!(only_point(&points, "cli.a")["value"], 4.0);
+    let b = only_point(&points, "cli.b");
+    assert_eq!(
+        (b["value"].as_f64(), &b["kind"]),
+        (Some(2.0), &json!("gauge"))
+    );
+    assert_eq!(b["tags"], json!(["k:v"]));
+    assert_eq!(only_point(&points, "cli.c")["tags"], json!(["x:y"]));
 }

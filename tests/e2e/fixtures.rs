@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::{json, Map, Value};
 
-use crate::util::*;
+use crate::support::*;
 
 const HOST: &str = "test-host";
 const INTERVAL: u64 = 3600;

@@ -10,7 +10,7 @@ use cadence::prelude::*;
 use cadence::{BufferedUdpMetricSink, StatsdClient};
 use serde_json::Value;
 
-use crate::util::*;
+use crate::support::*;
 
 fn global_config(sink: &str, listen: &str) -> String {
     format!(

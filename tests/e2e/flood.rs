@@ -7,7 +7,7 @@ use std::io::Write;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use crate::util::*;
+use crate::support::*;
 
 /// Resident-memory bound documented in README ("Operating meterd") for these limits.
 const RSS_BOUND_BYTES: u64 = 128 * 1024 * 1024;

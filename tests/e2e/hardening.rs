@@ -1,10 +1,8 @@
-//! Hardening: SIGHUP reload without loss, secrets that never leak, input limits that bite and
-//! are counted.
+//! Hardening: SIGHUP reload without loss, secrets that never leak.
 
-use serde_json::Value;
 use std::process::Command;
 
-use crate::util::*;
+use crate::support::*;
 
 fn sighup(m: &Meterd) {
     let pid = libc::pid_t::try_from(m.pid()).unwrap();
@@ -198,65 +196,4 @@ headers = {{ Authorization = "${{METERD_TEST_DD}}" }}
     let (status, body) = http_request(m.addr("http"), "POST", "/import", b"x");
     assert_eq!(status, 401);
     assert!(!body.contains(SECRET));
-}
-
-#[test]
-fn input_limits_bite_and_are_counted() {
-    let sink = CaptureServer::start(Behaviour::Ok);
-    let config = format!(
-        r#"
-interval = "1h"
-max_series_per_metric = 5
-max_name_length = 16
-max_tags_per_line = 3
-max_tag_length = 12
-[ingest]
-statsd_udp = ["127.0.0.1:0"]
-[http]
-listen = "127.0.0.1:0"
-[[sinks]]
-type = "http"
-url = "{}/x"
-"#,
-        sink.url()
-    );
-    let mut m = Meterd::start(&config);
-    let mut lines = String::new();
-    // Twice: the 5 admitted series keep counting, the 15 refused ones are refused again.
-    for _ in 0..2 {
-        for i in 0..20 {
-            lines.push_str(&format!("explode:1|c|#id:{i}\n"));
-        }
-    }
-    lines.push_str("calm:1|c|#id:1\ncalm:1|c|#id:2\n");
-    lines.push_str("a.very.long.metric.name:1|c\n");
-    lines.push_str("tags:1|c|#a,b,c,d\n");
-    lines.push_str("tag:1|c|#this-tag-is-too-long\n");
-    lines.push_str("ok:1|c|#a,b,c\n");
-    send_udp(m.addr("udp"), &[lines.as_bytes()]);
-    m.wait_lines(46);
-    assert!(m.terminate().success());
-    let pts = metric_points(&sink);
-    let explode: Vec<Value> = points_named(&pts, "explode");
-    assert_eq!(explode.len(), 5, "only 5 series of one name");
-    assert_eq!(sum_named(&pts, "explode"), 10.0);
-    assert_eq!(
-        points_named(&pts, "calm").len(),
-        2,
-        "other names unaffected"
-    );
-    assert_eq!(points_named(&pts, "ok").len(), 1);
-    assert!(points_named(&pts, "a.very.long.metric.name").is_empty());
-    assert_eq!(
-        sum_tagged(&pts, "meterd.series.dropped", "reason:metric_limit"),
-        30.0
-    );
-    assert_eq!(
-        sum_tagged(&pts, "meterd.lines.invalid", "reason:bad_name"),
-        1.0
-    );
-    assert_eq!(
-        sum_tagged(&pts, "meterd.lines.invalid", "reason:bad_tags"),
-        2.0
-    );
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::util::*;
+use crate::support::*;
 
 const PING: &str = r#"{"id": "go.micro.healthcheck.ping", "description": "This is a ping healthcheck that succeeds",
  "timestamp": 1451096504, "status": 1, "error": "",

@@ -1,15 +1,48 @@
 //! End-to-end tests: the real `meterd` binary on ephemeral loopback ports, real statsd clients
-//! and raw datagrams in, a capturing HTTP server as the sinks' endpoint.
+//! and raw datagrams in, a capturing HTTP server (or a real metric store) as the sinks' endpoint.
+//!
+//! `support` is the harness, not tests. Every other module is one topic:
+//!
+//! - what goes in: `statsd`, `fixtures`, `transports`;
+//! - what aggregation makes of it: `aggregation`, `limits`, `flood`;
+//! - what goes out: `sinks`, `real_sinks`, `fleet`;
+//! - running meterd: `cli`, `health`, `shutdown`, `hardening`, `threads`.
 
-mod cli;
-mod fixtures;
-mod fleet;
-mod flood;
-mod hardening;
-mod health;
-mod lifecycle;
-mod real_sinks;
-mod servers;
-mod sinks;
+// The harness: meterd as a child process, a capture server, points, real metric stores.
+mod support;
+
+// What goes in.
+// statsd/DogStatsD through a real client (cadence): every metric type, sample rates, tags, host.
 mod statsd;
-mod util;
+// Captured datagrams per protocol version against expected documents; malformed lines by reason.
+mod fixtures;
+// TCP with an over-long line; the Unix datagram socket, its file removed and a stale one replaced.
+mod transports;
+
+// What aggregation makes of it.
+// Gauge deltas (dogstatsd and etsy), `|T` timestamps across flushes, global tags.
+mod aggregation;
+// `max_series`, per-metric series and input limits; non-finite aggregates dropped and counted.
+mod limits;
+// Ten million distinct series over TCP: memory stays bounded, established series stay exact.
+mod flood;
+
+// What goes out.
+// Datadog, `http` (gzip, headers) and console sinks; failing, hanging and slow sinks.
+mod sinks;
+// Into real Prometheus, VictoriaMetrics and InfluxDB (skipped when a binary is missing).
+mod real_sinks;
+// Locals forwarding to globals: exact merges, a dead global, guarded imports.
+mod fleet;
+
+// Running meterd.
+// The command line: default-config, check-config, `meterd send`, --help; /healthz and /metrics.
+mod cli;
+// Health checks: the API, staleness, service-check lines, self-checks, the status page.
+mod health;
+// SIGTERM and SIGINT: nothing sent before the signal is lost; the final flush; prompt exit.
+mod shutdown;
+// SIGHUP reload without loss; secrets that never leak.
+mod hardening;
+// Datagram readers outrank the flush and sink threads.
+mod threads;

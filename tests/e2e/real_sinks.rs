@@ -1,15 +1,15 @@
 //! The sinks against the real servers (SPEC §4): statsd in through a real meterd with a 1 s
 //! interval, the data queried back from Prometheus and VictoriaMetrics with PromQL and from
-//! InfluxDB 1.x with InfluxQL, values compared exactly. Servers come from `servers.rs`; without
-//! one a test prints a SKIP line (or fails under `METERD_REQUIRE_SERVERS`).
+//! InfluxDB 1.x with InfluxQL, values compared exactly. Servers come from `support/servers.rs`;
+//! without one a test prints a SKIP line (or fails under `METERD_REQUIRE_SERVERS`).
 //!
 //! Each test sends all its lines in one datagram, so they land in one interval; counters in the
 //! Prometheus sinks are cumulative, so a value seen once stays until more arrives.
 
 use serde_json::{json, Value};
 
-use crate::servers;
-use crate::util::*;
+use crate::support::servers;
+use crate::support::*;
 
 /// meterd with a 1 s interval, UDP and the API on port 0, and `sinks`.
 fn config(sinks: &str) -> String {

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
 
-use crate::util::*;
+use crate::support::*;
 
 const DD_KEY: &str = "dd-test-key-5f1c0a9e7b";
 

@@ -10,7 +10,7 @@ use cadence::prelude::*;
 use cadence::{BufferedUdpMetricSink, StatsdClient};
 use serde_json::Value;
 
-use crate::util::*;
+use crate::support::*;
 
 /// Config for a one-flush run: UDP and HTTP on port 0, an `http` sink to `url`.
 pub fn one_flush_config(url: &str, extra: &str) -> String {

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::util::DEADLINE;
+use super::clock::DEADLINE;
 
 /// Whether a missing server fails the test instead of skipping it.
 fn servers_required() -> bool {
