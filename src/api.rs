@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -21,11 +21,8 @@ use crate::aggregate::Aggregator;
 use crate::forward::client::GlobalStats;
 use crate::forward::import::{self as importer, ImportError};
 use crate::health::{self, HealthStore, Origin, Query};
-use crate::sinks::SinkSet;
+use crate::sinks::SharedSinks;
 use crate::telemetry::Telemetry;
-
-/// The sinks the API reports on; the server replaces the set on reload.
-pub type SharedSinks = Arc<RwLock<Arc<SinkSet>>>;
 
 /// Shared state of the API handlers.
 #[derive(Clone)]

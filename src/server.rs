@@ -10,13 +10,13 @@ use std::sync::{Arc, PoisonError, RwLock};
 use tokio::sync::watch;
 
 use crate::aggregate::{Aggregator, AggregatorConfig, Ingestor};
-use crate::api::{self, ApiState, SharedSinks};
+use crate::api::{self, ApiState};
 use crate::config::{Config, Runtime};
 use crate::flush::{next_boundary, Flusher, Renderer};
 use crate::forward::client::{Forwarder, ForwarderConfig};
 use crate::health::{self, HealthConfig, HealthStore, Origin};
 use crate::ingest;
-use crate::sinks::SinkSet;
+use crate::sinks::{SharedSinks, SinkSet};
 use crate::telemetry::Telemetry;
 
 /// Why the server could not start.
