@@ -135,7 +135,7 @@ fn bench_render(c: &mut Criterion) {
     let series = 100_000;
     g.throughput(Throughput::Elements(series as u64));
     let rt: Runtime = Config::default().validate("").expect("default config");
-    let renderer = Renderer::new(&rt);
+    let renderer = Renderer::new(rt.render_settings());
     g.bench_function("100k_series", |b| {
         b.iter_batched(
             || {

@@ -210,7 +210,7 @@ pub async fn run(rt: Runtime, shutdown: impl Future<Output = ()>) -> Result<(), 
     // Flush loop.
     let mut flusher = Flusher::new(
         aggregator.clone(),
-        Renderer::new(&rt),
+        Renderer::new(rt.render_settings()),
         sinks.clone(),
         udp_ports,
         health,
@@ -371,7 +371,7 @@ fn reload(
     applied.config.forward = old.forward.clone();
     applied.config.health = old.health.clone();
     applied.config.gauge_deltas = old.gauge_deltas;
-    flusher.renderer = Renderer::new(&applied);
+    flusher.renderer = Renderer::new(applied.render_settings());
     tracing::info!(
         file = %path.display(),
         sinks_restarted = new_sinks,

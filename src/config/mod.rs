@@ -23,6 +23,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 pub use runtime::Runtime;
 
 use crate::aggregate::GaugeDeltas;
+pub use crate::flush::naming::Aggregate;
 use crate::sinks::{Secret, SinkConfig};
 use crate::units::Dur;
 use validate::describe_toml_error;
@@ -71,26 +72,6 @@ impl<'de> Deserialize<'de> for Percentile {
             )))
         }
     }
-}
-
-/// Histogram aggregates emitted besides percentiles (SPEC §3).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Aggregate {
-    /// `x.min`
-    Min,
-    /// `x.max`
-    Max,
-    /// `x.count` (counter)
-    Count,
-    /// `x.sum`
-    Sum,
-    /// `x.avg`
-    Avg,
-    /// `x.median`
-    Median,
-    /// `x.hmean`
-    Hmean,
 }
 
 /// The whole configuration file.

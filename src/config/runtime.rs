@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::Config;
+use crate::flush::RenderSettings;
 
 /// The validated configuration the server runs on.
 #[derive(Debug, Clone)]
@@ -33,4 +34,18 @@ pub struct Runtime {
     pub healthcheck_token: String,
     /// The file this came from (SIGHUP re-reads it); `None` on embedded defaults.
     pub source: Option<PathBuf>,
+}
+
+impl Runtime {
+    /// What the flush's renderer takes from the config.
+    pub fn render_settings(&self) -> RenderSettings {
+        RenderSettings {
+            hostname: self.hostname.clone(),
+            tags: self.tags.clone(),
+            aggregates: self.config.aggregates.clone(),
+            percentiles: self.config.percentiles.iter().map(|p| p.0).collect(),
+            interval: self.interval,
+            forwarding: !self.config.forward.addresses.is_empty(),
+        }
+    }
 }

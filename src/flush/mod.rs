@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 use crate::aggregate::histogram::SpareHdr;
 use crate::aggregate::key::{KeyParts, Scope};
 use crate::aggregate::{Aggregator, Snapshot, State};
-use crate::config::{Aggregate, Runtime};
 use crate::forward::client::Forwarder;
 use crate::forward::proto::SeriesState;
 use crate::health::{self, HealthResult, HealthStore, Origin, Service};
@@ -18,7 +17,24 @@ use crate::point::{unix_now, FlushBatch, Point, PointKind, ReleaseOnDrop};
 use crate::protocol::MetricType;
 use crate::sinks::SinkSet;
 use crate::telemetry::Telemetry;
-use naming::{aggregate_suffix, percentile_suffix};
+use naming::{aggregate_suffix, percentile_suffix, Aggregate};
+
+/// What rendering takes from the validated config ([`crate::config::Runtime::render_settings`]).
+#[derive(Debug, Clone)]
+pub struct RenderSettings {
+    /// `host` of every point that has no `host:` tag.
+    pub hostname: Arc<str>,
+    /// Tags added to every series.
+    pub tags: Vec<String>,
+    /// Histogram aggregates besides percentiles.
+    pub aggregates: Vec<Aggregate>,
+    /// Percentiles, each in (0, 1].
+    pub percentiles: Vec<f64>,
+    /// The flush interval.
+    pub interval: Duration,
+    /// Whether this instance forwards to globals (a local splits its series).
+    pub forwarding: bool,
+}
 
 /// What rendering needs from the config, precomputed once.
 #[derive(Debug, Clone)]
@@ -56,20 +72,19 @@ pub struct RenderStats {
 
 impl Renderer {
     /// Precomputes names and settings.
-    pub fn new(rt: &Runtime) -> Renderer {
+    pub fn new(settings: RenderSettings) -> Renderer {
         Renderer {
-            hostname: rt.hostname.clone(),
+            hostname: settings.hostname,
             empty_host: Arc::from(""),
-            tags: rt.tags.clone(),
-            aggregates: rt.config.aggregates.clone(),
-            percentiles: rt
-                .config
+            tags: settings.tags,
+            aggregates: settings.aggregates,
+            percentiles: settings
                 .percentiles
                 .iter()
-                .map(|p| (p.0, percentile_suffix(p.0)))
+                .map(|&p| (p, percentile_suffix(p)))
                 .collect(),
-            interval: rt.interval.as_secs(),
-            forwarding: !rt.config.forward.addresses.is_empty(),
+            interval: settings.interval.as_secs(),
+            forwarding: settings.forwarding,
         }
     }
 
@@ -483,7 +498,12 @@ mod tests {
             hostname: Arc::from("h"),
             gauge_memory_flushes: 360,
         }));
-        let renderer = Renderer::new(&crate::config::Config::default().validate("").unwrap());
+        let renderer = Renderer::new(
+            crate::config::Config::default()
+                .validate("")
+                .unwrap()
+                .render_settings(),
+        );
         let mut ingestor = Ingestor::new(aggregator.clone());
         let send = |ingestor: &mut Ingestor, base: u32| {
             for series in 0..20 {

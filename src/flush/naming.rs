@@ -1,6 +1,26 @@
 //! Flushed names for histogram aggregates and percentiles (SPEC §3), and nowhere else.
 
-use crate::config::Aggregate;
+use serde::{Deserialize, Serialize};
+
+/// Histogram aggregates emitted besides percentiles (SPEC §3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Aggregate {
+    /// `x.min`
+    Min,
+    /// `x.max`
+    Max,
+    /// `x.count` (counter)
+    Count,
+    /// `x.sum`
+    Sum,
+    /// `x.avg`
+    Avg,
+    /// `x.median`
+    Median,
+    /// `x.hmean`
+    Hmean,
+}
 
 /// The suffix of a histogram aggregate: `min`, `max`, `count`, `sum`, `avg`, `median`, `hmean`.
 pub const fn aggregate_suffix(a: Aggregate) -> &'static str {

@@ -254,7 +254,7 @@ mod tests {
         ingestor.commit();
         let mut config = crate::config::Config::default();
         config.forward.addresses = vec!["http://127.0.0.1:8127".to_owned()];
-        let renderer = crate::flush::Renderer::new(&config.validate("").unwrap());
+        let renderer = crate::flush::Renderer::new(config.validate("").unwrap().render_settings());
         let crate::flush::Rendered { batch, forward, .. } =
             renderer.render(aggregator.swap(), 1_763_775_000);
         for p in &batch.metrics {
