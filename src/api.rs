@@ -1,4 +1,5 @@
-//! The HTTP API (SPEC §7): `/healthz`, `/metrics`, the health-check API and status page (§6).
+//! The HTTP API (`docs/api.md`): `/healthz`, `/metrics`, the health-check API and status page
+//! (`docs/health.md`).
 //!
 //! Bodies are limited to `http.max_body_bytes` (413 beyond it); every error is JSON
 //! `{"error": "…"}` with 400 for anything malformed (never 415 or 422); a body is validated

@@ -1,8 +1,9 @@
-//! The sink-neutral flushed data model: what every sink receives from one flush (SPEC §3, §4).
+//! The sink-neutral flushed data model: what every sink receives from one flush (`docs/flush.md`,
+//! `docs/sinks.md`).
 //!
 //! One [`FlushBatch`] is built per interval and shared by every sink through an `Arc`; sinks encode
 //! it into their own wire format and never mutate it. The serde shape of [`FlushBatch`] is exactly
-//! the `http` sink's JSON document of SPEC §4.
+//! the `http` sink's JSON document (`docs/sinks.md#the-json-document`).
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -48,7 +49,8 @@ pub struct Point {
     pub interval: u64,
 }
 
-/// One flushed service check (SPEC §2 `_sc`, SPEC §6 health results).
+/// One flushed service check (`_sc` lines, `docs/protocol.md#service-checks`; health results,
+/// `docs/health.md`).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ServiceCheck {
     /// Check name.
@@ -65,7 +67,7 @@ pub struct ServiceCheck {
     pub message: String,
 }
 
-/// One flushed event (SPEC §2 `_e`).
+/// One flushed event (`docs/protocol.md#events`).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Event {
     /// Title, non-empty.
@@ -88,7 +90,7 @@ pub struct Event {
     pub alert_type: &'static str,
 }
 
-/// Everything one flush hands to the sinks; serialises to SPEC §4's JSON document.
+/// Everything one flush hands to the sinks; serialises to the JSON document of `docs/sinks.md`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct FlushBatch {
     /// Metric points.
@@ -104,11 +106,11 @@ pub struct FlushBatch {
 
 /// When armed, hands the heap's free pages back to the kernel as it is dropped.
 ///
-/// A flush of a million series renders ~100 MB of points, which every sink shares and the last
-/// one to finish drops. glibc keeps that memory in its arenas: measured with 1M counter series
-/// (`benches/memory.sh`), the process stayed at 230 MB until the next flush instead of the
-/// 120 MB its tables hold. The interval's batch arms this (so test and filtered batches do
-/// not), and its drop runs `malloc_trim` on a blocking thread (about 7 ms with 100 MB free).
+/// A flush of a million series renders about a hundred megabytes of points, which every sink
+/// shares and the last one to finish drops. glibc keeps that memory in its arenas, so without
+/// this the process stayed near twice what its tables hold until the next flush
+/// (`benches/memory.sh`). The interval's batch arms this (so test and filtered batches do not),
+/// and its drop runs `malloc_trim` on a blocking thread.
 #[derive(Debug, Default)]
 pub struct ReleaseOnDrop(bool);
 

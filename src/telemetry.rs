@@ -1,6 +1,6 @@
-//! meterd's own metrics (SPEC §8): counters registered once, fed by readers in per-batch sums,
-//! emitted every flush as per-interval counts through the normal pipeline and served cumulatively
-//! at `GET /metrics`.
+//! meterd's own metrics (`docs/self-metrics.md`): counters registered once, fed by readers in
+//! per-batch sums, emitted every flush as per-interval counts through the normal pipeline and
+//! served cumulatively at `GET /metrics`.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;

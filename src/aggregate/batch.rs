@@ -208,8 +208,8 @@ impl Ingestor {
     ///
     /// Hashing a key right after encoding it read bytes still in the store buffer, written by
     /// several smaller stores: the load cannot be forwarded from them and waits until they
-    /// reach the cache (17 % of `ingest_line_into` at 1M plain lines/s, on the hash's first
-    /// load). One line later they have.
+    /// reach the cache (the hash's first load stood out in the reader's profile;
+    /// `benches/loop_ab.sh`). One line later they have.
     #[inline(always)]
     fn stage(&mut self, key: KeySpan, value: OpValue) {
         if let Some((key, value)) = self.staged.replace((key, value)) {

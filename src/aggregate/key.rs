@@ -5,7 +5,8 @@
 //! nothing; the owned `Box<[u8]>` is made only when a series is new. Layout:
 //!
 //! ```text
-//! [type index][scope][flags][timestamp: 8 bytes LE, if flags & HAS_TS] name 0 [host 0, if flags & HAS_HOST] (tag 0)*
+//! [type index][scope][flags][timestamp: 8 bytes LE, if flags & HAS_TS] name 0 [host 0, if flags &
+//! HAS_HOST] (tag 0)*
 //! ```
 //!
 //! Names, hosts and tags never contain NUL (the parser refuses control characters), so `0`
@@ -20,7 +21,7 @@ use crate::protocol::{MetricLine, MetricType};
 const HAS_TS: u8 = 1;
 const HAS_HOST: u8 = 2;
 
-/// Where a series is aggregated and emitted (SPEC §5 magic tags).
+/// Where a series is aggregated and emitted (`docs/fleet.md#magic-tags`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scope {
     /// No magic tag: the type's default rule.
@@ -68,10 +69,10 @@ impl Scope {
 /// wyhash's construction (final v4), written out for byte strings: plain statsd keys are
 /// 15–30 bytes, which this hashes with two or three 64×64→128-bit multiplies and no calls.
 /// Through `BuildHasher::hash_one` (foldhash) the same keys took a length-prefix write, a call
-/// into its byte loop and a finish: 8–9 % of the reader's time at 1M plain lines/s. Every bit
-/// of the result depends on every input bit (the tests check the bits the table and the
-/// shards use). Not keyed: like the fixed seed before it, it does not resist chosen
-/// collisions; `max_series` bounds what a flood of them costs.
+/// into its byte loop and a finish, a measurable share of the reader's time (`benches/ab.py`).
+/// Every bit of the result depends on every input bit (the tests check the bits the table and the
+/// shards use). Not keyed: like the fixed seed before it, it does not resist chosen collisions;
+/// `max_series` bounds what a flood of them costs.
 #[inline]
 pub fn hash_key(key: &[u8]) -> u64 {
     const S0: u64 = 0x2d35_8dcc_aa6c_78a5;
@@ -140,8 +141,8 @@ fn read4(s: &[u8], at: usize) -> u64 {
 /// Whether two encoded keys are equal: `a == b`, inlined, eight bytes at a time.
 ///
 /// The table compares a key only after its 64-bit hash matched, so nearly every comparison
-/// is between equal keys of 20–100 bytes; `<[u8]>::eq` calls `memcmp` for those, which was
-/// ~10% of aggregation in profiles.
+/// is between equal keys of 20–100 bytes; `<[u8]>::eq` calls `memcmp` for those, which
+/// stood out in aggregation profiles (criterion `aggregate`).
 #[inline]
 pub fn same_key(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
@@ -167,7 +168,7 @@ pub const INLINE_KEY: usize = 30;
 /// `api.requests.count` is a 22-byte key), else on the heap.
 ///
 /// A lookup compares the key it found by hash; a boxed key is one more cache line to load, which
-/// the reader waits for on nearly every line (45 % of `Aggregator::apply` in the plain
+/// the reader waits for on nearly every line (much of `Aggregator::apply` in the plain
 /// workload's profile). In place, the key shares the entry's line, and a short key also saves
 /// its allocation (about 40 bytes with malloc's overhead) per series.
 #[derive(Clone)]

@@ -27,7 +27,7 @@ use crate::point::{Event, ServiceCheck};
 use histogram::{HistogramState, SpareHdr};
 use set::SetSketch;
 
-/// How gauges treat a value written `-N` (SPEC §2).
+/// How gauges treat a value written `-N` (`docs/protocol.md#edge-cases`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum GaugeDeltas {
@@ -342,10 +342,10 @@ impl Aggregator {
     /// Counters and gauges are updated where they are looked up. A sample for an existing
     /// histogram series is recorded after the batch's lookups instead ([`record_deferred`]): its
     /// state is behind a pointer and its raw samples in a buffer of their own, so recording it
-    /// where it is found waited for two cache misses (a timer line's `record_with` took 17 % of
-    /// the reader's time at 1M plain lines/s, ~50 ns per timer sample), one after the other and
-    /// one line at a time. Recorded together, each state and the slot its sample goes to are
-    /// prefetched a few samples ahead, so the misses overlap.
+    /// where it is found waited for two cache misses (a large share of the reader's time in the
+    /// plain workload's profile), one after the other and one line at a time. Recorded together,
+    /// each state and the slot its sample goes to are prefetched a few samples ahead, so the misses
+    /// overlap.
     fn apply(&self, shard: usize, keys: &[u8], ops: &[batch::Op]) -> (u64, u64) {
         let Some(m) = self.shards.get(shard) else {
             return (0, 0);

@@ -2,7 +2,7 @@
 //!
 //! Cloudflare's `cardinality-estimator` keeps up to 128 distinct 32-bit encoded hashes exactly and
 //! then switches to a HyperLogLog with 2^14 registers (about 0.8 % standard error, 12 KiB), which
-//! meets SPEC §2: exact below 100 members, within 2 % above.
+//! meets `docs/protocol.md#edge-cases`: exact below 100 members, within 2 % above.
 
 use cardinality_estimator::CardinalityEstimator;
 

@@ -1,4 +1,4 @@
-//! The interval flush: wall-clock-aligned ticks, swap the aggregator's state, render SPEC §3's
+//! The interval flush: wall-clock-aligned ticks, swap the aggregator's state, render the
 //! points outside every lock and off the reader threads, and hand one batch to every sink.
 
 pub mod naming;
@@ -95,7 +95,7 @@ impl Renderer {
 
     /// Renders a snapshot into a batch stamped `timestamp` (the end of the interval). With
     /// forwarding on, the series a global must merge are encoded into the returned list
-    /// (with their key hash, for routing) instead of, or besides, local points (SPEC §5).
+    /// (with their key hash, for routing) instead of, or besides, local points (`docs/fleet.md`).
     pub fn render(&self, snapshot: Snapshot, timestamp: i64) -> Rendered {
         let mut stats = RenderStats::default();
         let mut metrics = Vec::with_capacity(snapshot.series() * 2);
@@ -144,7 +144,8 @@ impl Renderer {
         }
     }
 
-    /// SPEC §5's scope rules: what this instance emits of a series, and whether it forwards it.
+    /// The scope rules of `docs/fleet.md#local-and-global-rules`: what this instance emits of a
+    /// series, and whether it forwards it.
     fn decide(&self, kind: MetricType, scope: Scope) -> (Emit, bool) {
         match scope {
             Scope::ImportedPercentiles => (Emit::Percentiles, false),
@@ -338,7 +339,8 @@ impl Flusher {
         }
     }
 
-    /// meterd's own checks (SPEC §6): `meterd.ingest` and one `meterd.sink.NAME` per sink.
+    /// meterd's own checks (`docs/health.md#meterds-own-checks`): `meterd.ingest` and one
+    /// `meterd.sink.NAME` per sink.
     fn record_self_checks(&mut self, timestamp: i64) {
         let t = self.telemetry.clone();
         let drops = t.udp_kernel_drops.load(Ordering::Relaxed);

@@ -1,8 +1,9 @@
-//! Flushed names for histogram aggregates and percentiles (SPEC §3), and nowhere else.
+//! Flushed names for histogram aggregates and percentiles (`docs/flush.md#percentile-naming`), and
+//! nowhere else.
 
 use serde::{Deserialize, Serialize};
 
-/// Histogram aggregates emitted besides percentiles (SPEC §3).
+/// Histogram aggregates emitted besides percentiles (`docs/flush.md`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Aggregate {

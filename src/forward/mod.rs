@@ -1,4 +1,4 @@
-//! Local → global aggregation (SPEC §5).
+//! Local → global aggregation (`docs/fleet.md`).
 //!
 //! A local (an instance with `[forward] addresses`) splits each flush by the scope rules in
 //! [`crate::flush`]: what a global must merge goes to [`client::Forwarder`], which routes every

@@ -1,5 +1,6 @@
-//! meterd's own versioned protobuf for `POST /import` (SPEC §5, §7): the mergeable state of
-//! the series a local forwards, plus the health results it received. Bodies are gzip-compressed.
+//! meterd's own versioned protobuf for `POST /import` (`docs/fleet.md#forwarding-and-import`): the
+//! mergeable state of the series a local forwards, plus the health results it received. Bodies are
+//! gzip-compressed.
 //!
 //! Hand-written `prost` messages (no build script). Field numbers are the wire contract: add
 //! fields, never renumber; bump [`VERSION`] for a change a global must refuse.

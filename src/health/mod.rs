@@ -1,6 +1,6 @@
-//! Health checks (SPEC §6): the latest result per (check id, service id), a short history, and
-//! staleness, fed by `POST /api/v1/healthchecks`, by `_sc` lines from any statsd transport and by
-//! meterd's own checks; drained at each flush into service checks, `healthcheck.KEY` gauges and
+//! Health checks (`docs/health.md`): the latest result per (check id, service id), a short history,
+//! and staleness, fed by `POST /api/v1/healthchecks`, by `_sc` lines from any statsd transport and
+//! by meterd's own checks; drained at each flush into service checks, `healthcheck.KEY` gauges and
 //! status-change events.
 //!
 //! The store is one `Mutex` over a map: writes are rare (one per check per interval) and every

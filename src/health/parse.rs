@@ -183,9 +183,9 @@ pub fn parse_body(body: &[u8], now: i64) -> Result<Vec<HealthResult>, Validation
     }
 }
 
-/// Converts an `_sc` line's check into a store result (SPEC §6): OK→1, WARNING and CRITICAL→2,
-/// UNKNOWN→0; service from a `service:` tag (else the check name), version from `version:`,
-/// service id from `h:` (else the hostname).
+/// Converts an `_sc` line's check into a store result (`docs/health.md#service-check-lines`): OK→1,
+/// WARNING and CRITICAL→2, UNKNOWN→0; service from a `service:` tag (else the check name), version
+/// from `version:`, service id from `h:` (else the hostname).
 pub fn from_service_check(
     sc: &ServiceCheck,
     explicit_host: Option<&str>,

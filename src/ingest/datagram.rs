@@ -100,7 +100,7 @@ impl RecvBatch {
 }
 
 /// Naps shorter than this are not taken: a timer wake-up costs as much as the socket wake-ups
-/// it would save (a 200 µs nap measured 12 % more CPU per line than none).
+/// it would save (very short naps cost more CPU per line than none: `benches/ab.py`).
 const MIN_NAP: Duration = Duration::from_millis(1);
 /// Socket buffer (as `SO_RCVBUF` reports it: twice what was asked) at which the full
 /// `read_coalesce` nap is allowed; smaller buffers get proportionally shorter naps.
@@ -116,14 +116,14 @@ const MAX_BUSY: f64 = 0.35;
 /// How long a reader naps after a receive that emptied its socket.
 ///
 /// Every wake-up of a blocked reader costs a context switch and, on a virtual machine, an exit
-/// to the hypervisor: at 1M plain lines/s from a sender that writes a burst every millisecond,
-/// ~1,000 wake-ups a second were ~7 % of the reader's CPU. After a nap the next receive finds
-/// several bursts waiting. The nap is bounded so that the socket buffer always has room for
-/// what arrives meanwhile: by `read_coalesce`, scaled down in proportion for buffers smaller
-/// than [`FULL_NAP_BUFFER`] (a nap that comes out under [`MIN_NAP`] is not taken); and by the
-/// rate since the last nap, so that a nap fills at most a quarter of the buffer at that rate.
-/// A reader busy more than [`MAX_BUSY`] of the time does not nap, and a flooded one never does
-/// (its receives come back full).
+/// to the hypervisor: a sender that writes a burst every millisecond woke the reader a thousand
+/// times a second, a noticeable share of its CPU (`benches/ab.py`; BENCHMARKS.md). After a nap the
+/// next receive finds several bursts waiting. The nap is bounded so that the socket buffer always
+/// has room for what arrives meanwhile: by `read_coalesce`, scaled down in proportion for buffers
+/// smaller than [`FULL_NAP_BUFFER`] (a nap that comes out under [`MIN_NAP`] is not taken); and by
+/// the rate since the last nap, so that a nap fills at most a quarter of the buffer at that rate. A
+/// reader busy more than [`MAX_BUSY`] of the time does not nap, and a flooded one never does (its
+/// receives come back full).
 struct Coalesce {
     max: Duration,
     /// Buffer bytes a nap may fill.

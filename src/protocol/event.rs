@@ -4,7 +4,7 @@
 //! as `&str`. The lengths in the header are UTF-8 byte counts and are authoritative: the title
 //! and text may contain `|`, and whatever follows the text must be a `|` or the end of the line.
 //!
-//! Choices where SPEC §2 is silent (the tests below pin each of them):
+//! Choices beyond the rules of `docs/protocol.md` (the tests below pin each of them):
 //! - invalid UTF-8 anywhere in an event is `NotUtf8` (every part of an event is text);
 //!   control characters in tags are `BadTags`, as for metrics; every other fault is `BadEvent`;
 //! - lengths are plain ASCII digits (no sign, no spaces); a length that ends inside a UTF-8

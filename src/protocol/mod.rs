@@ -1,9 +1,9 @@
-//! Pure, sans-I/O parsing of one statsd/DogStatsD line (SPEC §2).
+//! Pure, sans-I/O parsing of one statsd/DogStatsD line (`docs/protocol.md`).
 //!
-//! Transports in [`crate::ingest`] frame datagrams and TCP streams into lines; this module turns one
-//! `&[u8]` line into a [`Line`] that borrows from it. Nothing here allocates for metric lines: tags
-//! and values are collected into inline [`SmallVec`]s. Events and service checks are rare and carry
-//! escaped text, so their conversion to owned points happens in [`crate::flush::point`].
+//! Transports in [`crate::ingest`] frame datagrams and TCP streams into lines; this module turns
+//! one `&[u8]` line into a [`Line`] that borrows from it. Nothing here allocates for metric lines:
+//! tags and values are collected into inline [`SmallVec`]s. Events and service checks are rare and
+//! carry escaped text; the ingestor converts them to owned [`crate::point`] values.
 //!
 //! Errors are a small `Copy` enum whose [`ParseError::reason`] is the `reason:` tag of
 //! `meterd.lines.invalid`.

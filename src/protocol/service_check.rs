@@ -3,9 +3,9 @@
 //! Service checks are rare and entirely text, so the line is validated as UTF-8 once up front and
 //! parsed as `&str`. `m:` must come last: everything after the first `|m:` is the message as sent,
 //! `|` included, so a message never needs escaping beyond `\n` and `m\:`; those escapes are
-//! replaced later, in [`crate::flush::point`].
+//! replaced later, when the ingestor makes it a [`crate::point::ServiceCheck`].
 //!
-//! Choices where SPEC §2 is silent (the tests below pin each of them):
+//! Choices beyond the rules of `docs/protocol.md` (the tests below pin each of them):
 //! - invalid UTF-8 anywhere is `NotUtf8`; control characters in tags are `BadTags`, as for
 //!   metrics; every other fault, including control characters in the name, is `BadServiceCheck`;
 //! - a repeated `d:` or `h:` section: the last one wins; `d:` is any `i64`; an empty `h:` is the

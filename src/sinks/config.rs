@@ -35,7 +35,7 @@ const DEFAULT_EXPIRE_AFTER: &str = "5m";
 pub enum SinkConfig {
     /// Human-readable table or one JSON object per flush on stdout.
     Console(ConsoleConfig),
-    /// SPEC §4's JSON document POSTed to any URL.
+    /// The JSON document of `docs/sinks.md` POSTed to any URL.
     Http(HttpConfig),
     /// Datadog's v1 API (`series`, `check_run`, `events`), or anything speaking it.
     Datadog(DatadogConfig),

@@ -1,5 +1,5 @@
 //! The `console` sink: each flush on stdout, as an aligned table for people or as one line of
-//! SPEC §4's JSON document for scripts.
+//! the JSON document of `docs/sinks.md#the-json-document` for scripts.
 //!
 //! The whole flush is encoded into one reused buffer and written with stdout locked, so flushes
 //! never interleave with each other. The write runs on tokio's blocking pool: a stdout nobody
@@ -35,7 +35,7 @@ pub enum ConsoleFormat {
     /// Aligned columns for people: a header line, then metrics, service checks and events.
     #[default]
     Table,
-    /// Exactly one line per flush: SPEC §4's JSON document.
+    /// Exactly one line per flush: the JSON document of `docs/sinks.md#the-json-document`.
     Json,
 }
 
@@ -146,7 +146,7 @@ fn io_encode_error(err: std::io::Error) -> SinkError {
     SinkError::Encode(err.to_string())
 }
 
-/// The `json` format: SPEC §4's document on one line.
+/// The `json` format: the JSON document of `docs/sinks.md` on one line.
 fn encode_json(out: &mut Vec<u8>, batch: &FlushBatch) -> Result<(), SinkError> {
     serde_json::to_writer(&mut *out, batch).map_err(|e| SinkError::Encode(e.to_string()))?;
     out.push(b'\n');

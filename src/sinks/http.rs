@@ -1,6 +1,7 @@
-//! The `http` sink: SPEC §4's JSON document POSTed to any URL, optionally gzipped, with
-//! configured headers; with `batch_max_bytes` set, a large flush is split into several complete
-//! documents. Posted by the transport every HTTP sink shares (`transport.rs`).
+//! The `http` sink: the JSON document of `docs/sinks.md#the-json-document` POSTed to any URL,
+//! optionally gzipped, with configured headers; with `batch_max_bytes` set, a large flush is split
+//! into several complete documents. Posted by the transport every HTTP sink shares
+//! (`transport.rs`).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -81,14 +82,15 @@ pub(super) fn validate(
     })
 }
 
-/// How the `http` sink encodes a batch: SPEC §4's JSON document (or several, with
-/// `batch_max_bytes`).
+/// How the `http` sink encodes a batch: the JSON document of `docs/sinks.md#the-json-document` (or
+/// several, with `batch_max_bytes`).
 pub(super) struct JsonDocuments {
     gzip: bool,
     batch_max_bytes: Option<usize>,
 }
 
-/// POSTs each batch as SPEC §4's JSON document (or several, with `batch_max_bytes`).
+/// POSTs each batch as the JSON document of `docs/sinks.md#the-json-document` (or several, with
+/// `batch_max_bytes`).
 pub(super) type HttpSink = Poster<JsonDocuments>;
 
 impl HttpSink {

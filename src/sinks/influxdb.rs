@@ -1,11 +1,11 @@
 //! The `influxdb` sink: InfluxDB line protocol to InfluxDB 1.x (`/write?db=`), 2.x
 //! (`/api/v2/write`, token, org, bucket), or anything speaking it (VictoriaMetrics).
 //!
-//! One line per point (SPEC §4): measurement = the point's name, tags = its tags (bare `k` as
-//! `k=true`, empty values skipped) plus `host`, sorted by key, one float field `value`, timestamp
-//! in seconds. Counters are per-interval totals, as in the JSON document. Lines are split over
-//! requests of at most `batch_max_bytes` (uncompressed), optionally gzipped. Service checks and
-//! events are not sent.
+//! One line per point (`docs/sinks.md#formats-per-sink`): measurement = the point's name, tags =
+//! its tags (bare `k` as `k=true`, empty values skipped) plus `host`, sorted by key, one float
+//! field `value`, timestamp in seconds. Counters are per-interval totals, as in the JSON document.
+//! Lines are split over requests of at most `batch_max_bytes` (uncompressed), optionally gzipped.
+//! Service checks and events are not sent.
 //!
 //! Escaping follows the line protocol reference: in measurements `,` and space get a backslash;
 //! in tag keys and values `,`, `=` and space. Other backslashes are written as they are (InfluxDB

@@ -1,4 +1,4 @@
-//! Sinks: where each flush goes (SPEC §4).
+//! Sinks: where each flush goes (`docs/sinks.md`).
 //!
 //! The flusher builds one [`FlushBatch`] per interval and hands it to every sink through
 //! [`SinkSet::submit`], which never blocks: every sink runs in its own tokio task behind a bounded

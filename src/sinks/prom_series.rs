@@ -1,5 +1,6 @@
 //! Prometheus conventions shared by the `prometheus_remote_write` and `prometheus` (scrape)
-//! sinks (SPEC §4): sanitised names, tags as labels plus `host`, and counters made cumulative.
+//! sinks (`docs/sinks.md#prometheus-conventions`): sanitised names, tags as labels plus `host`, and
+//! counters made cumulative.
 //!
 //! statsd counters are per-interval totals; Prometheus counters only go up, so `rate()` can work.
 //! [`Cumulative`] keeps every series' running total (counters, named `NAME_total`) or last value
@@ -17,7 +18,7 @@ use crate::point::{Point, PointKind};
 pub(super) type Labels = Vec<(String, String)>;
 
 /// `name` with every character outside `[a-zA-Z0-9_:]`, and a leading digit, replaced by `_`
-/// (SPEC §4), appended to `out`.
+/// (`docs/sinks.md#prometheus-conventions`), appended to `out`.
 pub(super) fn sanitize_name(name: &str, out: &mut String) {
     for (i, c) in name.chars().enumerate() {
         let ok = c.is_ascii_alphabetic() || c == '_' || c == ':' || (i > 0 && c.is_ascii_digit());

@@ -1,14 +1,14 @@
 //! The `prometheus_remote_write` sink: Prometheus remote-write 1.0 to Prometheus (with
 //! `--web.enable-remote-write-receiver`), VictoriaMetrics, Mimir, Thanos, Cortex.
 //!
-//! Each flush folds the batch's points into the sink's [`Cumulative`] state (SPEC §4: counters
-//! cumulative as `NAME_total`, gauges as gauges, sanitised names, tags as labels plus `host`),
-//! then sends every live series' current value: one sample per series, stamped with its newest
-//! point's time (else the flush's), never at or before the series' previous sample, which
-//! Prometheus would refuse as out of order. The body is a protobuf `WriteRequest`, snappy
-//! block-compressed; series are split over several requests so that none exceeds
-//! `batch_max_bytes` uncompressed. Service checks and events have no place in remote write and
-//! are not sent.
+//! Each flush folds the batch's points into the sink's [`Cumulative`] state
+//! (`docs/sinks.md#prometheus-conventions`: counters cumulative as `NAME_total`, gauges as gauges,
+//! sanitised names, tags as labels plus `host`), then sends every live series' current value: one
+//! sample per series, stamped with its newest point's time (else the flush's), never at or before
+//! the series' previous sample, which Prometheus would refuse as out of order. The body is a
+//! protobuf `WriteRequest`, snappy block-compressed; series are split over several requests so that
+//! none exceeds `batch_max_bytes` uncompressed. Service checks and events have no place in remote
+//! write and are not sent.
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -1,13 +1,13 @@
 //! The `prometheus` sink: a scrape endpoint on its own `listen` address serving the last flush
 //! at `GET /metrics` in the text exposition format 0.0.4.
 //!
-//! Each flush is folded into the sink's [`Cumulative`] state (SPEC §4: counters cumulative as
-//! `NAME_total` with TYPE `counter`, gauges as gauges, sanitised names, tags as labels plus
-//! `host`), rendered once on the blocking pool, and published: a scrape only clones the rendered
-//! bytes, so scrapes never wait for a flush and cost nothing however often they come. A series no
-//! flush updated for `expire_after` leaves the exposition. Samples carry no timestamp: Prometheus
-//! stamps them with the scrape's time, as with any exporter. Delivery cannot fail; service checks
-//! and events are not exposed.
+//! Each flush is folded into the sink's [`Cumulative`] state
+//! (`docs/sinks.md#prometheus-conventions`: counters cumulative as `NAME_total` with TYPE
+//! `counter`, gauges as gauges, sanitised names, tags as labels plus `host`), rendered once on the
+//! blocking pool, and published: a scrape only clones the rendered bytes, so scrapes never wait for
+//! a flush and cost nothing however often they come. A series no flush updated for `expire_after`
+//! leaves the exposition. Samples carry no timestamp: Prometheus stamps them with the scrape's
+//! time, as with any exporter. Delivery cannot fail; service checks and events are not exposed.
 
 use std::io::Write as _;
 use std::net::SocketAddr;

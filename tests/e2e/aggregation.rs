@@ -146,8 +146,9 @@ fn global_tags_are_on_every_series() {
     assert!(missing.is_empty(), "{missing:?}");
 }
 
-/// SPEC §9 `tags`: "added to every series", and §8: self-metrics are emitted "through the
-/// normal pipeline"; so a dashboard filtering on `env:` sees meterd's own points too.
+/// `tags` (config.example.toml): "added to every series", and docs/self-metrics.md: self-metrics
+/// are emitted "through the normal pipeline"; so a dashboard filtering on `env:` sees meterd's own
+/// points too.
 #[test]
 fn global_tags_are_on_meterds_own_points_too() {
     let points = global_tags_run();

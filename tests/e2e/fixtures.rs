@@ -12,7 +12,7 @@ use crate::support::*;
 const HOST: &str = "test-host";
 const INTERVAL: u64 = 3600;
 
-/// Every `reason:` of `meterd.lines.invalid` (SPEC §2).
+/// Every `reason:` of `meterd.lines.invalid` (docs/protocol.md).
 const REASONS: [&str; 11] = [
     "bad_name",
     "bad_value",
@@ -183,7 +183,7 @@ fn run(datagrams: &[Vec<u8>], lines: u64, ingest: &str) -> (Value, i64, i64) {
 }
 
 /// meterd's own points and checks: self-metrics (`meterd.*`) and the results of its own health
-/// checks (`service:meterd`, SPEC §6), which ride along with every flush.
+/// checks (`service:meterd`, docs/health.md), which ride along with every flush.
 fn is_meterds_own(v: &Value) -> bool {
     let name = v["name"].as_str().unwrap_or_default();
     let tags = v["tags"].as_array().map(Vec::as_slice).unwrap_or_default();

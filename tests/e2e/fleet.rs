@@ -1,4 +1,4 @@
-//! Local → global aggregation with real processes on loopback (SPEC §5): two locals, two
+//! Local → global aggregation with real processes on loopback (docs/fleet.md): two locals, two
 //! globals; timers, sets, distributions and global-only counters sent to both locals are merged
 //! exactly once by the global that owns each series; a global killed and restarted mid-run costs
 //! the local counted drops and nothing else.

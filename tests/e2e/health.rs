@@ -1,4 +1,4 @@
-//! Health checks (SPEC §6): POST results, query them, see them flushed as service checks and
+//! Health checks (docs/health.md): POST results, query them, see them flushed as service checks and
 //! gauges, go stale, arrive as `_sc` lines, get refused whole when malformed; meterd's own
 //! checks; `meterd checks`; the status page in a real headless Chromium.
 

@@ -1,4 +1,4 @@
-//! The sinks against the real servers (SPEC §4): statsd in through a real meterd with a 1 s
+//! The sinks against the real servers (docs/sinks.md): statsd in through a real meterd with a 1 s
 //! interval, the data queried back from Prometheus and VictoriaMetrics with PromQL and from
 //! InfluxDB 1.x with InfluxQL, values compared exactly. Servers come from `support/servers.rs`;
 //! without one a test prints a SKIP line (or fails under `METERD_REQUIRE_SERVERS`).

@@ -149,7 +149,7 @@ fn cadence_counters_gauges_sets_and_timers() {
     assert_eq!(value_of(&points, "temperature"), 21.5);
     assert_eq!(points_named(&points, "queue.depth")[0]["kind"], "gauge");
 
-    // Sets: exact below 100 distinct members, within 2 % above (SPEC §2).
+    // Sets: exact below 100 distinct members, within 2 % above (docs/protocol.md).
     assert_eq!(value_of(&points, "users.small"), 99.0);
     let users = value_of(&points, "users");
     assert!((users - 150.0).abs() <= 3.0, "users: {users}");

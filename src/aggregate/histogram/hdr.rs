@@ -33,13 +33,13 @@ pub(super) struct Hdr {
 
 /// HDR arrays of scaled magnitudes, and samples queued for them.
 ///
-/// Adding a sample to an HDR array is one increment at a data-dependent place in a ~9 KiB
-/// array: with thousands of series it misses the cache nearly every time, and with parsing in
-/// between, the misses of consecutive samples cannot overlap (the perf profile of the plain
-/// workload showed `record_n` at 22 % of the reader's time, ~100 ns per timer sample). Queued
-/// in `pending` instead (a store, which does not wait for its cache line; the fill is counted in
-/// [`Hdr`], which the sample's state already has in cache) and added [`PENDING`] at a time, the
-/// increments are independent and their misses overlap. Every reader settles the queue first.
+/// Adding a sample to an HDR array is one increment at a data-dependent place in a ~9 KiB array:
+/// with thousands of series it misses the cache nearly every time, and with parsing in between, the
+/// misses of consecutive samples cannot overlap (HDR recording led the reader's profile in the
+/// plain workload; BENCHMARKS.md, ingest loop). Queued in `pending` instead (a store, which does
+/// not wait for its cache line; the fill is counted in [`Hdr`], which the sample's state already
+/// has in cache) and added [`PENDING`] at a time, the increments are independent and their misses
+/// overlap. Every reader settles the queue first.
 #[derive(Debug, Clone)]
 pub(super) struct Arrays {
     pub(super) pos: Histogram<Count>,
@@ -92,10 +92,9 @@ impl Arrays {
 ///
 /// Series fed at similar rates pass [`RAW_LIMIT`](super::RAW_LIMIT) samples at about the same
 /// moment of an interval; each then needs a ~9 KiB array, which the reader had to allocate, zero
-/// and fault in. Measured at 1.5M DogStatsD lines/s (50k histogram series): the reader spent
-/// ~300 ms at 100 % in that switch, a third of it in page faults, and the socket buffer
-/// overflowed. Arrays emptied by the flush (on its own low-priority thread) and handed back
-/// to the shard cost the reader nothing of that.
+/// and fault in: under the DogStatsD workload the reader stalled in that switch (much of it page
+/// faults) until the socket buffer overflowed (`benches/soak.sh`). Arrays emptied by the flush (on
+/// its own low-priority thread) and handed back to the shard cost the reader nothing of that.
 #[derive(Debug)]
 pub struct SpareHdr(pub(super) Box<Arrays>);
 

@@ -3,10 +3,10 @@
 //!
 //! Values are `f64`; HDR needs integers, so magnitudes are scaled to fixed-point thousandths
 //! ([`SCALE`]) and negatives go into a mirrored histogram of their magnitudes, created only when
-//! the first negative arrives. Magnitudes below 0.001 count as zero (SPEC §3). HDR runs at two
-//! significant digits with auto-resize, and a percentile reports the midpoint of its bucket, so
-//! its relative error stays under 0.4 % while a series of millisecond timers up to 10 s costs
-//! about 9 KiB with `u32` buckets (18 KiB with `u64`, 64 KiB at three digits).
+//! the first negative arrives. Magnitudes below 0.001 count as zero (`docs/flush.md#precision`).
+//! HDR runs at two significant digits with auto-resize, and a percentile reports the midpoint of
+//! its bucket, so its relative error stays under 0.4 % while a series of millisecond timers up to
+//! 10 s costs about 9 KiB with `u32` buckets (18 KiB with `u64`, 64 KiB at three digits).
 //!
 //! Up to [`RAW_LIMIT`] samples the raw values are kept and percentiles are exact. Raw samples
 //! are stored compactly so that a series with 100 samples in its interval stays under 2 KiB
@@ -38,15 +38,13 @@ pub const SCALE: f64 = 1000.0;
 ///
 /// Appending a sample writes the cache line the previous sample wrote (one line per eight
 /// samples); adding one to an HDR array lands anywhere in its ~9 KiB, which with thousands of
-/// series is in neither L1 nor L2. With timers only at 1M lines/s (100 samples a second per
-/// series, `benches/ab.py` and `meterd-load --types ms`) a limit of 2048 instead of 512 took
-/// 136 → 114 ns per line; the plain mix (30 % timers) went 103.1 → 99.3 at 1024, with
-/// `round_nonneg` (BENCHMARKS.md).
+/// series is in neither L1 nor L2. So a higher limit costs less CPU per line, with timers only
+/// and with the plain mix (`benches/ab.py`, `--types ms` for timers alone; BENCHMARKS.md).
 ///
 /// The switch is the expensive moment of a series' interval (the samples so far go into a new
-/// array), and series fed at similar rates reach it together: with the limit at 128, 50k
-/// DogStatsD histogram series at 1.5M lines/s all switched ~8.6 s into each interval, and the
-/// reader spent ~300 ms at 100 % there while the socket buffer overflowed. At 1024 a series
+/// array), and series fed at similar rates reach it together: with a low limit, tens of
+/// thousands of DogStatsD histogram series switched at the same moment of each interval and the
+/// reader stalled there until the socket buffer overflowed (`benches/soak.sh`). At 1024 a series
 /// switches only beyond ~100 samples a second (10 s interval), and the arrays it switches to
 /// are the last interval's, recycled ([`SpareHdr`]).
 pub const RAW_LIMIT: usize = 1024;

@@ -185,7 +185,8 @@ impl Spec {
     }
 
     /// Series `i`'s identity as the totals name it: the name, then `|#` and the tags sorted by
-    /// bytes and joined with `,` when it has tags (the aggregator's series identity, SPEC §2).
+    /// bytes and joined with `,` when it has tags (the aggregator's series identity,
+    /// docs/protocol.md).
     pub fn series_key(&self, i: u32) -> String {
         let mut name = Vec::new();
         self.write_name(i, self.name_width(), &mut name);
