@@ -642,3 +642,417 @@ impl std::hash::Hasher for IdentityHasher {
         self.0 = n;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aggregate::key::{encode_key_parts, hash_key, KeyParts, Scope};
+    use crate::protocol::{MetricType, ParseError};
+    use std::sync::atomic::AtomicU64;
+
+    const DOG: GaugeDeltas = GaugeDeltas::Dogstatsd;
+
+    fn limits(max_series: usize, max_series_per_metric: usize, max_events: usize) -> Limits {
+        let l = Limits::default();
+        Limits {
+            max_series,
+            max_series_per_metric,
+            max_events,
+            ..l
+        }
+    }
+
+    fn with(
+        shards: usize,
+        limits: Limits,
+        gauge_deltas: GaugeDeltas,
+        memory: u64,
+    ) -> Arc<Aggregator> {
+        let hostname = Arc::from("h");
+        let c = AggregatorConfig {
+            shards,
+            limits,
+            gauge_deltas,
+            hostname,
+            gauge_memory_flushes: memory,
+        };
+        Arc::new(Aggregator::new(c))
+    }
+
+    fn agg() -> Arc<Aggregator> {
+        with(4, Limits::default(), DOG, 1)
+    }
+
+    /// Ingests `lines` through one ingestor as one batch (one commit).
+    fn feed<S: AsRef<str>>(agg: &Arc<Aggregator>, lines: impl IntoIterator<Item = S>) {
+        let mut ing = Ingestor::new(agg.clone());
+        for l in lines {
+            ing.ingest_line(l.as_ref().as_bytes());
+        }
+        ing.commit();
+    }
+
+    /// `name|kind|tag,tag` of an encoded key.
+    fn describe(key: &[u8]) -> String {
+        let p = KeyParts::decode(key).expect("an encoded key");
+        format!(
+            "{}|{:?}|{}",
+            p.name,
+            p.kind,
+            p.tags().collect::<Vec<_>>().join(",")
+        )
+    }
+
+    /// Swaps, and returns every series as (description, state), sorted.
+    fn drain(agg: &Aggregator) -> Vec<(String, State)> {
+        let tables = agg.swap().tables.into_iter().flatten();
+        let mut all: Vec<(String, State)> = tables.map(|s| (describe(&s.key), s.state)).collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all
+    }
+
+    /// Swaps, and renders every series (counters and gauges only) as `desc=value`, sorted.
+    fn numbers(agg: &Aggregator) -> String {
+        let num = |(k, s): (String, State)| match s {
+            State::Counter(v) | State::Gauge(v) => format!("{k}={v}"),
+            other => panic!("{k} is not a number: {other:?}"),
+        };
+        drain(agg)
+            .into_iter()
+            .map(num)
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    /// Swaps, and returns the one histogram series.
+    fn only_histogram(agg: &Aggregator) -> HistogramState {
+        match &mut drain(agg)[..] {
+            [(_, State::Histogram(h))] => (**h).clone(),
+            other => panic!("not one histogram: {other:?}"),
+        }
+    }
+
+    fn key(kind: MetricType, name: &str) -> Box<[u8]> {
+        let mut out = Vec::new();
+        encode_key_parts(&mut out, kind, Scope::Default, None, name, None, &[]);
+        out.into()
+    }
+
+    fn stat(c: &AtomicU64) -> u64 {
+        c.load(Ordering::Relaxed)
+    }
+
+    #[test]
+    fn counters_sum_value_over_rate_across_lines_and_batches() {
+        let a = agg();
+        feed(&a, ["c:1|c", "c:2|c|@0.5"]);
+        feed(&a, ["c:3|c|@0.25", "c:1:1|c"]);
+        assert_eq!(numbers(&a), "c|Counter|=19");
+    }
+
+    #[test]
+    fn gauges_keep_the_last_value() {
+        let a = agg();
+        feed(&a, ["g:1|g", "g:5|g"]);
+        feed(&a, ["g:3|g"]);
+        assert_eq!(numbers(&a), "g|Gauge|=3");
+    }
+
+    #[test]
+    fn dogstatsd_gauge_plus_adds_and_minus_sets() {
+        let a = agg();
+        feed(&a, ["p:10|g", "p:+5|g", "m:10|g", "m:-3|g", "fresh:+2|g"]);
+        assert_eq!(numbers(&a), "fresh|Gauge|=2 m|Gauge|=-3 p|Gauge|=15");
+    }
+
+    #[test]
+    fn etsy_gauge_minus_subtracts() {
+        let a = with(4, Limits::default(), GaugeDeltas::Etsy, 1);
+        feed(&a, ["g:10|g", "g:-3|g", "g:+1|g", "neg:-4|g"]);
+        assert_eq!(numbers(&a), "g|Gauge|=8 neg|Gauge|=-4");
+    }
+
+    #[test]
+    fn gauge_delta_adds_to_the_last_interval_value() {
+        let a = agg();
+        feed(&a, ["g:10|g"]);
+        a.swap();
+        feed(&a, ["g:+5|g"]);
+        assert_eq!(numbers(&a), "g|Gauge|=15");
+    }
+
+    /// Last values older than `gauge_memory_flushes` are pruned every 16th flush.
+    #[test]
+    fn gauge_last_value_forgotten_after_gauge_memory_flushes() {
+        for (memory, want) in [(1, "g|Gauge|=5"), (20, "g|Gauge|=15")] {
+            let a = with(4, Limits::default(), DOG, memory);
+            feed(&a, ["g:10|g"]);
+            for _ in 0..16 {
+                a.swap();
+            }
+            feed(&a, ["g:+5|g"]);
+            assert_eq!(numbers(&a), want, "memory {memory}");
+        }
+    }
+
+    #[test]
+    fn sets_count_distinct_members() {
+        let a = agg();
+        feed(&a, ["s:a|s", "s:b|s", "s:a|s"]);
+        feed(&a, ["s:c|s", "s:b|s"]);
+        match &drain(&a)[..] {
+            [(_, State::Set(s))] => assert_eq!(s.estimate(), 3),
+            other => panic!("not one set: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn histogram_samples_count_with_their_weight() {
+        let a = agg();
+        feed(&a, ["t:10|ms", "t:20|ms|@0.5", "t:1:4|ms|@0.25"]);
+        let h = only_histogram(&a);
+        assert_eq!(
+            [h.count, h.sum, h.min, h.max],
+            [11.0, 10.0 + 40.0 + 4.0 + 16.0, 1.0, 20.0]
+        );
+    }
+
+    #[test]
+    fn same_name_type_and_tags_in_any_order_is_one_series() {
+        let a = agg();
+        feed(&a, ["c:1|c|#a:1,b:2", "c:2|c|#b:2,a:1"]);
+        feed(&a, ["c:4|c|#b:2,a:1,a:1"]);
+        assert_eq!(a.series_count(), 1);
+        assert_eq!(numbers(&a), "c|Counter|a:1,b:2=7");
+    }
+
+    #[test]
+    fn different_type_or_tags_are_different_series() {
+        let a = agg();
+        feed(&a, ["m:1|c", "m:2|g", "m:3|c|#x", "m:4|c|#y", "m:5|c|#x,y"]);
+        assert_eq!(a.series_count(), 5);
+        let want = "m|Counter|=1 m|Counter|x=3 m|Counter|x,y=5 m|Counter|y=4 m|Gauge|=2";
+        assert_eq!(numbers(&a), want);
+    }
+
+    #[test]
+    fn swap_returns_every_series_once_and_empties_the_tables() {
+        let a = with(8, Limits::default(), DOG, 1);
+        feed(&a, (0..100).map(|i| format!("c{i}:1|c")));
+        assert_eq!(a.series_count(), 100);
+        let snap = a.swap();
+        assert_eq!((snap.tables.len(), snap.series()), (8, 100));
+        let mut names: Vec<String> = snap
+            .tables
+            .iter()
+            .flatten()
+            .map(|s| describe(&s.key))
+            .collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), 100);
+        assert_eq!(a.series_count(), 0);
+        assert_eq!(a.swap().series(), 0);
+    }
+
+    #[test]
+    fn swap_returns_and_clears_events_and_service_checks() {
+        let a = agg();
+        feed(&a, ["_e{5,4}:title|text|d:7", "_sc|db.up|2|d:7|m:down"]);
+        let snap = a.swap();
+        let titles: Vec<(&str, i64)> = snap
+            .events
+            .iter()
+            .map(|e| (&*e.title, e.timestamp))
+            .collect();
+        assert_eq!(titles, [("title", 7)]);
+        let checks: Vec<_> = snap
+            .service_checks
+            .iter()
+            .map(|c| (&*c.name, c.status, &*c.message))
+            .collect();
+        assert_eq!(checks, [("db.up", 2, "down")]);
+        let next = a.swap();
+        assert_eq!((next.events.len(), next.service_checks.len()), (0, 0));
+    }
+
+    // One shard: a batch is applied shard by shard, so with one its lines are admitted in order.
+    #[test]
+    fn max_series_refuses_new_series_and_existing_ones_keep_aggregating() {
+        let a = with(1, limits(2, 0, 10), DOG, 1);
+        feed(&a, ["a:1|c", "b:1|c", "c:1|c"]);
+        feed(&a, ["a:1|c", "c:1|c", "d:1|g", "b:2|c"]);
+        assert_eq!(a.series_count(), 2);
+        assert_eq!(stat(&a.stats().series_dropped_limit), 3);
+        assert_eq!(numbers(&a), "a|Counter|=2 b|Counter|=3");
+    }
+
+    #[test]
+    fn max_series_next_interval_starts_empty_and_admits_again() {
+        let a = with(1, limits(2, 0, 10), DOG, 1);
+        feed(&a, ["a:1|c", "b:1|c"]);
+        a.swap();
+        feed(&a, ["c:1|c", "d:1|c", "e:1|c"]);
+        assert_eq!(stat(&a.stats().series_dropped_limit), 1);
+        assert_eq!(numbers(&a), "c|Counter|=1 d|Counter|=1");
+    }
+
+    #[test]
+    fn max_series_per_metric_refuses_per_name_only() {
+        let a = with(1, limits(100, 2, 10), DOG, 1);
+        feed(&a, ["m:1|c|#i:1", "m:1|c|#i:2", "m:1|c|#i:3", "m:1|c|#i:1"]);
+        feed(&a, ["o:1|c|#i:1", "o:1|c|#i:2", "m:1|c|#i:4"]);
+        assert_eq!(stat(&a.stats().series_dropped_metric_limit), 2);
+        assert_eq!(stat(&a.stats().series_dropped_limit), 0);
+        let want = "m|Counter|i:1=2 m|Counter|i:2=1 o|Counter|i:1=1 o|Counter|i:2=1";
+        assert_eq!(numbers(&a), want);
+        feed(&a, ["m:1|c|#i:3"]); // a new interval: counted afresh
+        assert_eq!(numbers(&a), "m|Counter|i:3=1");
+    }
+
+    /// The aggregator's limits apply to the next batch applied; an ingestor's line limits
+    /// (name length) from its next commit on.
+    #[test]
+    fn set_limits_apply_from_the_next_batch() {
+        let a = with(1, Limits::default(), DOG, 1);
+        let mut ing = Ingestor::new(a.clone());
+        ing.ingest_line(b"longname:1|c");
+        ing.ingest_line(b"b:1|c");
+        a.set_limits(&Limits {
+            max_name_length: 4,
+            ..limits(1, 0, 10)
+        });
+        assert_eq!(a.limits().max_series, 1);
+        ing.ingest_line(b"longname:1|c"); // parsed under the old name limit
+        ing.commit(); // applied under the new max_series: `b` refused
+        ing.ingest_line(b"longname:1|c");
+        ing.commit();
+        assert_eq!(
+            stat(&a.stats().lines_invalid[ParseError::BadName.index()]),
+            1
+        );
+        assert_eq!(stat(&a.stats().series_dropped_limit), 1);
+        assert_eq!(numbers(&a), "longname|Counter|=2");
+    }
+
+    #[test]
+    fn max_events_drops_events_and_service_checks_beyond_it() {
+        let a = with(4, limits(100, 0, 2), DOG, 1);
+        let e = "_e{1,1}:a|b|d:1";
+        feed(&a, [e, "_sc|x|0|d:1", e, "_sc|y|0|d:1"]);
+        assert_eq!(stat(&a.stats().events_dropped), 2);
+        let snap = a.swap();
+        assert_eq!((snap.events.len(), snap.service_checks.len()), (1, 1));
+        feed(&a, [e, e]);
+        assert_eq!(a.swap().events.len(), 2);
+    }
+
+    /// The hook is called before the `max_events` check: it sees checks the queue refuses.
+    #[test]
+    fn service_check_hook_sees_every_check_even_beyond_max_events() {
+        let seen = Arc::new(AtomicUsize::new(0));
+        let counter = seen.clone();
+        let config = with(1, limits(100, 0, 1), DOG, 1).config().clone();
+        let a = Arc::new(
+            Aggregator::new(config).with_service_check_hook(Box::new(move |sc| {
+                assert_eq!(sc.name, "x");
+                counter.fetch_add(1, Ordering::Relaxed);
+            })),
+        );
+        feed(&a, ["_sc|x|0|d:1", "_sc|x|1|d:1", "_sc|x|2|d:1"]);
+        assert_eq!(seen.load(Ordering::Relaxed), 3);
+        assert_eq!(stat(&a.stats().events_dropped), 2);
+        assert_eq!(a.swap().service_checks.len(), 1);
+    }
+
+    #[test]
+    fn merge_series_merges_into_existing_series() {
+        let a = agg();
+        feed(&a, ["c:1|c", "g:1|g", "s:a|s", "t:1|ms"]);
+        let mut set = set::SetSketch::new();
+        set.insert_hash(set::hash_member(b"a"));
+        set.insert_hash(set::hash_member(b"b"));
+        let h = State::Histogram(Box::new(HistogramState::new(3.0, 2.0)));
+        let items = vec![
+            (key(MetricType::Counter, "c"), State::Counter(2.5)),
+            (key(MetricType::Gauge, "g"), State::Gauge(7.0)),
+            (key(MetricType::Set, "s"), State::Set(set)),
+            (key(MetricType::Timer, "t"), h),
+        ];
+        assert_eq!(a.merge_series(items), 0);
+        assert_eq!(a.series_count(), 4);
+        match &drain(&a)[..] {
+            [(c, State::Counter(cv)), (g, State::Gauge(gv)), (s, State::Set(sv)), (t, State::Histogram(h))] =>
+            {
+                assert_eq!(
+                    [&**c, g, s, t],
+                    ["c|Counter|", "g|Gauge|", "s|Set|", "t|Timer|"]
+                );
+                assert_eq!((*cv, *gv, sv.estimate()), (3.5, 7.0, 2));
+                assert_eq!([h.count, h.sum, h.min, h.max], [3.0, 7.0, 1.0, 3.0]);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn merge_series_new_series_count_against_max_series() {
+        let a = with(4, limits(2, 0, 10), DOG, 1);
+        feed(&a, ["a:1|c"]);
+        let items =
+            ["a", "b", "c", "d"].map(|k| (key(MetricType::Counter, k), State::Counter(1.0)));
+        assert_eq!(a.merge_series(items.into()), 2);
+        assert_eq!(stat(&a.stats().series_dropped_limit), 2);
+        assert_eq!(a.series_count(), 2);
+        let got = numbers(&a);
+        assert!(
+            got.starts_with("a|Counter|=2 ") && got.matches('=').count() == 2,
+            "{got}"
+        );
+    }
+
+    #[test]
+    fn every_series_lands_in_the_shard_of_its_hash() {
+        let a = with(8, Limits::default(), DOG, 1);
+        feed(&a, (0..200).map(|i| format!("m{i}:1|c|#t:{i}")));
+        let snap = a.swap();
+        assert_eq!((snap.tables.len(), snap.series()), (a.shard_count(), 200));
+        for (i, table) in snap.tables.iter().enumerate() {
+            assert!(!table.is_empty(), "shard {i} got none of 200 series");
+            for s in table {
+                assert_eq!(s.hash, hash_key(&s.key));
+                assert_eq!(a.shard_of(s.hash), i, "{}", describe(&s.key));
+            }
+        }
+    }
+
+    /// Many samples of one histogram in one commit: all but the first are deferred
+    /// (`record_deferred`), crossing the raw limit on the way.
+    #[test]
+    fn many_samples_of_one_histogram_in_one_commit_are_exact() {
+        let a = agg();
+        let lines = (1..=1100).map(|i| format!("t:{i}|ms"));
+        feed(&a, lines.chain(["t:0.5:5000|ms|@0.5".to_owned()]));
+        let h = only_histogram(&a);
+        assert_eq!(
+            [h.count, h.sum],
+            [1104.0, 1100.0 * 1101.0 / 2.0 + 2.0 * 5000.5]
+        );
+        assert_eq!([h.min, h.max], [0.5, 5000.0]);
+    }
+
+    /// HDR arrays handed back by `recycle` are taken by a series outgrowing its raw samples.
+    #[test]
+    fn recycled_hdr_arrays_are_taken_by_a_series_outgrowing_raw() {
+        let a = with(1, Limits::default(), DOG, 1);
+        let mut big = HistogramState::new(0.0, 1.0);
+        for i in 1..=histogram::RAW_LIMIT {
+            big.record(i as f64, 1.0);
+        }
+        a.recycle(vec![vec![big.into_spare().expect("an HDR state")]]);
+        assert_eq!(a.spare_hdr_count(), 1);
+        feed(&a, (0..=histogram::RAW_LIMIT).map(|i| format!("t:{i}|ms")));
+        assert_eq!(a.spare_hdr_count(), 0);
+        assert_eq!(only_histogram(&a).count, (histogram::RAW_LIMIT + 1) as f64);
+    }
+}
