@@ -20,20 +20,23 @@ static FORWARDING: LazyLock<Renderer> =
 fn renderer(forward_to: Vec<String>) -> Renderer {
     let mut config = Config::default();
     config.forward.addresses = forward_to;
-    Renderer::new(&config.validate("").expect("default config is valid"))
+    Renderer::new(
+        config
+            .validate("")
+            .expect("default config is valid")
+            .render_settings(),
+    )
 }
 
 /// A fresh, empty aggregator with default limits.
 pub fn aggregator(gauge_deltas: GaugeDeltas) -> Arc<Aggregator> {
-    Arc::new(Aggregator::new(
-        AggregatorConfig {
-            shards: 4,
-            limits: Limits::default(),
-            gauge_deltas,
-            hostname: Arc::from("fuzz"),
-            gauge_memory_flushes: 360,
-        }
-    ))
+    Arc::new(Aggregator::new(AggregatorConfig {
+        shards: 4,
+        limits: Limits::default(),
+        gauge_deltas,
+        hostname: Arc::from("fuzz"),
+        gauge_memory_flushes: 360,
+    }))
 }
 
 /// Swaps and renders (as a local that forwards, or standalone) and checks the result: every
