@@ -14,7 +14,7 @@
 //! [`telemetry`] (meterd's own metrics), [`api`] (the HTTP API and status page), [`config`]
 //! (TOML → validated [`config::Runtime`]), [`server`] (wiring and shutdown order). Shared leaves:
 //! [`point`] (the flushed data model and the clock), [`sys`] (libc calls), [`units`]
-//! (durations). Clients: [`send`] (`meterd send`), [`checks_cli`] (`meterd checks`);
+//! (durations), [`instance`] (this process's random id). Clients: [`send`] (`meterd send`), [`checks_cli`] (`meterd checks`);
 //! [`shutdown`] is the signal future `main` hands to [`run`].
 #![deny(missing_docs)]
 
@@ -26,6 +26,7 @@ pub mod flush;
 pub mod forward;
 pub mod health;
 pub mod ingest;
+pub mod instance;
 pub mod point;
 pub mod protocol;
 pub mod send;
