@@ -21,6 +21,7 @@ use axum::{Json, Router};
 use crate::aggregate::Aggregator;
 use crate::forward::client::GlobalStats;
 use crate::forward::import::{self as importer, ImportError};
+use crate::forward::ledger::{Admission, ImportLedger};
 use crate::health::{self, HealthStore, Origin, Query};
 use crate::sinks::SharedSinks;
 use crate::telemetry::Telemetry;
@@ -46,6 +47,8 @@ pub struct ApiState {
     pub healthcheck_token: Arc<str>,
     /// Largest decompressed import.
     pub max_import_bytes: usize,
+    /// The imports merged, by identity: a retried import is answered, not merged again.
+    pub ledger: Arc<ImportLedger>,
 }
 
 /// The router with every route.
@@ -197,10 +200,21 @@ async fn import(
         Err(_) => return error(StatusCode::INTERNAL_SERVER_ERROR, "import failed"),
     };
     let series = imp.series.len();
+    s.telemetry.import_received.fetch_add(1, Ordering::Relaxed);
+    if let Some(id) = &imp.id {
+        if s.ledger.admit(id, std::time::Instant::now()) == Admission::Duplicate {
+            s.telemetry
+                .import_duplicates
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(sender = %id.sender, source = %imp.source, interval = id.interval, part = id.part, "import already merged; answered, not merged again");
+            return Json(serde_json::json!({"series": series, "refused": 0, "duplicate": true}))
+                .into_response();
+        }
+    }
     let refused = s.aggregator.merge_series(imp.series);
     s.health.record(imp.health_results, Origin::Forwarded);
-    s.telemetry.import_received.fetch_add(1, Ordering::Relaxed);
-    Json(serde_json::json!({"series": series, "refused": refused})).into_response()
+    Json(serde_json::json!({"series": series, "refused": refused, "duplicate": false}))
+        .into_response()
 }
 
 fn parse_query(params: &HashMap<String, String>) -> Result<Query, String> {

@@ -30,6 +30,8 @@ pub struct Telemetry {
     pub udp_kernel_drops: AtomicU64,
     /// `POST /import` bodies accepted.
     pub import_received: AtomicU64,
+    /// `POST /import` bodies answered as repeats of one already merged (not merged again).
+    pub import_duplicates: AtomicU64,
     /// Health results refused by `[health] max_checks` (copied from the store at each flush).
     pub health_dropped: AtomicU64,
     /// Lines received in the last complete interval (for the status page).
@@ -50,6 +52,7 @@ impl Telemetry {
             series_active: Default::default(),
             udp_kernel_drops: AtomicU64::new(0),
             import_received: AtomicU64::new(0),
+            import_duplicates: AtomicU64::new(0),
             health_dropped: AtomicU64::new(0),
             lines_last_interval: AtomicU64::new(0),
             last_flush_unix: AtomicU64::new(0),
@@ -142,6 +145,7 @@ impl Telemetry {
         }
         out.push(c("udp.kernel_drops", load(&self.udp_kernel_drops)));
         out.push(c("import.received", load(&self.import_received)));
+        out.push(c("import.duplicates", load(&self.import_duplicates)));
         out
     }
 

@@ -1,9 +1,15 @@
 //! The local side: route each forwarded series to one global by rendezvous hashing, and deliver
 //! per global from its own task with a bounded buffer of undelivered intervals.
 //!
+//! Every flush is one numbered interval. Its payload for a global is split into parts of at most
+//! [`MAX_PART_SERIES`] series, each encoded once into a body that names it (this process's
+//! [`instance_id`], the interval, the part): a retry sends the same bytes, and a global that
+//! already merged that identity answers success without merging again (`docs/fleet.md#exactly-once`).
+//! Parts are delivered in order, one request at a time per global.
+//!
 //! A global that fails [`LEAVE_AFTER`] forwards in a row leaves the ring (new series go to the
 //! others by the same hashing) until its `/healthz` answers again; what it could not take stays
-//! in its buffer (at most `buffer_intervals` intervals, the oldest dropped and counted) and is
+//! in its buffer (the last `buffer_intervals` intervals, older ones dropped and counted) and is
 //! replayed on recovery. Nothing here ever blocks the flusher: `submit` only `try_send`s.
 
 use std::collections::VecDeque;
@@ -17,10 +23,15 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::proto::{ForwardBatch, SeriesState, VERSION};
+use crate::instance::instance_id;
 use crate::sinks::SinkError;
 
 /// Consecutive failed forwards after which a global leaves the ring.
 pub const LEAVE_AFTER: u32 = 3;
+
+/// Series per request: a large interval goes as several parts, each retried on its own, so one
+/// body stays well inside a global's `http.max_body_bytes`.
+pub const MAX_PART_SERIES: usize = 10_000;
 
 /// Counters and ring state of one global.
 #[derive(Debug)]
@@ -42,11 +53,21 @@ pub struct GlobalStats {
     seed: u64,
 }
 
-/// One interval's worth for one global.
+/// One interval's worth for one global, as the flush hands it over.
 #[derive(Debug, Default)]
 struct Payload {
+    /// The interval's number (the identity's `interval`).
+    interval: u64,
     series: Vec<SeriesState>,
     health_results: Vec<String>,
+}
+
+/// One part of an interval, encoded once: every attempt sends these bytes.
+#[derive(Debug)]
+struct Part {
+    interval: u64,
+    series: u64,
+    body: bytes::Bytes,
 }
 
 /// Settings of the forwarder.
@@ -69,6 +90,8 @@ pub struct Forwarder {
     globals: Vec<Arc<GlobalStats>>,
     queues: Vec<mpsc::Sender<Payload>>,
     tasks: Vec<JoinHandle<()>>,
+    /// The last interval number handed out.
+    intervals: AtomicU64,
 }
 
 /// splitmix64's finaliser: a strong 64-bit mix for rendezvous scores.
@@ -131,6 +154,7 @@ impl Forwarder {
             globals,
             queues,
             tasks,
+            intervals: AtomicU64::new(0),
         }
     }
 
@@ -149,9 +173,18 @@ impl Forwarder {
 
     /// Hands one interval's series (with their key hashes) and health results to the globals;
     /// health results go to every global (each keeps the fleet view). Never blocks: a global
-    /// whose queue is full loses this interval, counted.
+    /// whose queue is full loses this interval, counted. Every global hears of every interval
+    /// (an empty one too), so each ages its buffer by intervals, not by payloads.
     pub fn submit(&self, series: Vec<(u64, SeriesState)>, health_results: Vec<String>) {
-        let mut payloads: Vec<Payload> = self.globals.iter().map(|_| Payload::default()).collect();
+        let interval = self.intervals.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut payloads: Vec<Payload> = self
+            .globals
+            .iter()
+            .map(|_| Payload {
+                interval,
+                ..Payload::default()
+            })
+            .collect();
         for (hash, s) in series {
             if let Some(p) = payloads.get_mut(self.route(hash)) {
                 p.series.push(s);
@@ -161,9 +194,6 @@ impl Forwarder {
             p.health_results = health_results.clone();
         }
         for ((p, q), g) in payloads.into_iter().zip(&self.queues).zip(&self.globals) {
-            if p.series.is_empty() && p.health_results.is_empty() {
-                continue;
-            }
             let n = p.series.len() as u64;
             if q.try_send(p).is_err() {
                 g.dropped.fetch_add(n, Ordering::Relaxed);
@@ -192,22 +222,54 @@ async fn futures_join(tasks: Vec<JoinHandle<()>>) {
     }
 }
 
-/// Encodes and gzips one payload (on a blocking thread: large flushes take milliseconds).
-fn encode(p: &Payload, source: &str) -> Vec<u8> {
-    let batch = ForwardBatch {
-        version: VERSION,
-        source: source.to_owned(),
-        series: p.series.clone(),
-        health_results: p.health_results.clone(),
-    };
-    let raw = batch.encode_to_vec();
-    let mut gz = flate2::write::GzEncoder::new(
-        Vec::with_capacity(raw.len() / 4 + 64),
-        flate2::Compression::fast(),
-    );
-    // Writing into a Vec cannot fail.
-    let _ = gz.write_all(&raw);
-    gz.finish().unwrap_or_default()
+/// What every part of this process's forwards carries beside its series.
+#[derive(Debug, Clone)]
+struct Sender {
+    source: String,
+    window: u32,
+    interval_ms: u64,
+}
+
+/// Splits one interval's payload into parts and encodes each (gzip) with its identity. Runs on a
+/// blocking thread: a large flush takes milliseconds. Health results ride in the first part.
+fn encode_parts(p: Payload, sender: &Sender) -> Vec<Part> {
+    let Payload {
+        interval,
+        mut series,
+        health_results,
+    } = p;
+    let parts = series.len().div_ceil(MAX_PART_SERIES).max(1);
+    let mut out = Vec::with_capacity(parts);
+    let mut health_results = Some(health_results);
+    for part in 0..parts {
+        let take = series.len().min(MAX_PART_SERIES);
+        let chunk: Vec<SeriesState> = series.drain(..take).collect();
+        let batch = ForwardBatch {
+            version: VERSION,
+            source: sender.source.clone(),
+            series: chunk,
+            health_results: health_results.take().unwrap_or_default(),
+            sender: instance_id().to_owned(),
+            interval,
+            part: u32::try_from(part).unwrap_or(u32::MAX),
+            parts: u32::try_from(parts).unwrap_or(u32::MAX),
+            window: sender.window,
+            interval_ms: sender.interval_ms,
+        };
+        let raw = batch.encode_to_vec();
+        let mut gz = flate2::write::GzEncoder::new(
+            Vec::with_capacity(raw.len() / 4 + 64),
+            flate2::Compression::fast(),
+        );
+        // Writing into a Vec cannot fail.
+        let _ = gz.write_all(&raw);
+        out.push(Part {
+            interval,
+            series: batch.series.len() as u64,
+            body: gz.finish().unwrap_or_default().into(),
+        });
+    }
+    out
 }
 
 enum Outcome {
@@ -218,7 +280,7 @@ enum Outcome {
     Refused(String),
 }
 
-async fn post(client: &reqwest::Client, url: &str, token: &str, body: Vec<u8>) -> Outcome {
+async fn post(client: &reqwest::Client, url: &str, token: &str, body: bytes::Bytes) -> Outcome {
     let mut req = client
         .post(format!("{url}/import"))
         .header("Content-Type", "application/x-protobuf")
@@ -258,7 +320,12 @@ async fn deliver(
     client: reqwest::Client,
     cfg: ForwarderConfig,
 ) {
-    let mut buffer: VecDeque<Payload> = VecDeque::new();
+    let sender = Sender {
+        source: cfg.source.clone(),
+        window: u32::try_from(cfg.buffer_intervals).unwrap_or(u32::MAX),
+        interval_ms: u64::try_from(cfg.interval.as_millis()).unwrap_or(u64::MAX),
+    };
+    let mut buffer: VecDeque<Part> = VecDeque::new();
     let mut ticker = tokio::time::interval(cfg.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_warn: Option<Instant> = None;
@@ -267,10 +334,19 @@ async fn deliver(
         tokio::select! {
             p = rx.recv() => match p {
                 Some(p) => {
-                    buffer.push_back(p);
-                    while buffer.len() > cfg.buffer_intervals {
+                    let interval = p.interval;
+                    if !p.series.is_empty() || !p.health_results.is_empty() {
+                        let sender = sender.clone();
+                        let parts = tokio::task::spawn_blocking(move || encode_parts(p, &sender))
+                            .await
+                            .unwrap_or_default();
+                        buffer.extend(parts);
+                    }
+                    // Keep the last `buffer_intervals` intervals (the window a global remembers).
+                    let oldest_kept = interval.saturating_sub(cfg.buffer_intervals as u64);
+                    while buffer.front().is_some_and(|old| old.interval <= oldest_kept) {
                         if let Some(old) = buffer.pop_front() {
-                            g.dropped.fetch_add(old.series.len() as u64, Ordering::Relaxed);
+                            g.dropped.fetch_add(old.series, Ordering::Relaxed);
                         }
                     }
                 }
@@ -290,18 +366,8 @@ async fn deliver(
             g.failures.store(0, Ordering::Relaxed);
         }
         while let Some(p) = buffer.front() {
-            let n = p.series.len() as u64;
-            let source = cfg.source.clone();
-            let body = {
-                let p = Payload {
-                    series: p.series.clone(),
-                    health_results: p.health_results.clone(),
-                };
-                tokio::task::spawn_blocking(move || encode(&p, &source))
-                    .await
-                    .unwrap_or_default()
-            };
-            match post(&client, &g.url, &cfg.token, body).await {
+            let n = p.series;
+            match post(&client, &g.url, &cfg.token, p.body.clone()).await {
                 Outcome::Delivered => {
                     buffer.pop_front();
                     g.sent.fetch_add(n, Ordering::Relaxed);
@@ -331,7 +397,7 @@ async fn deliver(
             }
         }
     }
-    let left: u64 = buffer.iter().map(|p| p.series.len() as u64).sum();
+    let left: u64 = buffer.iter().map(|p| p.series).sum();
     if left > 0 {
         g.dropped.fetch_add(left, Ordering::Relaxed);
         tracing::warn!(global = %g.url, series = left, "undelivered at shutdown; dropped");

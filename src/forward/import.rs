@@ -6,6 +6,7 @@ use std::io::Read as _;
 use prost::Message as _;
 
 use super::decode_series;
+use super::ledger::ImportId;
 use super::proto::{ForwardBatch, VERSION};
 use crate::aggregate::State;
 use crate::health::{parse_result, HealthResult};
@@ -30,6 +31,8 @@ pub struct Import {
     pub health_results: Vec<HealthResult>,
     /// The sending host.
     pub source: String,
+    /// Its identity; `None` from a local that predates identities (merged without a check).
+    pub id: Option<ImportId>,
 }
 
 /// Decodes a whole body. `gzip` says `Content-Encoding: gzip`; the decompressed size is bounded
@@ -66,6 +69,7 @@ pub fn decode(
             batch.version
         )));
     }
+    let id = identity(&batch)?;
     let mut series = Vec::with_capacity(batch.series.len());
     for (i, s) in batch.series.iter().enumerate() {
         series.push(
@@ -85,7 +89,36 @@ pub fn decode(
         series,
         health_results,
         source: batch.source,
+        id,
     })
+}
+
+/// The longest sender id accepted (ours are 16 hex digits).
+const MAX_SENDER_LEN: usize = 64;
+
+/// The batch's identity, checked: a sender of visible ASCII, intervals from 1, a part within its
+/// count. A batch without a sender has none.
+fn identity(batch: &ForwardBatch) -> Result<Option<ImportId>, ImportError> {
+    if batch.sender.is_empty() {
+        return Ok(None);
+    }
+    let bad = |why: &str| Err(ImportError::Malformed(format!("identity: {why}")));
+    if batch.sender.len() > MAX_SENDER_LEN || !batch.sender.bytes().all(|b| b.is_ascii_graphic()) {
+        return bad("sender must be at most 64 visible ASCII characters");
+    }
+    if batch.interval == 0 {
+        return bad("interval must be 1 or more");
+    }
+    if batch.part >= batch.parts {
+        return bad("part must be below parts");
+    }
+    Ok(Some(ImportId {
+        sender: batch.sender.clone(),
+        interval: batch.interval,
+        part: batch.part,
+        window: batch.window,
+        interval_len: std::time::Duration::from_millis(batch.interval_ms),
+    }))
 }
 
 #[cfg(test)]
@@ -116,11 +149,50 @@ mod tests {
             version: VERSION,
             source: "web-1".into(),
             series: vec![counter("a", 2.0)],
-            health_results: vec![],
+            ..ForwardBatch::default()
         };
         let imp = decode(&gz(&b.encode_to_vec()), true, 1 << 20, 0).unwrap();
         assert_eq!(imp.series.len(), 1);
         assert_eq!(imp.source, "web-1");
+        assert_eq!(imp.id, None, "no sender: an old local");
+    }
+
+    #[test]
+    fn identities_are_read_and_checked() {
+        let b = ForwardBatch {
+            version: VERSION,
+            sender: "00ff00ff00ff00ff".into(),
+            interval: 7,
+            part: 1,
+            parts: 2,
+            window: 3,
+            interval_ms: 10_000,
+            ..ForwardBatch::default()
+        };
+        let imp = decode(&b.encode_to_vec(), false, 1 << 20, 0).unwrap();
+        let id = imp.id.unwrap();
+        assert_eq!((id.interval, id.part, id.window), (7, 1, 3));
+        for bad in [
+            ForwardBatch {
+                part: 2,
+                ..b.clone()
+            },
+            ForwardBatch {
+                interval: 0,
+                ..b.clone()
+            },
+            ForwardBatch {
+                sender: "a b".into(),
+                ..b.clone()
+            },
+            ForwardBatch {
+                sender: "x".repeat(65),
+                ..b.clone()
+            },
+        ] {
+            let err = decode(&bad.encode_to_vec(), false, 1 << 20, 0).unwrap_err();
+            assert!(err.to_string().starts_with("identity:"), "{err}");
+        }
     }
 
     #[test]
@@ -129,7 +201,7 @@ mod tests {
             version: VERSION,
             source: String::new(),
             series: vec![counter("a", 1.0), counter("", 1.0)],
-            health_results: vec![],
+            ..ForwardBatch::default()
         };
         let err = decode(&b.encode_to_vec(), false, 1 << 20, 0).unwrap_err();
         assert!(err.to_string().starts_with("series[1]"), "{err}");

@@ -3,11 +3,13 @@
 //! A local (an instance with `[forward] addresses`) splits each flush by the scope rules in
 //! [`crate::flush`]: what a global must merge goes to [`client::Forwarder`], which routes every
 //! series to one global by rendezvous hashing, encodes it as [`proto::ForwardBatch`] and POSTs it
-//! to `/import`. A global decodes and validates a whole body in [`import`] before merging
-//! anything into its aggregator, so its flush emits one fleet-wide series per key.
+//! to `/import`. A global decodes and validates a whole body in [`import`], checks its identity
+//! against the [`ledger`] of imports it merged (a retry is answered, not merged again), and only
+//! then merges it into its aggregator, so its flush emits one fleet-wide series per key.
 
 pub mod client;
 pub mod import;
+pub mod ledger;
 pub mod proto;
 
 use crate::aggregate::histogram::{HistogramParts, HistogramState};

@@ -23,6 +23,25 @@ pub struct ForwardBatch {
     /// Health results as their JSON objects (the shape of `POST /api/v1/healthchecks`).
     #[prost(string, repeated, tag = "4")]
     pub health_results: Vec<String>,
+    /// The sending process ([`crate::instance::instance_id`], new at each start); empty from a
+    /// local that predates identities, whose imports are merged without deduplication.
+    #[prost(string, tag = "5")]
+    pub sender: String,
+    /// The sender's flush number (1, 2, … since its start): with `part`, the import's identity.
+    #[prost(uint64, tag = "6")]
+    pub interval: u64,
+    /// Which part of that interval's payload for this global (0-based).
+    #[prost(uint32, tag = "7")]
+    pub part: u32,
+    /// How many parts the interval's payload for this global has.
+    #[prost(uint32, tag = "8")]
+    pub parts: u32,
+    /// How many intervals back the sender may still retry (its `buffer_intervals`).
+    #[prost(uint32, tag = "9")]
+    pub window: u32,
+    /// The sender's flush interval in milliseconds (how long a retry may lag its first try).
+    #[prost(uint64, tag = "10")]
+    pub interval_ms: u64,
 }
 
 /// One series' identity and state.
