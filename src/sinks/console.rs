@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 
 use super::config::SinkCommon;
+use super::idempotency::BatchId;
 use super::{Sink, SinkError};
 use crate::point::{unix_secs, FlushBatch};
 
@@ -82,7 +83,7 @@ impl ConsoleSink {
 }
 
 impl Sink for ConsoleSink {
-    fn encode(&mut self, batch: &FlushBatch) -> Result<(), SinkError> {
+    fn encode(&mut self, batch: &FlushBatch, _id: BatchId) -> Result<(), SinkError> {
         let mut buf = std::mem::take(&mut self.spare);
         buf.clear();
         match self.format {

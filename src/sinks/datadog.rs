@@ -289,7 +289,7 @@ impl EncodeRequests for DatadogRequests {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sinks::testing::{sample_batch, wait_for, Answer, CaptureServer};
+    use crate::sinks::testing::{batch_of, sample_batch, wait_for, Answer, CaptureServer};
     use crate::sinks::{SinkConfig, SinkSet};
     use serde_json::{json, Value};
     use std::io::Read;
@@ -591,6 +591,11 @@ mod tests {
         assert_eq!(requests[0].json()["series"][1]["type"], "rate");
         assert_eq!(requests[1].json()[0]["check"], "db.up");
         assert_eq!(requests[2].json()["title"], "deploy");
+        // One batch, three requests: one key each, numbered in sending order.
+        let batch = batch_of(requests[0].key());
+        for (part, r) in requests.iter().enumerate() {
+            assert_eq!(r.key(), format!("{batch}-{part}"));
+        }
         set.shutdown(Duration::from_secs(1)).await;
     }
 
@@ -613,6 +618,15 @@ mod tests {
             paths,
             ["/api/v1/series", "/api/v1/series", "/api/v1/check_run"]
         );
+        // The retried series request keeps its key; the check run has its own.
+        let keys: Vec<String> = server
+            .requests()
+            .iter()
+            .map(|r| r.key().to_owned())
+            .collect();
+        assert_eq!(keys[0], keys[1]);
+        assert_ne!(keys[1], keys[2]);
+        assert_eq!(batch_of(&keys[1]), batch_of(&keys[2]));
         assert_eq!(stats.errors.load(Ordering::Relaxed), 1);
         set.shutdown(Duration::from_secs(1)).await;
     }

@@ -1,7 +1,8 @@
 //! The `http` sink: the JSON document of `docs/sinks.md#the-json-document` POSTed to any URL,
 //! optionally gzipped, with configured headers; with `batch_max_bytes` set, a large flush is split
-//! into several complete documents. Posted by the transport every HTTP sink shares
-//! (`transport.rs`).
+//! into several complete documents. Each document carries its request's `Idempotency-Key` as
+//! `"idempotency_key"` too, for receivers that see the body but not the headers. Posted by the
+//! transport every HTTP sink shares (`transport.rs`).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -103,10 +104,26 @@ impl HttpSink {
     }
 }
 
+/// One document: the batch's three arrays, then the request's key.
+#[derive(Serialize)]
+struct Document<'a> {
+    #[serde(flatten)]
+    batch: &'a FlushBatch,
+    idempotency_key: &'a str,
+}
+
+/// `,"idempotency_key":KEY}`: what closes every document.
+fn key_field(key: &str) -> Result<Vec<u8>, SinkError> {
+    let mut field = Vec::from(&b",\"idempotency_key\":"[..]);
+    serde_json::to_writer(&mut field, key).map_err(json_error)?;
+    field.push(b'}');
+    Ok(field)
+}
+
 /// Encodes `batch` as documents of about `max_bytes` uncompressed bytes each: a document is
 /// closed once it passes the limit (so it holds at least one metric). The first carries the
-/// service checks and events (counted towards its size); every document has all three keys, like
-/// one built by serde from a [`FlushBatch`].
+/// service checks and events (counted towards its size); every document has all four keys, like
+/// a [`Document`] built by serde.
 fn encode_split(
     outbox: &mut Outbox,
     batch: &FlushBatch,
@@ -117,16 +134,17 @@ fn encode_split(
     serde_json::to_writer(&mut first_tail, &batch.service_checks).map_err(json_error)?;
     first_tail.extend_from_slice(b",\"events\":");
     serde_json::to_writer(&mut first_tail, &batch.events).map_err(json_error)?;
-    first_tail.push(b'}');
-    const TAIL: &[u8] = b"],\"service_checks\":[],\"events\":[]}";
+    const TAIL: &[u8] = b"],\"service_checks\":[],\"events\":[]";
     let mut points = batch.metrics.iter().peekable();
     let mut first = true;
     while first || points.peek().is_some() {
         let tail: &[u8] = if first { &first_tail } else { TAIL };
+        let key = key_field(&outbox.next_key())?;
         let raw = outbox.raw();
         raw.extend_from_slice(b"{\"metrics\":[");
         let mut items = 0u64;
-        while let Some(point) = points.next_if(|_| items == 0 || raw.len() + tail.len() < max_bytes)
+        while let Some(point) =
+            points.next_if(|_| items == 0 || raw.len() + tail.len() + key.len() < max_bytes)
         {
             if items > 0 {
                 raw.push(b',');
@@ -135,6 +153,7 @@ fn encode_split(
             items += 1;
         }
         raw.extend_from_slice(tail);
+        raw.extend_from_slice(&key);
         if first {
             items += (batch.service_checks.len() + batch.events.len()) as u64;
         }
@@ -151,7 +170,12 @@ impl EncodeRequests for JsonDocuments {
         if let Some(max_bytes) = self.batch_max_bytes {
             return encode_split(outbox, batch, max_bytes, encoding);
         }
-        serde_json::to_writer(outbox.raw(), batch).map_err(json_error)?;
+        let key = outbox.next_key();
+        let document = Document {
+            batch,
+            idempotency_key: &key,
+        };
+        serde_json::to_writer(outbox.raw(), &document).map_err(json_error)?;
         outbox.push(0, batch.len() as u64, encoding)
     }
 }
@@ -159,7 +183,8 @@ impl EncodeRequests for JsonDocuments {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sinks::testing::{sample_batch, wait_for, Answer, CaptureServer};
+    use crate::sinks::idempotency::BatchId;
+    use crate::sinks::testing::{batch_of, sample_batch, wait_for, Answer, CaptureServer};
     use crate::sinks::transport::RAW_KEEP;
     use crate::sinks::Sink;
     use crate::sinks::{SinkConfig, SinkSet};
@@ -190,6 +215,20 @@ mod tests {
     fn sink(config: &HttpConfig) -> HttpSink {
         let settings = validate(config, &key).expect("valid");
         HttpSink::new(settings, Duration::from_secs(1)).expect("client")
+    }
+
+    /// `batch` as serde writes it, with `key` as its `idempotency_key`.
+    fn document(batch: &FlushBatch, key: &str) -> Vec<u8> {
+        serde_json::to_vec(&Document {
+            batch,
+            idempotency_key: key,
+        })
+        .expect("json")
+    }
+
+    /// `batch` as a JSON value, with `key` as its `idempotency_key`.
+    fn document_value(batch: &FlushBatch, key: &str) -> serde_json::Value {
+        serde_json::from_slice(&document(batch, key)).expect("json")
     }
 
     #[test]
@@ -277,12 +316,20 @@ mod tests {
     fn encodes_the_spec_document() {
         let batch = sample_batch();
         let mut s = sink(&config("http://127.0.0.1:9/"));
-        s.encode(&batch).expect("encodes");
+        s.encode(&batch, BatchId::default()).expect("encodes");
         let bodies: Vec<_> = s.outbox.bodies().collect();
         assert_eq!(bodies.len(), 1);
         let (endpoint, items, body) = bodies[0];
         assert_eq!((endpoint, items), (0, 4));
-        assert_eq!(body, serde_json::to_vec(&batch).expect("json").as_slice());
+        let key = s.outbox.keys()[0];
+        assert_eq!(key, BatchId::default().request_key(0));
+        assert_eq!(body, document(&batch, key).as_slice());
+        // The spec document, plus the key as a last top-level field.
+        let mut want = serde_json::to_value(&batch).expect("value");
+        want["idempotency_key"] = key.into();
+        let got: serde_json::Value = serde_json::from_slice(body).expect("json");
+        assert_eq!(got, want);
+        assert!(body.ends_with(format!(",\"idempotency_key\":\"{key}\"}}").as_bytes()));
         assert_eq!(s.headers[CONTENT_TYPE], "application/json");
         assert!(s.headers.get(CONTENT_ENCODING).is_none());
     }
@@ -295,12 +342,13 @@ mod tests {
         let mut s = sink(&c);
         assert_eq!(s.headers[CONTENT_ENCODING], "gzip");
         for _ in 0..3 {
-            s.encode(&batch).expect("encodes");
+            let id = BatchId::next(1);
+            s.encode(&batch, id).expect("encodes");
             let bodies: Vec<_> = s.outbox.bodies().collect();
             assert_eq!(bodies.len(), 1);
             let doc: serde_json::Value =
                 serde_json::from_slice(&gunzip(bodies[0].2)).expect("json");
-            assert_eq!(doc, serde_json::to_value(&batch).expect("value"));
+            assert_eq!(doc, document_value(&batch, &id.request_key(0)));
         }
         assert_eq!(
             s.outbox.requests.len(),
@@ -318,12 +366,12 @@ mod tests {
         let mut c = config("http://127.0.0.1:9/");
         c.compression = Compression::Gzip;
         let mut s = sink(&c);
-        s.encode(&large).expect("encodes");
+        s.encode(&large, BatchId::default()).expect("encodes");
         let peak = s.outbox.raw.capacity();
         assert!(peak > 4 * RAW_KEEP, "the large batch needed {peak} bytes");
         // The batch after the large one still sees its peak; the one after that shrinks.
-        s.encode(&small).expect("encodes");
-        s.encode(&small).expect("encodes");
+        s.encode(&small, BatchId::default()).expect("encodes");
+        s.encode(&small, BatchId::default()).expect("encodes");
         assert!(
             s.outbox.raw.capacity() <= 2 * RAW_KEEP,
             "scratch kept {} bytes",
@@ -332,7 +380,10 @@ mod tests {
         let doc: serde_json::Value =
             serde_json::from_slice(&gunzip(s.outbox.bodies().next().expect("body").2))
                 .expect("json");
-        assert_eq!(doc, serde_json::to_value(&small).expect("value"));
+        assert_eq!(
+            doc,
+            document_value(&small, &BatchId::default().request_key(0))
+        );
     }
 
     #[test]
@@ -343,7 +394,8 @@ mod tests {
         let mut c = config("http://127.0.0.1:9/");
         c.batch_max_bytes = Some(2048);
         let mut s = sink(&c);
-        s.encode(&batch).expect("encodes");
+        let id = BatchId::next(7);
+        s.encode(&batch, id).expect("encodes");
         let docs: Vec<(u64, usize, serde_json::Value)> = s
             .outbox
             .bodies()
@@ -356,8 +408,12 @@ mod tests {
             })
             .collect();
         assert!(docs.len() > 2, "{} documents", docs.len());
+        let keys = s.outbox.keys();
         let mut metrics = Vec::new();
         for (i, (items, len, doc)) in docs.iter().enumerate() {
+            // Each part has a key of its own, in its header and its document.
+            assert_eq!(keys[i], id.request_key(i));
+            assert_eq!(doc["idempotency_key"], keys[i]);
             let m = doc["metrics"].as_array().expect("metrics");
             let checks = doc["service_checks"]
                 .as_array()
@@ -384,21 +440,22 @@ mod tests {
         c.batch_max_bytes = Some(1 << 20);
         let mut s = sink(&c);
         let batch = sample_batch();
-        s.encode(&batch).expect("encodes");
+        s.encode(&batch, id).expect("encodes");
         let bodies: Vec<_> = s.outbox.bodies().collect();
         assert_eq!(bodies.len(), 1);
-        assert_eq!(
-            bodies[0].2,
-            serde_json::to_vec(&batch).expect("json").as_slice()
-        );
+        assert_eq!(bodies[0].2, document(&batch, &id.request_key(0)).as_slice());
         assert_eq!(bodies[0].1, 4);
         // An empty flush is still one document.
-        s.encode(&FlushBatch::default()).expect("encodes");
+        s.encode(&FlushBatch::default(), id).expect("encodes");
         let bodies: Vec<_> = s.outbox.bodies().collect();
         assert_eq!(bodies.len(), 1);
         assert_eq!(
             bodies[0].2,
-            br#"{"metrics":[],"service_checks":[],"events":[]}"#
+            format!(
+                r#"{{"metrics":[],"service_checks":[],"events":[],"idempotency_key":"{}"}}"#,
+                id.request_key(0)
+            )
+            .as_bytes()
         );
         c.batch_max_bytes = Some(10);
         assert_eq!(
@@ -432,7 +489,49 @@ mod tests {
         assert!(r
             .header("user-agent")
             .is_some_and(|ua| ua.starts_with("meterd/")));
-        assert_eq!(r.json(), serde_json::to_value(&*batch).expect("value"));
+        assert_eq!(r.json(), document_value(&batch, r.key()));
+        set.shutdown(Duration::from_secs(1)).await;
+    }
+
+    #[tokio::test]
+    async fn retries_repeat_the_key_and_parts_and_batches_differ() {
+        let server = CaptureServer::start(Answer::FailFirst(1)).await;
+        let mut c = config(&server.url);
+        c.batch_max_bytes = Some(1024);
+        let set = SinkSet::start(&[SinkConfig::Http(c)], Duration::from_secs(3)).expect("starts");
+        let (_, stats) = set.stats().remove(0);
+        let mut batch = sample_batch();
+        let point = batch.metrics[0].clone();
+        batch.metrics = vec![point; 20];
+        let items = batch.len() as u64;
+        let batch = Arc::new(batch);
+        set.submit(Arc::clone(&batch));
+        wait_for(Duration::from_secs(4), "first batch", || {
+            stats.sent.load(Ordering::Relaxed) == items
+        })
+        .await;
+        set.submit(Arc::clone(&batch));
+        wait_for(Duration::from_secs(4), "second batch", || {
+            stats.sent.load(Ordering::Relaxed) == 2 * items
+        })
+        .await;
+        let requests = server.requests();
+        let keys: Vec<&str> = requests.iter().map(|r| r.key()).collect();
+        // Every document says which request it is, as its header does.
+        for r in &requests {
+            assert_eq!(r.json()["idempotency_key"], r.key());
+        }
+        // The first request failed and was sent again: the same key on both attempts.
+        assert_eq!(keys[0], keys[1]);
+        assert_eq!(requests[0].body, requests[1].body);
+        // Every other request has a key of its own: parts of one batch and the two batches.
+        let distinct: std::collections::BTreeSet<&str> = keys.iter().copied().collect();
+        assert_eq!(distinct.len(), keys.len() - 1, "{keys:?}");
+        let parts = (keys.len() - 1) / 2;
+        assert!(parts > 1, "the batch was not split: {keys:?}");
+        let first = batch_of(keys[0]);
+        assert!(keys[..=parts].iter().all(|k| batch_of(k) == first));
+        assert!(keys[parts + 1..].iter().all(|k| batch_of(k) != first));
         set.shutdown(Duration::from_secs(1)).await;
     }
 }

@@ -582,6 +582,7 @@ mod tests {
         assert_eq!(r.path, "/write?db=meterd&precision=s");
         assert_eq!(r.header("content-encoding"), Some("gzip"));
         assert_eq!(r.header("content-type"), Some("text/plain; charset=utf-8"));
+        assert!(r.key().ends_with("-0"), "{}", r.key());
         let text = String::from_utf8(r.decoded()).expect("utf-8");
         assert_eq!(text.lines().count(), 2);
         assert!(

@@ -15,6 +15,8 @@
 //! - `transport.rs`: the one path for posting a batch over HTTP (request building, compression,
 //!   the send, status classification, delivered accounting) that the `http`, `datadog`,
 //!   `influxdb` and `prometheus_remote_write` sinks share; whether a [`SinkError`] is retryable.
+//! - `idempotency.rs`: the `BatchId` the runner draws per batch, and the `Idempotency-Key` of
+//!   each HTTP request made from it.
 //! - one file per sink: `console`, `http`, `datadog`, `influxdb`, `prometheus_remote_write`,
 //!   `prometheus_scrape` (with `prom_series.rs`, the Prometheus sinks' cumulative state).
 
@@ -23,6 +25,7 @@ mod console;
 mod datadog;
 mod filter;
 mod http;
+mod idempotency;
 mod influxdb;
 mod prom_series;
 mod prometheus_remote_write;
@@ -36,6 +39,7 @@ use std::future::Future;
 use std::sync::{Arc, RwLock};
 
 use crate::point::FlushBatch;
+use idempotency::BatchId;
 
 pub use config::{Compression, Secret, SinkCommon, SinkConfig, SinkConfigError};
 pub use console::{ConsoleConfig, ConsoleFormat};
@@ -59,8 +63,10 @@ trait Sink: Send + 'static {
     const METRICS_ONLY: bool = false;
 
     /// Encodes `batch` into the sink's reused buffers, replacing whatever the last batch left.
-    /// Runs on the blocking pool (pure CPU work, no I/O).
-    fn encode(&mut self, batch: &FlushBatch) -> Result<(), SinkError>;
+    /// `id` names the batch: an HTTP sink derives its requests' `Idempotency-Key`s from it, once
+    /// here, so every attempt of a request carries the same key. Runs on the blocking pool (pure
+    /// CPU work, no I/O).
+    fn encode(&mut self, batch: &FlushBatch, id: BatchId) -> Result<(), SinkError>;
 
     /// One attempt to deliver what [`Sink::encode`] prepared. Parts delivered by an earlier
     /// attempt are not sent again; must be cancel-safe (the runner drops it at the deadline).

@@ -534,6 +534,9 @@ mod tests {
             })
             .await;
             assert_eq!(server.count(), attempts, "status {code}");
+            // Every attempt of the batch's one request carries the same key.
+            let requests = server.requests();
+            assert!(requests.iter().all(|r| r.key() == requests[0].key()));
             assert!(!stats.last_ok.load(Ordering::Relaxed));
             set.shutdown(Duration::from_secs(1)).await;
         }

@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 
 use super::config::{default_expire_after, parse_expire_after, SinkCommon};
+use super::idempotency::BatchId;
 use super::prom_series::{Cumulative, Family};
 use super::{write_number, Sink, SinkConfigError, SinkError};
 use crate::point::{unix_secs, FlushBatch, PointKind};
@@ -215,7 +216,7 @@ impl ScrapeSink {
 impl Sink for ScrapeSink {
     const METRICS_ONLY: bool = true;
 
-    fn encode(&mut self, batch: &FlushBatch) -> Result<(), SinkError> {
+    fn encode(&mut self, batch: &FlushBatch, _id: BatchId) -> Result<(), SinkError> {
         let stats = self.state.update(&batch.metrics, unix_secs());
         if stats.conflicts > 0 {
             tracing::debug!(
@@ -338,7 +339,8 @@ mod tests {
                 .expect("lock")
         };
         assert_eq!(published(), "", "empty before the first flush");
-        sink.encode(&sample_batch()).expect("encodes");
+        sink.encode(&sample_batch(), BatchId::default())
+            .expect("encodes");
         assert_eq!(published(), "", "encode does not publish");
         assert_eq!(sink.delivered(), 0);
         sink.send().await.expect("publishes");
@@ -406,7 +408,8 @@ mod tests {
         let new = ScrapeSink::start(settings(), "prometheus").expect("binds the same address");
         drop(old);
         let mut new = new;
-        new.encode(&sample_batch()).expect("encodes");
+        new.encode(&sample_batch(), BatchId::default())
+            .expect("encodes");
         new.send().await.expect("publishes");
         // Once the old endpoint is gone (its task is aborted asynchronously; a connection it
         // had queued is reset), scrapes reach the new one.

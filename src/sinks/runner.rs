@@ -14,6 +14,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::config::{validate_all, ValidKind};
+use super::idempotency::{sink_tag, BatchId};
 use super::{
     console, datadog, filter, http, influxdb, prometheus_remote_write, prometheus_scrape, Sink,
     SinkConfig, SinkConfigError, SinkError,
@@ -177,6 +178,7 @@ impl SinkSet {
             let (tx, rx) = mpsc::channel(QUEUE_BATCHES);
             let task = Task {
                 rx,
+                tag: sink_tag(&shared.name),
                 shared: Arc::clone(&shared),
                 max_retries: v.max_retries,
                 interval,
@@ -317,6 +319,8 @@ impl SinkSet {
 struct Task {
     rx: mpsc::Receiver<Arc<FlushBatch>>,
     shared: Arc<Shared>,
+    /// The sink's part of its batches' ids ([`sink_tag`] of its name).
+    tag: u32,
     max_retries: u32,
     interval: Duration,
     /// Applied to each batch before encoding.
@@ -334,6 +338,8 @@ async fn run_sink<S: Sink>(mut sink: S, mut task: Task) {
         // filter removes are neither sent nor dropped.
         let queued = batch.len() as u64;
         let started = Instant::now();
+        // Drawn once per batch, never per attempt: every retry carries the same keys.
+        let id = BatchId::next(task.tag);
         // Filtering and encoding are CPU work that grows with the batch (a million points take
         // seconds as gzipped JSON): they run on the blocking pool, never on a runtime thread.
         let encoding = {
@@ -346,7 +352,7 @@ async fn run_sink<S: Sink>(mut sink: S, mut task: Task) {
                 } else {
                     view.len()
                 } as u64;
-                let encoded = sink.encode(&view);
+                let encoded = sink.encode(&view, id);
                 (sink, encoded, items)
             })
         };

@@ -56,6 +56,12 @@ impl Captured {
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
+
+    /// The `Idempotency-Key` header, which every HTTP sink request carries.
+    pub fn key(&self) -> &str {
+        self.header("idempotency-key")
+            .expect("an Idempotency-Key header")
+    }
 }
 
 #[derive(Clone)]
@@ -124,6 +130,11 @@ async fn capture(
         Answer::FailFirst(k) if n <= k => StatusCode::INTERNAL_SERVER_ERROR,
         Answer::FailFirst(_) => StatusCode::OK,
     }
+}
+
+/// A request key without its part number: the batch it belongs to.
+pub(crate) fn batch_of(key: &str) -> &str {
+    key.rsplit_once('-').expect("a part number").0
 }
 
 /// Polls `cond` every 10 ms until it holds; panics after `limit`.

@@ -4,6 +4,9 @@
 //! after a partial delivery, [`post`] with its status classification, and [`Poster`], the [`Sink`]
 //! every HTTP sink is: its own [`EncodeRequests`] plus this transport.
 //!
+//! Every request carries an [`IDEMPOTENCY_KEY`] header, fixed when the request is encoded (one
+//! key per request of a batch, `idempotency.rs`), so each attempt sends the same key.
+//!
 //! Whether another attempt may help is a property of the error ([`SinkError::is_retryable`]):
 //! retryable are timeouts, connection failures, broken connections, HTTP 429 and 5xx; permanent
 //! are other non-2xx statuses (the same request would fail again), encode errors and invalid
@@ -18,6 +21,7 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_ENCODING, CONT
 use reqwest::{Client, StatusCode, Url};
 
 use super::config::resolve_env;
+use super::idempotency::BatchId;
 use super::{Secret, Sink, SinkConfigError};
 use crate::point::FlushBatch;
 
@@ -28,13 +32,18 @@ const MAX_DRAIN_BYTES: usize = 64 * 1024;
 /// Bytes of an error response kept for the DEBUG log.
 const ERROR_EXCERPT_BYTES: usize = 512;
 
+/// The header naming the request (`docs/sinks.md#retries-and-duplicates`): the same on every
+/// attempt, different for every other request.
+pub(super) const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
+
 /// Headers meterd sets itself; configuring them is an error.
-const RESERVED_HEADERS: [&str; 5] = [
+const RESERVED_HEADERS: [&str; 6] = [
     "content-type",
     "content-encoding",
     "content-length",
     "transfer-encoding",
     "host",
+    "idempotency-key",
 ];
 
 /// Why one delivery attempt failed. Whether another attempt may help is
@@ -273,7 +282,7 @@ impl BodyEncoding {
 }
 
 /// One encoded request waiting in an [`Outbox`].
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct Encoded {
     /// Index into the URLs given to [`Outbox::send`].
     endpoint: usize,
@@ -281,6 +290,8 @@ pub(super) struct Encoded {
     items: u64,
     /// Shared with the request in flight, so a retry sends it again without a copy.
     body: Bytes,
+    /// Its [`IDEMPOTENCY_KEY`], sent with every attempt.
+    key: HeaderValue,
 }
 
 /// A batch encoded as one or more requests, sent in order. A retry resumes at the first request
@@ -300,12 +311,25 @@ pub(super) struct Outbox {
     pub(super) raw: Vec<u8>,
     /// The longest uncompressed body of the current batch.
     raw_peak: usize,
+    /// The current batch, whose id its requests' keys are made from.
+    batch: BatchId,
 }
 
 /// Scratch capacity an [`Outbox`] keeps whatever its batches need.
 pub(super) const RAW_KEEP: usize = 64 * 1024;
 
 impl Outbox {
+    /// Names the batch about to be encoded: its requests' keys are made from `batch`.
+    pub(super) fn begin(&mut self, batch: BatchId) {
+        self.batch = batch;
+    }
+
+    /// The [`IDEMPOTENCY_KEY`] the next [`Outbox::push`] gives its request, for an encoder
+    /// that also writes it into the body (the `http` sink's JSON).
+    pub(super) fn next_key(&self) -> String {
+        self.batch.request_key(self.requests.len())
+    }
+
     /// Forgets the previous batch and frees its bodies; the scratch buffer shrinks to the
     /// previous batch's need when it holds more than twice that.
     pub(super) fn clear(&mut self) {
@@ -361,10 +385,13 @@ impl Outbox {
             // The body takes the scratch buffer as it is; the next request starts a new one.
             BodyEncoding::Plain => std::mem::take(&mut self.raw),
         };
+        let key = HeaderValue::try_from(self.next_key())
+            .map_err(|e| SinkError::Encode(format!("idempotency key: {e}")))?;
         self.requests.push(Encoded {
             endpoint,
             items,
             body: Bytes::from(body),
+            key,
         });
         Ok(())
     }
@@ -381,7 +408,15 @@ impl Outbox {
             let Some(url) = urls.get(request.endpoint) else {
                 return Err(SinkError::InvalidRequest("no url for endpoint".into()));
             };
-            post(client, url, headers, request.body.clone(), timeout).await?;
+            post(
+                client,
+                url,
+                headers,
+                &request.key,
+                request.body.clone(),
+                timeout,
+            )
+            .await?;
             self.delivered += request.items;
             self.next += 1;
         }
@@ -400,18 +435,33 @@ impl Outbox {
             .iter()
             .map(|r| (r.endpoint, r.items, r.body.as_ref()))
     }
+
+    /// The current batch's request keys, for tests.
+    #[cfg(test)]
+    pub(super) fn keys(&self) -> Vec<&str> {
+        self.requests
+            .iter()
+            .map(|r| r.key.to_str().expect("ascii key"))
+            .collect()
+    }
 }
 
-/// POSTs one body and classifies the outcome: 2xx is success, anything else a
-/// [`SinkError::Status`]; the whole exchange is bounded by `timeout`.
+/// POSTs one body with `headers` and `key` as its [`IDEMPOTENCY_KEY`], and classifies the
+/// outcome: 2xx is success, anything else a [`SinkError::Status`]; the whole exchange is bounded
+/// by `timeout`.
 pub(super) async fn post(
     client: &Client,
     url: &Url,
     headers: &HeaderMap,
+    key: &HeaderValue,
     body: Bytes,
     timeout: Duration,
 ) -> Result<(), SinkError> {
-    let request = client.post(url.clone()).headers(headers.clone()).body(body);
+    let request = client
+        .post(url.clone())
+        .headers(headers.clone())
+        .header(IDEMPOTENCY_KEY, key.clone())
+        .body(body);
     let exchange = async {
         let mut response = request.send().await.map_err(SinkError::from_reqwest)?;
         let status = response.status();
@@ -489,7 +539,8 @@ impl<E: EncodeRequests> Poster<E> {
 impl<E: EncodeRequests> Sink for Poster<E> {
     const METRICS_ONLY: bool = E::METRICS_ONLY;
 
-    fn encode(&mut self, batch: &FlushBatch) -> Result<(), SinkError> {
+    fn encode(&mut self, batch: &FlushBatch, id: BatchId) -> Result<(), SinkError> {
+        self.outbox.begin(id);
         self.encoder.encode(batch, &mut self.outbox)
     }
 
@@ -536,6 +587,46 @@ mod tests {
         assert!(!SinkError::Io(pipe).is_retryable());
         let interrupted = std::io::Error::from(std::io::ErrorKind::Interrupted);
         assert!(SinkError::Io(interrupted).is_retryable());
+    }
+
+    #[test]
+    fn every_request_of_a_batch_has_its_own_key() {
+        let mut outbox = Outbox::default();
+        let first = BatchId::next(9);
+        outbox.begin(first);
+        outbox.clear();
+        for part in 0..3 {
+            assert_eq!(outbox.next_key(), first.request_key(part));
+            outbox.raw().extend_from_slice(b"x");
+            outbox.push(0, 1, BodyEncoding::Plain).expect("push");
+        }
+        let keys: Vec<String> = outbox.keys().into_iter().map(str::to_owned).collect();
+        assert_eq!(
+            keys,
+            (0..3).map(|p| first.request_key(p)).collect::<Vec<_>>()
+        );
+        // The next batch starts again at part 0, under another key.
+        let second = BatchId::next(9);
+        outbox.begin(second);
+        outbox.clear();
+        outbox.raw().extend_from_slice(b"y");
+        outbox.push(0, 1, BodyEncoding::Plain).expect("push");
+        assert_eq!(outbox.keys(), [second.request_key(0).as_str()]);
+        assert!(!keys.contains(&second.request_key(0)));
+    }
+
+    #[test]
+    fn the_key_header_cannot_be_configured() {
+        let mut configured = BTreeMap::new();
+        configured.insert("Idempotency-Key".to_owned(), Secret::new("mine"));
+        let err = add_headers(&mut HeaderMap::new(), &configured, &[], &|k: &str| {
+            format!("sinks[0].{k}")
+        })
+        .expect_err("reserved");
+        assert_eq!(
+            err.to_string(),
+            "sinks[0].headers.Idempotency-Key: is set by meterd"
+        );
     }
 
     #[test]

@@ -30,6 +30,8 @@ mod flood;
 // What goes out.
 // Datadog, `http` (gzip, headers) and console sinks; failing, hanging and slow sinks.
 mod sinks;
+// `Idempotency-Key`s: the same on a retried request, new for every other request.
+mod sink_keys;
 // Into real Prometheus, VictoriaMetrics and InfluxDB (skipped when a binary is missing).
 mod real_sinks;
 // Locals forwarding to globals: exact merges, a dead global, guarded imports.

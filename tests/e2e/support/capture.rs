@@ -1,5 +1,5 @@
 //! A capturing HTTP server that plays a sink's endpoint (answering 200, an error status,
-//! slowly, or never, as told) and keeps every request it received.
+//! slowly, never, or failing the first requests, as told) and keeps every request it received.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -21,6 +21,8 @@ pub enum Behaviour {
     Hang,
     /// Answer 200, but only after this long.
     Slow(Duration),
+    /// Answer 500 to the first this many requests, then 200.
+    FailFirst(usize),
 }
 
 /// One request the capture server received, body already gunzipped.
@@ -160,13 +162,17 @@ fn serve_conn(
                 .expect("valid gzip body");
             body = out;
         }
-        requests.lock().unwrap().push(Captured {
-            method,
-            path,
-            headers,
-            body,
-            raw,
-        });
+        let seen = {
+            let mut requests = requests.lock().unwrap();
+            requests.push(Captured {
+                method,
+                path,
+                headers,
+                body,
+                raw,
+            });
+            requests.len()
+        };
         let status = match behaviour {
             Behaviour::Ok => 200,
             Behaviour::Status(s) => s,
@@ -180,6 +186,8 @@ fn serve_conn(
                 std::thread::sleep(delay);
                 200
             }
+            Behaviour::FailFirst(n) if seen <= n => 500,
+            Behaviour::FailFirst(_) => 200,
         };
         let resp = format!(
             "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{{}}"
