@@ -14,8 +14,10 @@
 //! [`telemetry`] (meterd's own metrics), [`api`] (the HTTP API and status page), [`config`]
 //! (TOML → validated [`config::Runtime`]), [`server`] (wiring and shutdown order). Shared leaves:
 //! [`point`] (the flushed data model and the clock), [`sys`] (libc calls), [`units`]
-//! (durations), [`instance`] (this process's random id). Clients: [`send`] (`meterd send`), [`checks_cli`] (`meterd checks`);
-//! [`shutdown`] is the signal future `main` hands to [`run`].
+//! (durations), [`instance`] (this process's random id), [`tls`] (PEM files → rustls configs,
+//! the reloadable holder listeners read, the HTTPS listener; imports nothing of ours).
+//! Clients: [`send`] (`meterd send`), [`checks_cli`] (`meterd checks`); [`shutdown`] is the
+//! signal future `main` hands to [`run`].
 #![deny(missing_docs)]
 
 pub mod aggregate;
@@ -35,6 +37,7 @@ pub mod shutdown;
 pub mod sinks;
 pub mod sys;
 pub mod telemetry;
+pub mod tls;
 pub mod units;
 
 pub use server::run;

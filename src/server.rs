@@ -18,6 +18,7 @@ use crate::health::{self, HealthConfig, HealthStore, Origin};
 use crate::ingest;
 use crate::sinks::{SharedSinks, SinkSet};
 use crate::telemetry::Telemetry;
+use crate::tls::{listener::TlsListener, ServerTls};
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -25,7 +26,7 @@ pub enum ServerError {
     /// A listener could not be bound.
     #[error("cannot bind {transport} {addr}: {source}")]
     Bind {
-        /// `udp`, `tcp`, `unix` or `http`.
+        /// `udp`, `tcp`, `tcp_tls`, `unix` or `http`.
         transport: &'static str,
         /// The address or path.
         addr: String,
@@ -122,7 +123,20 @@ pub async fn run(rt: Runtime, shutdown: impl Future<Output = ()>) -> Result<(), 
             .map_err(bind_err("tcp", addr))?;
         let bound: SocketAddr = l.local_addr().map_err(bind_err("tcp", addr))?;
         tracing::info!(transport = "tcp", addr = %bound, "listening");
-        tcp_listeners.push(l);
+        tcp_listeners.push((l, None));
+    }
+    // TLS listeners share one holder, so SIGHUP swaps their certificate at once.
+    let ingest_tls = match (&rt.ingest_tls, cfg.ingest.statsd_tcp_tls.is_empty()) {
+        (Some(c), false) => Some(Arc::new(ServerTls::new(c.clone()))),
+        _ => None,
+    };
+    for &addr in &cfg.ingest.statsd_tcp_tls {
+        let l = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(bind_err("tcp_tls", addr))?;
+        let bound: SocketAddr = l.local_addr().map_err(bind_err("tcp_tls", addr))?;
+        tracing::info!(transport = "tcp_tls", addr = %bound, client_certificates = !cfg.ingest.tls_client_ca.as_os_str().is_empty(), "listening");
+        tcp_listeners.push((l, ingest_tls.clone()));
     }
     let http = tokio::net::TcpListener::bind(cfg.http.listen)
         .await
@@ -130,7 +144,14 @@ pub async fn run(rt: Runtime, shutdown: impl Future<Output = ()>) -> Result<(), 
     let http_addr = http
         .local_addr()
         .map_err(bind_err("http", cfg.http.listen))?;
-    tracing::info!(transport = "http", addr = %http_addr, "listening");
+    let http_tls = rt.http_tls.clone().map(|c| Arc::new(ServerTls::new(c)));
+    tracing::info!(
+        transport = "http",
+        addr = %http_addr,
+        tls = http_tls.is_some(),
+        client_certificates = !cfg.http.tls_client_ca.as_os_str().is_empty(),
+        "listening"
+    );
 
     let sinks = Arc::new(
         SinkSet::start(&cfg.sinks, interval).map_err(|e| ServerError::Sinks(e.to_string()))?,
@@ -150,9 +171,10 @@ pub async fn run(rt: Runtime, shutdown: impl Future<Output = ()>) -> Result<(), 
         threads.push(t);
     }
     let mut tcp_tasks = tokio::task::JoinSet::new();
-    for l in tcp_listeners {
+    for (l, tls) in tcp_listeners {
         tcp_tasks.spawn(ingest::tcp::serve(
             l,
+            tls,
             aggregator.clone(),
             max_datagram,
             cfg.ingest.tcp_max_connections,
@@ -168,6 +190,7 @@ pub async fn run(rt: Runtime, shutdown: impl Future<Output = ()>) -> Result<(), 
             token: rt.forward_token.clone(),
             interval,
             source: rt.hostname.to_string(),
+            tls: rt.forward_tls.clone(),
         })
     });
     let shared_sinks: SharedSinks = Arc::new(RwLock::new(sinks.clone()));
@@ -186,19 +209,15 @@ pub async fn run(rt: Runtime, shutdown: impl Future<Output = ()>) -> Result<(), 
         health: health.clone(),
         interval_s: interval.as_secs(),
     };
-    let mut api_stop = stop_rx.clone();
-    let max_body = cfg.http.max_body_bytes;
-    let api_task = tokio::spawn(async move {
-        let app = api::router(api_state, max_body).into_make_service();
-        let served = axum::serve(http, app)
-            .with_graceful_shutdown(async move {
-                let _ = api_stop.changed().await;
-            })
-            .await;
-        if let Err(e) = served {
-            tracing::error!(error = %e, "http api failed");
+    let app = api::router(api_state, cfg.http.max_body_bytes);
+    let api_task = match &http_tls {
+        Some(tls) => {
+            let listener =
+                TlsListener::new(http, tls.clone()).map_err(bind_err("http", http_addr))?;
+            tokio::spawn(serve_api(listener, app, stop_rx.clone()))
         }
-    });
+        None => tokio::spawn(serve_api(http, app, stop_rx.clone())),
+    };
 
     tracing::info!(
         interval_s = interval.as_secs(),
@@ -227,7 +246,8 @@ pub async fn run(rt: Runtime, shutdown: impl Future<Output = ()>) -> Result<(), 
             _ = &mut shutdown => break,
             _ = tokio::time::sleep(wait) => flusher.flush(boundary).await,
             Some(()) = async { match hangup.as_mut() { Some(h) => h.recv().await, None => None } } => {
-                if let Some(next) = reload(&running, &mut flusher, &aggregator, &shared_sinks, &mut retired) {
+                let tls = TlsHolders { http: http_tls.as_ref(), ingest: ingest_tls.as_ref() };
+                if let Some(next) = reload(&running, &mut flusher, &aggregator, &shared_sinks, &mut retired, tls) {
                     running = next;
                 }
             }
@@ -279,17 +299,43 @@ pub async fn run(rt: Runtime, shutdown: impl Future<Output = ()>) -> Result<(), 
     Ok(())
 }
 
+/// Serves the API on `listener` until the shutdown watch changes; requests in flight finish.
+async fn serve_api<L>(listener: L, app: axum::Router, mut stop: watch::Receiver<bool>)
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
+    let served = axum::serve(listener, app.into_make_service())
+        .with_graceful_shutdown(async move {
+            let _ = stop.changed().await;
+        })
+        .await;
+    if let Err(e) = served {
+        tracing::error!(error = %e, "http api failed");
+    }
+}
+
+/// The TLS configurations running listeners read; SIGHUP replaces what they hold.
+#[derive(Clone, Copy)]
+struct TlsHolders<'a> {
+    http: Option<&'a Arc<ServerTls>>,
+    ingest: Option<&'a Arc<ServerTls>>,
+}
+
 /// SIGHUP: re-reads the config file. Renderer settings (tags, percentiles, aggregates), limits
 /// and sinks change from the next flush on; aggregated state and sockets are untouched. An
 /// invalid file is refused with a logged reason and the running config stays. Settings that
-/// need new sockets or threads are reported as needing a restart. Returns the new runtime
-/// config when it was applied.
+/// need new sockets or threads are reported as needing a restart. TLS certificates, keys and
+/// CAs (re-read by validation, which refuses bad files) serve new connections from now on, and
+/// the forward client is rebuilt with them; turning a listener's TLS on or off needs a restart.
+/// Returns the new runtime config when it was applied.
 fn reload(
     running: &Runtime,
     flusher: &mut Flusher,
     aggregator: &Arc<Aggregator>,
     shared: &SharedSinks,
     retired: &mut Vec<tokio::task::JoinHandle<()>>,
+    tls: TlsHolders<'_>,
 ) -> Option<Runtime> {
     let Some(path) = running.source.clone() else {
         tracing::warn!("SIGHUP: meterd runs on embedded defaults (no --config); nothing to reload");
@@ -310,13 +356,24 @@ fn reload(
     };
     let (old, new) = (&running.config, &next.config);
     let mut restart = Vec::new();
-    if differs(&old.ingest, &new.ingest) {
+    if differs(
+        &old.ingest.without_tls_paths(),
+        &new.ingest.without_tls_paths(),
+    ) {
         restart.push("ingest");
     }
-    if differs(&old.http, &new.http) {
+    if differs(&old.http.without_tls_paths(), &new.http.without_tls_paths()) {
         restart.push("http");
     }
-    if differs(&old.forward, &new.forward) {
+    // The API's TLS on or off is a different listener.
+    let http_tls_swaps = running.http_tls.is_some() == next.http_tls.is_some();
+    if !http_tls_swaps {
+        restart.push("http.tls_cert");
+    }
+    if differs(
+        &old.forward.without_tls_paths(),
+        &new.forward.without_tls_paths(),
+    ) {
         restart.push("forward");
     }
     if differs(&old.health, &new.health) {
@@ -367,15 +424,47 @@ fn reload(
     let mut applied = next.clone();
     applied.interval = running.interval;
     applied.hostname = running.hostname.clone();
-    applied.config.ingest = old.ingest.clone();
-    applied.config.http = old.http.clone();
-    applied.config.forward = old.forward.clone();
+    // TLS: the files validation just read serve new connections (TLS listeners that stay TLS
+    // listeners); the forward client is rebuilt with them.
+    let ingest_tls_swaps = match (tls.ingest, &next.ingest_tls) {
+        (Some(holder), Some(config)) => {
+            holder.replace(config.clone());
+            true
+        }
+        _ => false,
+    };
+    let mut tls_reloaded = Vec::new();
+    if ingest_tls_swaps {
+        tls_reloaded.push("ingest");
+    }
+    if let (Some(holder), Some(config), true) = (tls.http, &next.http_tls, http_tls_swaps) {
+        holder.replace(config.clone());
+        tls_reloaded.push("http");
+    }
+    if let Some(f) = &flusher.forwarder {
+        f.reload_client(next.forward_tls.as_ref());
+        tls_reloaded.push("forward");
+    }
+    applied.config.ingest = if ingest_tls_swaps {
+        old.ingest.with_tls_paths_of(&new.ingest)
+    } else {
+        applied.ingest_tls = running.ingest_tls.clone();
+        old.ingest.clone()
+    };
+    applied.config.http = if http_tls_swaps {
+        old.http.with_tls_paths_of(&new.http)
+    } else {
+        applied.http_tls = running.http_tls.clone();
+        old.http.clone()
+    };
+    applied.config.forward = old.forward.with_tls_paths_of(&new.forward);
     applied.config.health = old.health.clone();
     applied.config.gauge_deltas = old.gauge_deltas;
     flusher.renderer = Renderer::new(applied.render_settings());
     tracing::info!(
         file = %path.display(),
         sinks_restarted = new_sinks,
+        tls_reloaded = ?tls_reloaded,
         "SIGHUP: config reloaded; applies from the next flush"
     );
     Some(applied)

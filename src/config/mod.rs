@@ -124,6 +124,16 @@ pub struct IngestConfig {
     pub statsd_udp: Vec<SocketAddr>,
     /// TCP listen addresses (newline-delimited).
     pub statsd_tcp: Vec<SocketAddr>,
+    /// TCP listen addresses speaking TLS only (the same newline protocol); needs `tls_cert`
+    /// and `tls_key`.
+    pub statsd_tcp_tls: Vec<SocketAddr>,
+    /// PEM certificate chain of the `statsd_tcp_tls` listeners (leaf first).
+    pub tls_cert: PathBuf,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: PathBuf,
+    /// PEM CA certificates; when set, `statsd_tcp_tls` clients must present a certificate
+    /// issued by one of them. Empty = no client certificates asked for.
+    pub tls_client_ca: PathBuf,
     /// Unix datagram socket paths.
     pub statsd_unix: Vec<PathBuf>,
     /// UDP sockets (reader threads) per address; 0 = one per core.
@@ -154,6 +164,14 @@ pub struct HttpConfig {
     pub import_token: Secret,
     /// When set, `POST /api/v1/healthchecks` requires `Authorization: Bearer TOKEN`.
     pub healthcheck_token: Secret,
+    /// PEM certificate chain (leaf first); with `tls_key`, the API speaks HTTPS only.
+    /// Empty = plain HTTP.
+    pub tls_cert: PathBuf,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: PathBuf,
+    /// PEM CA certificates; when set, clients must present a certificate issued by one of
+    /// them. Empty = no client certificates asked for.
+    pub tls_client_ca: PathBuf,
 }
 
 /// `[forward]`.
@@ -168,6 +186,13 @@ pub struct ForwardSection {
     pub buffer_intervals: usize,
     /// Bearer token sent with each import (the globals' `[http] import_token`).
     pub token: Secret,
+    /// PEM CA certificates trusted for `https://` globals, beside the webpki roots.
+    pub tls_ca: PathBuf,
+    /// PEM client certificate chain presented to globals (with `tls_key`); for globals
+    /// that set `[http] tls_client_ca`.
+    pub tls_cert: PathBuf,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: PathBuf,
 }
 
 impl Default for ForwardSection {
@@ -176,6 +201,9 @@ impl Default for ForwardSection {
             addresses: Vec::new(),
             buffer_intervals: 3,
             token: Secret::default(),
+            tls_ca: PathBuf::new(),
+            tls_cert: PathBuf::new(),
+            tls_key: PathBuf::new(),
         }
     }
 }
@@ -235,6 +263,10 @@ impl Default for IngestConfig {
         IngestConfig {
             statsd_udp: vec![SocketAddr::from(([127, 0, 0, 1], 8125))],
             statsd_tcp: Vec::new(),
+            statsd_tcp_tls: Vec::new(),
+            tls_cert: PathBuf::new(),
+            tls_key: PathBuf::new(),
+            tls_client_ca: PathBuf::new(),
             statsd_unix: Vec::new(),
             readers: 0,
             read_buffer_bytes: 8 * 1024 * 1024,
@@ -254,6 +286,63 @@ impl Default for HttpConfig {
             max_body_bytes: 10 * 1024 * 1024,
             import_token: Secret::default(),
             healthcheck_token: Secret::default(),
+            tls_cert: PathBuf::new(),
+            tls_key: PathBuf::new(),
+            tls_client_ca: PathBuf::new(),
+        }
+    }
+}
+
+impl IngestConfig {
+    /// This section with its TLS file paths cleared: what SIGHUP compares to decide on a
+    /// restart (the files, and their paths, reload in place).
+    pub fn without_tls_paths(&self) -> IngestConfig {
+        self.with_tls_paths_of(&IngestConfig::default())
+    }
+
+    /// This section with `other`'s TLS file paths.
+    pub fn with_tls_paths_of(&self, other: &IngestConfig) -> IngestConfig {
+        IngestConfig {
+            tls_cert: other.tls_cert.clone(),
+            tls_key: other.tls_key.clone(),
+            tls_client_ca: other.tls_client_ca.clone(),
+            ..self.clone()
+        }
+    }
+}
+
+impl HttpConfig {
+    /// This section with its TLS file paths cleared: what SIGHUP compares to decide on a
+    /// restart (the files, and their paths, reload in place).
+    pub fn without_tls_paths(&self) -> HttpConfig {
+        self.with_tls_paths_of(&HttpConfig::default())
+    }
+
+    /// This section with `other`'s TLS file paths.
+    pub fn with_tls_paths_of(&self, other: &HttpConfig) -> HttpConfig {
+        HttpConfig {
+            tls_cert: other.tls_cert.clone(),
+            tls_key: other.tls_key.clone(),
+            tls_client_ca: other.tls_client_ca.clone(),
+            ..self.clone()
+        }
+    }
+}
+
+impl ForwardSection {
+    /// This section with its TLS file paths cleared: what SIGHUP compares to decide on a
+    /// restart (the forward client is rebuilt with the files on every SIGHUP).
+    pub fn without_tls_paths(&self) -> ForwardSection {
+        self.with_tls_paths_of(&ForwardSection::default())
+    }
+
+    /// This section with `other`'s TLS file paths.
+    pub fn with_tls_paths_of(&self, other: &ForwardSection) -> ForwardSection {
+        ForwardSection {
+            tls_ca: other.tls_ca.clone(),
+            tls_cert: other.tls_cert.clone(),
+            tls_key: other.tls_key.clone(),
+            ..self.clone()
         }
     }
 }

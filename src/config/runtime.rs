@@ -32,6 +32,13 @@ pub struct Runtime {
     pub import_token: String,
     /// Resolved `[http] healthcheck_token` (empty = none).
     pub healthcheck_token: String,
+    /// `[http]` TLS, its files read at validation; `None` = plain HTTP.
+    pub http_tls: Option<Arc<rustls::ServerConfig>>,
+    /// `[ingest]` TLS for `statsd_tcp_tls`, its files read at validation; `None` = unset.
+    pub ingest_tls: Option<Arc<rustls::ServerConfig>>,
+    /// `[forward]` TLS for `https://` globals; `None` = reqwest's defaults (webpki roots, no
+    /// client certificate).
+    pub forward_tls: Option<Arc<rustls::ClientConfig>>,
     /// The file this came from (SIGHUP re-reads it); `None` on embedded defaults.
     pub source: Option<PathBuf>,
 }

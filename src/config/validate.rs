@@ -2,10 +2,12 @@
 //! derives the [`Runtime`]; its errors, and `toml`'s, name the key and the line it is on
 //! ([`line_of`], [`describe_toml_error`]).
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::{Config, ConfigError, Runtime};
+use crate::tls::{self, PemRole};
 use crate::units::format_duration;
 
 fn cores() -> usize {
@@ -113,6 +115,23 @@ impl Config {
             .healthcheck_token
             .resolve(|| "http.healthcheck_token".into())
             .map_err(|e| invalid(&e.key, e.reason))?;
+        let http_tls = listener_tls(
+            "http",
+            [
+                &self.http.tls_cert,
+                &self.http.tls_key,
+                &self.http.tls_client_ca,
+            ],
+            None,
+            &invalid,
+        )?;
+        let ingest_tls = listener_tls(
+            "ingest",
+            [&ingest.tls_cert, &ingest.tls_key, &ingest.tls_client_ca],
+            (!ingest.statsd_tcp_tls.is_empty()).then_some("ingest.statsd_tcp_tls"),
+            &invalid,
+        )?;
+        let forward_tls = self.forward_tls(&invalid)?;
         if self.health.stale_after.0.is_zero() {
             return Err(invalid("health.stale_after", "must be more than 0".into()));
         }
@@ -160,6 +179,9 @@ impl Config {
         }
         .next_power_of_two();
         Ok(Runtime {
+            http_tls,
+            ingest_tls,
+            forward_tls,
             healthcheck_token,
             source: None,
             globals,
@@ -172,6 +194,103 @@ impl Config {
             shards,
             config: self,
         })
+    }
+}
+
+fn is_set(p: &Path) -> bool {
+    !p.as_os_str().is_empty()
+}
+
+/// `[section] tls_cert` and `tls_key` set together, or neither; `ca` only with them.
+fn pair_rule(
+    section: &str,
+    ca_name: &str,
+    [cert, key, ca]: [&Path; 3],
+    invalid: &impl Fn(&str, String) -> ConfigError,
+) -> Result<(), ConfigError> {
+    let k = |name: &str| format!("{section}.{name}");
+    match (is_set(cert), is_set(key)) {
+        (true, false) => Err(invalid(
+            &k("tls_key"),
+            format!("must be set with {}", k("tls_cert")),
+        )),
+        (false, true) => Err(invalid(
+            &k("tls_cert"),
+            format!("must be set with {}", k("tls_key")),
+        )),
+        (false, false) if is_set(ca) && ca_name == "tls_client_ca" => Err(invalid(
+            &k(ca_name),
+            format!("needs {} and {}", k("tls_cert"), k("tls_key")),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The key in `section` that holds the file a TLS error is about.
+fn tls_error(
+    section: &str,
+    ca_name: &str,
+    e: &tls::TlsError,
+    invalid: &impl Fn(&str, String) -> ConfigError,
+) -> ConfigError {
+    let name = match e.role() {
+        PemRole::Cert => "tls_cert",
+        PemRole::Key => "tls_key",
+        PemRole::Ca => ca_name,
+    };
+    invalid(&format!("{section}.{name}"), e.to_string())
+}
+
+/// A listener section's TLS (`tls_cert`, `tls_key`, `tls_client_ca`), its files read and
+/// checked; `None` when off. `required_by` names the key that needs it on.
+fn listener_tls(
+    section: &str,
+    paths: [&Path; 3],
+    required_by: Option<&str>,
+    invalid: &impl Fn(&str, String) -> ConfigError,
+) -> Result<Option<Arc<rustls::ServerConfig>>, ConfigError> {
+    pair_rule(section, "tls_client_ca", paths, invalid)?;
+    let [cert, key, ca] = paths;
+    if !is_set(cert) {
+        return match required_by {
+            Some(by) => Err(invalid(
+                &format!("{section}.tls_cert"),
+                format!("required by {by} (with {section}.tls_key)"),
+            )),
+            None => Ok(None),
+        };
+    }
+    tls::server_config(cert, key, is_set(ca).then_some(ca))
+        .map(Some)
+        .map_err(|e| tls_error(section, "tls_client_ca", &e, invalid))
+}
+
+impl Config {
+    /// `[forward] tls_ca`, `tls_cert`, `tls_key` as the forwarder's client config; `None` when
+    /// none is set (reqwest's defaults).
+    fn forward_tls(
+        &self,
+        invalid: &impl Fn(&str, String) -> ConfigError,
+    ) -> Result<Option<Arc<rustls::ClientConfig>>, ConfigError> {
+        let f = &self.forward;
+        pair_rule(
+            "forward",
+            "tls_ca",
+            [&f.tls_cert, &f.tls_key, &f.tls_ca],
+            invalid,
+        )?;
+        if !is_set(&f.tls_ca) && !is_set(&f.tls_cert) {
+            return Ok(None);
+        }
+        if !f.addresses.iter().any(|a| a.starts_with("https://")) {
+            tracing::warn!(
+                "[forward] TLS keys are set but no address is https://; they are unused"
+            );
+        }
+        let identity = is_set(&f.tls_cert).then_some((f.tls_cert.as_path(), f.tls_key.as_path()));
+        tls::client_config(is_set(&f.tls_ca).then_some(f.tls_ca.as_path()), identity)
+            .map(Some)
+            .map_err(|e| tls_error("forward", "tls_ca", &e, invalid))
     }
 }
 
@@ -298,5 +417,64 @@ mod tests {
         let text = "[ingest]\nread_coalesce = \"0ms\"\n";
         let off = Config::from_toml(text).map(|c| c.ingest.read_coalesce);
         assert_eq!(off.ok(), Some(Dur(Duration::ZERO)));
+    }
+
+    fn refusal(text: &str) -> String {
+        Config::from_toml(text)
+            .and_then(|c| c.validate(text))
+            .map(|_| ())
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn tls_keys_come_in_pairs() {
+        let m = refusal("[http]\ntls_cert = \"/x.crt\"\n");
+        assert!(
+            m.starts_with("http.tls_key: must be set with http.tls_cert"),
+            "{m}"
+        );
+        let m = refusal("[forward]\n\ntls_key = \"/x.key\"\n");
+        assert!(
+            m.starts_with("forward.tls_cert: must be set with forward.tls_key"),
+            "{m}"
+        );
+        let m = refusal("[http]\ntls_client_ca = \"/ca.crt\"\n");
+        assert!(
+            m.starts_with("http.tls_client_ca (line 2): needs http.tls_cert"),
+            "{m}"
+        );
+        let m = refusal("[ingest]\nstatsd_tcp_tls = [\"127.0.0.1:0\"]\n");
+        assert!(
+            m.starts_with("ingest.tls_cert: required by ingest.statsd_tcp_tls"),
+            "{m}"
+        );
+    }
+
+    #[test]
+    fn unreadable_tls_file_names_its_key_and_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["localhost".into()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let cert_path = dir.path().join("c.pem");
+        std::fs::write(&cert_path, cert.pem()).unwrap();
+        let text = format!(
+            "[ingest]\nstatsd_tcp_tls = [\"127.0.0.1:0\"]\ntls_cert = {:?}\ntls_key = \"/nonexistent/k.pem\"\n",
+            cert_path.display()
+        );
+        let m = refusal(&text);
+        assert!(
+            m.starts_with("ingest.tls_key (line 4): cannot read /nonexistent/k.pem"),
+            "{m}"
+        );
+        let text = format!(
+            "[forward]\ntls_ca = {:?}\n",
+            dir.path().join("none.pem").display()
+        );
+        let m = refusal(&text);
+        assert!(m.starts_with("forward.tls_ca (line 2): cannot read"), "{m}");
     }
 }

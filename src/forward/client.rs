@@ -15,7 +15,7 @@
 use std::collections::VecDeque;
 use std::io::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use prost::Message as _;
@@ -83,7 +83,13 @@ pub struct ForwarderConfig {
     pub interval: Duration,
     /// This host (the batch's `source`).
     pub source: String,
+    /// `[forward]` TLS for `https://` globals; `None` = reqwest's defaults.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
+
+/// The HTTP client every delivery task uses; SIGHUP swaps in one with re-read certificates
+/// (connections of the old one are not reused).
+type SharedClient = Arc<RwLock<reqwest::Client>>;
 
 /// Routes and delivers forwarded state.
 pub struct Forwarder {
@@ -92,6 +98,8 @@ pub struct Forwarder {
     tasks: Vec<JoinHandle<()>>,
     /// The last interval number handed out.
     intervals: AtomicU64,
+    client: SharedClient,
+    client_timeout: Duration,
 }
 
 /// splitmix64's finaliser: a strong 64-bit mix for rendezvous scores.
@@ -120,12 +128,13 @@ fn seed_of(url: &str) -> u64 {
 impl Forwarder {
     /// Spawns one delivery task per global. Needs a tokio runtime.
     pub fn start(cfg: ForwarderConfig) -> Forwarder {
-        let client = reqwest::Client::builder()
-            .timeout((cfg.interval / 2).min(Duration::from_secs(5)))
-            .pool_idle_timeout(Duration::from_secs(90))
-            .user_agent(concat!("meterd/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .unwrap_or_default();
+        let client_timeout = (cfg.interval / 2).min(Duration::from_secs(5));
+        let client =
+            crate::tls::forward_client(client_timeout, cfg.tls.as_ref()).unwrap_or_else(|e| {
+                tracing::error!(error = %e, "forwarding without the configured TLS");
+                reqwest::Client::default()
+            });
+        let client: SharedClient = Arc::new(RwLock::new(client));
         let mut globals = Vec::new();
         let mut queues = Vec::new();
         let mut tasks = Vec::new();
@@ -155,6 +164,18 @@ impl Forwarder {
             queues,
             tasks,
             intervals: AtomicU64::new(0),
+            client,
+            client_timeout,
+        }
+    }
+
+    /// Rebuilds the HTTP client with `tls` (SIGHUP, after re-reading `[forward]`'s PEM files);
+    /// deliveries use it from their next attempt. A client that cannot be built leaves the
+    /// running one in place.
+    pub fn reload_client(&self, tls: Option<&Arc<rustls::ClientConfig>>) {
+        match crate::tls::forward_client(self.client_timeout, tls) {
+            Ok(c) => *self.client.write().unwrap_or_else(PoisonError::into_inner) = c,
+            Err(e) => tracing::error!(error = %e, "SIGHUP: keeping the running forward client"),
         }
     }
 
@@ -317,7 +338,7 @@ async fn healthy(client: &reqwest::Client, url: &str) -> bool {
 async fn deliver(
     mut rx: mpsc::Receiver<Payload>,
     g: Arc<GlobalStats>,
-    client: reqwest::Client,
+    shared_client: SharedClient,
     cfg: ForwarderConfig,
 ) {
     let sender = Sender {
@@ -357,6 +378,10 @@ async fn deliver(
         if buffer.is_empty() {
             continue;
         }
+        let client = shared_client
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
         if !g.in_ring.load(Ordering::Relaxed) {
             if !healthy(&client, &g.url).await {
                 continue;

@@ -4,26 +4,35 @@
 //! `max_line` bytes plus one read. A line longer than `max_line` is dropped alone (counted as
 //! `too_long`) and the connection stays open. At most `max_connections` are served at once;
 //! more are accepted and closed immediately. A connection silent for `idle` is closed.
+//!
+//! A `statsd_tcp_tls` listener serves the same protocol after a TLS handshake, which runs in
+//! the connection's task (bounded by [`crate::tls::HANDSHAKE_TIMEOUT`]) so a slow client holds up
+//! no one else; the connection limit counts handshaking connections too. A failed handshake
+//! closes the connection.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::AsyncReadExt;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
 use crate::aggregate::{Aggregator, Ingestor};
 use crate::protocol::{MetricLine, ParseError};
+use crate::tls::{log_handshake_failure, ServerTls};
 
 use super::lines::for_each_line;
 
 /// How long a connection may stay silent during shutdown before it is closed.
 const DRAIN_IDLE: Duration = Duration::from_millis(200);
 
-/// Accepts connections until shutdown; returns when every connection task has finished.
+/// Accepts connections until shutdown; returns when every connection task has finished. With
+/// `tls`, each connection first completes a handshake with the configuration `tls` holds when
+/// it arrives.
 pub async fn serve(
     listener: TcpListener,
+    tls: Option<Arc<ServerTls>>,
     aggregator: Arc<Aggregator>,
     max_line: usize,
     max_connections: usize,
@@ -49,9 +58,23 @@ pub async fn serve(
                     continue;
                 };
                 let ingestor = Ingestor::new(aggregator.clone());
-                let rx = shutdown.clone();
+                let mut rx = shutdown.clone();
+                let tls = tls.clone();
                 tasks.spawn(async move {
-                    connection(stream, peer, ingestor, max_line, idle, rx).await;
+                    match tls {
+                        None => connection(stream, peer, ingestor, max_line, idle, rx).await,
+                        Some(tls) => {
+                            let shaken = tokio::select! {
+                                s = tls.accept(stream) => s,
+                                // Nothing was read yet: nothing to drain.
+                                _ = rx.changed() => return,
+                            };
+                            match shaken {
+                                Ok(s) => connection(s, peer, ingestor, max_line, idle, rx).await,
+                                Err(e) => log_handshake_failure("tcp_tls", peer, &e),
+                            }
+                        }
+                    }
                     drop(permit);
                 });
             }
@@ -62,8 +85,8 @@ pub async fn serve(
     while tasks.join_next().await.is_some() {}
 }
 
-async fn connection(
-    mut stream: TcpStream,
+async fn connection<S: AsyncRead + Unpin>(
+    mut stream: S,
     peer: SocketAddr,
     mut ingestor: Ingestor,
     max_line: usize,
