@@ -5,7 +5,7 @@
 //!
 //! - what goes in: `statsd`, `fixtures`, `transports`;
 //! - what aggregation makes of it: `aggregation`, `limits`, `flood`;
-//! - what goes out: `sinks`, `real_sinks`, `fleet`;
+//! - what goes out: `sinks`, `real_sinks`, `fleet`, `fleet_faults`;
 //! - running meterd: `cli`, `health`, `shutdown`, `hardening`, `threads`.
 
 // The harness: meterd as a child process, a capture server, points, real metric stores.
@@ -34,6 +34,8 @@ mod sinks;
 mod real_sinks;
 // Locals forwarding to globals: exact merges, a dead global, guarded imports.
 mod fleet;
+// Forwarding through a fault-injecting proxy, a killed global, a flapping one: merged exactly once.
+mod fleet_faults;
 
 // Running meterd.
 // The command line: default-config, check-config, `meterd send`, --help; /healthz and /metrics.
