@@ -394,7 +394,7 @@ fn a_killed_global_loses_at_most_its_unflushed_interval_and_never_counts_twice()
 }
 
 /// One local → two globals, one direct and one behind a proxy that flaps every two seconds
-/// between hanging up mid-body or answering late and passing: every series is emitted exactly
+/// between a fault (hanging up mid-body, answering late, cutting the request) and passing: every series is emitted exactly
 /// once in total across both globals, whichever of them took it in each interval.
 #[test]
 fn two_globals_one_flapping_merge_exactly_once() {
@@ -418,6 +418,8 @@ fn two_globals_one_flapping_merge_exactly_once() {
                 Fault::KillMidBody,
                 Fault::Pass,
                 Fault::LateAnswer,
+                Fault::Pass,
+                Fault::CutRequest,
                 Fault::Pass,
             ];
             // At most 10 phases of 2 s; stops early when sending is done.
