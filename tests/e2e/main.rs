@@ -5,7 +5,7 @@
 //!
 //! - what goes in: `statsd`, `fixtures`, `transports`;
 //! - what aggregation makes of it: `aggregation`, `limits`, `flood`;
-//! - what goes out: `sinks`, `real_sinks`, `fleet`, `tls`;
+//! - what goes out: `sinks`, `sink_keys`, `real_sinks`, `fleet`, `fleet_faults`, `tls`;
 //! - running meterd: `cli`, `health`, `shutdown`, `hardening`, `threads`.
 
 // The harness: meterd as a child process, a capture server, points, real metric stores.
@@ -36,6 +36,8 @@ mod sink_keys;
 mod real_sinks;
 // Locals forwarding to globals: exact merges, a dead global, guarded imports.
 mod fleet;
+// Forwarding through a fault-injecting proxy, a killed global, a flapping one: merged exactly once.
+mod fleet_faults;
 // TLS on both ends: HTTPS API, client certificates, mutual TLS forwarding, statsd over TLS,
 // config errors naming the key, certificates re-read on SIGHUP.
 mod tls;

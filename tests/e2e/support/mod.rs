@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 mod capture;
 mod clock;
+mod fault_proxy;
 mod meterd;
 mod points;
 pub mod servers;
@@ -13,6 +14,7 @@ pub mod udp_to_http;
 
 pub use capture::*;
 pub use clock::*;
+pub use fault_proxy::*;
 pub use meterd::*;
 pub use points::*;
 pub use udp_to_http::run_to_exit;
