@@ -287,19 +287,30 @@ impl Drop for Ingestor {
     }
 }
 
-fn sorted_tags(tags: &[&str]) -> Vec<String> {
-    let mut v: Vec<String> = tags.iter().map(|t| (*t).to_owned()).collect();
+/// An event's or service check's tags, sorted and de-duplicated, and its host: the last `host:X`
+/// tag's value (removed from the tags, as DogStatsD does; `host:` alone means an empty host),
+/// else its `h:` section, else the configured `hostname`.
+fn tags_and_host(tags: &[&str], h: Option<&str>, hostname: &str) -> (Vec<String>, String) {
+    let mut host = h.unwrap_or(hostname);
+    let mut v = Vec::with_capacity(tags.len());
+    for t in tags {
+        match t.strip_prefix("host:") {
+            Some(value) => host = value,
+            None => v.push((*t).to_owned()),
+        }
+    }
     v.sort_unstable();
     v.dedup();
-    v
+    (v, host.to_owned())
 }
 
 fn to_event(e: &EventLine<'_>, hostname: &str) -> Event {
+    let (tags, host) = tags_and_host(&e.tags, e.host, hostname);
     Event {
         title: unescape_newlines(e.title),
         text: unescape_newlines(e.text),
-        tags: sorted_tags(&e.tags),
-        host: e.host.unwrap_or(hostname).to_owned(),
+        tags,
+        host,
         timestamp: e.timestamp.unwrap_or_else(unix_secs),
         aggregation_key: e.aggregation_key.unwrap_or("").to_owned(),
         priority: e.priority.as_str(),
@@ -309,11 +320,12 @@ fn to_event(e: &EventLine<'_>, hostname: &str) -> Event {
 }
 
 fn to_service_check(sc: &ServiceCheckLine<'_>, hostname: &str) -> ServiceCheck {
+    let (tags, host) = tags_and_host(&sc.tags, sc.host, hostname);
     ServiceCheck {
         name: sc.name.to_owned(),
         status: sc.status,
-        tags: sorted_tags(&sc.tags),
-        host: sc.host.unwrap_or(hostname).to_owned(),
+        tags,
+        host,
         timestamp: sc.timestamp.unwrap_or_else(unix_secs),
         message: sc
             .message
@@ -339,6 +351,39 @@ mod tests {
         let far = usize::try_from(u64::from(u32::MAX) + 2).unwrap_or(usize::MAX);
         assert_eq!(KeySpan::new(far..far.saturating_add(3)).of(keys), None);
         assert_eq!(KeySpan::new(2..far).of(keys), None);
+    }
+
+    /// DogStatsD's rule for events and service checks: a `host:` tag sets the host over `h:`, the
+    /// last one wins, an empty one means an empty host, and none is kept as a tag.
+    #[test]
+    fn host_tags_set_the_host_of_events_and_checks() {
+        use super::tags_and_host;
+        let own = |v: &[&str]| v.iter().map(|t| (*t).to_owned()).collect::<Vec<_>>();
+        assert_eq!(
+            tags_and_host(&["b", "a", "b"], None, "me"),
+            (own(&["a", "b"]), "me".to_owned())
+        );
+        assert_eq!(
+            tags_and_host(&["env:prod"], Some("h1"), "me"),
+            (own(&["env:prod"]), "h1".to_owned())
+        );
+        assert_eq!(
+            tags_and_host(&["host:t1", "env:prod"], Some("h1"), "me"),
+            (own(&["env:prod"]), "t1".to_owned())
+        );
+        assert_eq!(
+            tags_and_host(&["host:t1", "x", "host:t2"], None, "me"),
+            (own(&["x"]), "t2".to_owned())
+        );
+        assert_eq!(
+            tags_and_host(&["host:", "x"], Some("h1"), "me"),
+            (own(&["x"]), String::new())
+        );
+        // Only the `host:` prefix: `hostname:x` and `host` are ordinary tags.
+        assert_eq!(
+            tags_and_host(&["hostname:x", "host"], None, "me"),
+            (own(&["host", "hostname:x"]), "me".to_owned())
+        );
     }
 
     /// An empty aggregator of `shards` shards with the default limits.

@@ -233,8 +233,8 @@ impl std::fmt::Debug for SeriesKey {
     }
 }
 
-/// Sorts `line`'s tags into the first `host:` value, the magic-tag scope, and the rest
-/// (handed to `rest` in their order).
+/// Sorts `line`'s tags into the `host:` value (the last one, as DogStatsD), the magic-tag
+/// scope, and the rest (handed to `rest` in their order).
 fn split_tags<'a>(
     line: &MetricLine<'a>,
     mut rest: impl FnMut(&'a [u8]),
@@ -243,7 +243,7 @@ fn split_tags<'a>(
     let mut scope = Scope::Default;
     for &t in &line.tags {
         if let Some(h) = t.strip_prefix(b"host:") {
-            host.get_or_insert(h);
+            host = Some(h);
         } else if is_magic(t, b"veneurglobalonly") {
             scope = Scope::GlobalOnly;
         } else if is_magic(t, b"veneurlocalonly") {
@@ -731,6 +731,20 @@ mod tests {
         let p = KeyParts::decode(&k).unwrap();
         assert_eq!(p.host, Some("web-2"));
         assert_eq!(p.tags().collect::<Vec<_>>(), ["env:prod"]);
+    }
+
+    #[test]
+    fn the_last_host_tag_wins_and_none_is_kept() {
+        let k = key(&line(
+            "x",
+            MetricType::Counter,
+            &["host:a", "env:prod", "host:b"],
+        ));
+        let p = KeyParts::decode(&k).unwrap();
+        assert_eq!(p.host, Some("b"));
+        assert_eq!(p.tags().collect::<Vec<_>>(), ["env:prod"]);
+        let k = key(&line("x", MetricType::Counter, &["host:a", "host:"]));
+        assert_eq!(KeyParts::decode(&k).unwrap().host, Some(""));
     }
 
     #[test]
