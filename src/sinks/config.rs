@@ -195,7 +195,8 @@ macro_rules! sink_table {
 
 sink_table! {
     ConsoleConfig => [
-        "name", "format", "timeout", "max_retries", "include", "exclude", "drop_tags", "tags",
+        "name", "format", "self_metrics", "timeout", "max_retries", "include", "exclude",
+        "drop_tags", "tags",
     ];
     HttpConfig => [
         "name", "url", "headers", "compression", "timeout", "max_retries", "batch_max_bytes",

@@ -1,5 +1,7 @@
 //! The `console` sink: each flush on stdout, as an aligned table for people or as one line of
-//! the JSON document of `docs/sinks.md#the-json-document` for scripts.
+//! the JSON document of `docs/sinks.md#the-json-document` for scripts. The table shows the
+//! user's series and one summary line of meterd's own state, unless `self_metrics = "full"`
+//! (`docs/sinks.md#console`).
 //!
 //! The whole flush is encoded into one reused buffer and written with stdout locked, so flushes
 //! never interleave with each other. The write runs on tokio's blocking pool: a stdout nobody
@@ -16,7 +18,7 @@ use tokio::task::JoinHandle;
 use super::config::SinkCommon;
 use super::idempotency::BatchId;
 use super::{Sink, SinkError};
-use crate::point::{unix_secs, FlushBatch};
+use crate::point::{unix_secs, FlushBatch, Point, ServiceCheck};
 
 /// `[[sinks]] type = "console"`.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
@@ -27,6 +29,20 @@ pub struct ConsoleConfig {
     pub common: SinkCommon,
     /// Output format.
     pub format: ConsoleFormat,
+    /// What the table shows of meterd's own points and checks.
+    pub self_metrics: SelfMetrics,
+}
+
+/// What the `table` format shows of meterd's own state: its self-metrics (`meterd.*`), its own
+/// health checks (`service:meterd`) and their `healthcheck.*` gauges.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SelfMetrics {
+    /// One summary line after the user's series.
+    #[default]
+    Summary,
+    /// Every row, like any other series.
+    Full,
 }
 
 /// How the console sink prints a flush.
@@ -43,11 +59,13 @@ pub enum ConsoleFormat {
 /// The validated console settings.
 pub(super) struct ConsoleSettings {
     format: ConsoleFormat,
+    self_metrics: SelfMetrics,
 }
 
 pub(super) fn validate(config: &ConsoleConfig) -> ConsoleSettings {
     ConsoleSettings {
         format: config.format,
+        self_metrics: config.self_metrics,
     }
 }
 
@@ -56,6 +74,7 @@ type WriteTask = JoinHandle<(Vec<u8>, std::io::Result<()>)>;
 /// Writes flushes to stdout.
 pub(super) struct ConsoleSink {
     format: ConsoleFormat,
+    self_metrics: SelfMetrics,
     timeout: Duration,
     /// The reusable encode buffer, when no write holds it.
     spare: Vec<u8>,
@@ -72,6 +91,7 @@ impl ConsoleSink {
     pub(super) fn new(settings: ConsoleSettings, timeout: Duration) -> Self {
         ConsoleSink {
             format: settings.format,
+            self_metrics: settings.self_metrics,
             timeout,
             spare: Vec::new(),
             pending: None,
@@ -87,7 +107,7 @@ impl Sink for ConsoleSink {
         let mut buf = std::mem::take(&mut self.spare);
         buf.clear();
         match self.format {
-            ConsoleFormat::Table => encode_table(&mut buf, batch, unix_secs())?,
+            ConsoleFormat::Table => encode_table(&mut buf, batch, unix_secs(), self.self_metrics)?,
             ConsoleFormat::Json => encode_json(&mut buf, batch)?,
         }
         // An earlier batch's unwritten buffer is simply replaced.
@@ -155,25 +175,58 @@ fn encode_json(out: &mut Vec<u8>, batch: &FlushBatch) -> Result<(), SinkError> {
 }
 
 /// The `table` format. `now` (unix seconds) goes in the header line.
-fn encode_table(out: &mut Vec<u8>, batch: &FlushBatch, now: i64) -> Result<(), SinkError> {
-    write_table(out, batch, now).map_err(io_encode_error)
+fn encode_table(
+    out: &mut Vec<u8>,
+    batch: &FlushBatch,
+    now: i64,
+    self_metrics: SelfMetrics,
+) -> Result<(), SinkError> {
+    write_table(out, batch, now, self_metrics).map_err(io_encode_error)
 }
 
-fn write_table(out: &mut Vec<u8>, batch: &FlushBatch, now: i64) -> std::io::Result<()> {
+/// meterd's own health checks and their results carry this tag.
+const OWN_SERVICE_TAG: &str = "service:meterd";
+
+fn is_own_point(p: &Point) -> bool {
+    p.name.starts_with("meterd.")
+        || (p.name.starts_with("healthcheck.") && p.tags.iter().any(|t| t == OWN_SERVICE_TAG))
+}
+
+fn is_own_check(c: &ServiceCheck) -> bool {
+    c.name.starts_with("meterd.") && c.tags.iter().any(|t| t == OWN_SERVICE_TAG)
+}
+
+fn write_table(
+    out: &mut Vec<u8>,
+    batch: &FlushBatch,
+    now: i64,
+    self_metrics: SelfMetrics,
+) -> std::io::Result<()> {
+    let full = self_metrics == SelfMetrics::Full;
+    let metrics: Vec<&Point> = batch
+        .metrics
+        .iter()
+        .filter(|p| full || !is_own_point(p))
+        .collect();
+    let checks: Vec<&ServiceCheck> = batch
+        .service_checks
+        .iter()
+        .filter(|c| full || !is_own_check(c))
+        .collect();
     write!(out, "flush at ")?;
     write_rfc3339(out, now)?;
     writeln!(
         out,
         " ({now}): {} points, {} service checks, {} events",
-        batch.metrics.len(),
-        batch.service_checks.len(),
+        metrics.len(),
+        checks.len(),
         batch.events.len()
     )?;
 
-    if !batch.metrics.is_empty() {
+    if !metrics.is_empty() {
         let mut value = String::new();
         let mut widths = [4, 4, 5, 4]; // name, kind, value, tags
-        for p in &batch.metrics {
+        for p in &metrics {
             value.clear();
             write_value(&mut value, p.value);
             widths[0] = widths[0].max(p.name.chars().count());
@@ -187,7 +240,7 @@ fn write_table(out: &mut Vec<u8>, batch: &FlushBatch, now: i64) -> std::io::Resu
             "  {:<w_name$}  {:<w_kind$}  {:>w_value$}  {:<w_tags$}  host",
             "name", "kind", "value", "tags"
         )?;
-        for p in &batch.metrics {
+        for p in &metrics {
             value.clear();
             write_value(&mut value, p.value);
             write!(
@@ -202,10 +255,10 @@ fn write_table(out: &mut Vec<u8>, batch: &FlushBatch, now: i64) -> std::io::Resu
         }
     }
 
-    if !batch.service_checks.is_empty() {
+    if !checks.is_empty() {
         writeln!(out, "service checks:")?;
         let mut widths = [4, 6, 4, 4]; // name, status, host, tags
-        for c in &batch.service_checks {
+        for c in &checks {
             widths[0] = widths[0].max(c.name.chars().count());
             widths[1] = widths[1].max(status_word(c.status).len());
             widths[2] = widths[2].max(or_dash(&c.host).chars().count());
@@ -217,7 +270,7 @@ fn write_table(out: &mut Vec<u8>, batch: &FlushBatch, now: i64) -> std::io::Resu
             "  {:<w_name$}  {:<w_status$}  {:<w_host$}  {:<w_tags$}  message",
             "name", "status", "host", "tags"
         )?;
-        for c in &batch.service_checks {
+        for c in &checks {
             write!(
                 out,
                 "  {:<w_name$}  {:<w_status$}  {:<w_host$}  ",
@@ -255,6 +308,60 @@ fn write_table(out: &mut Vec<u8>, batch: &FlushBatch, now: i64) -> std::io::Resu
             out.push(b'\n');
         }
     }
+    if !full {
+        write_summary(out, batch)?;
+    }
+    Ok(())
+}
+
+/// One line of meterd's own state in this flush: lines in, refused and dropped, series, sinks
+/// (and forwarding) by their own checks. Absent figures (a batch without self-metrics) print 0.
+fn write_summary(out: &mut Vec<u8>, batch: &FlushBatch) -> std::io::Result<()> {
+    let sum = |name: &str| -> f64 {
+        batch
+            .metrics
+            .iter()
+            .filter(|p| p.name == name)
+            .map(|p| p.value)
+            .sum()
+    };
+    let dropped = sum("meterd.series.dropped") + sum("meterd.events.dropped");
+    write!(
+        out,
+        "meterd: {} lines in {} packets, {} invalid, {} dropped, {} kernel drops; {} series",
+        sum("meterd.lines.received"),
+        sum("meterd.packets.received"),
+        sum("meterd.lines.invalid"),
+        dropped,
+        sum("meterd.udp.kernel_drops"),
+        sum("meterd.series.active"),
+    )?;
+    let mut ok = 0;
+    let mut failing: Vec<&str> = Vec::new();
+    for c in batch.service_checks.iter().filter(|c| is_own_check(c)) {
+        let Some(sink) = c.name.strip_prefix("meterd.sink.") else {
+            continue;
+        };
+        if c.status == 0 {
+            ok += 1;
+        } else {
+            failing.push(sink);
+        }
+    }
+    if ok + failing.len() > 0 {
+        write!(out, "; sinks: {ok} OK")?;
+        if !failing.is_empty() {
+            write!(out, ", {} failing ({})", failing.len(), failing.join(", "))?;
+        }
+    }
+    if let Some(f) = batch
+        .service_checks
+        .iter()
+        .find(|c| c.name == "meterd.forward" && is_own_check(c))
+    {
+        write!(out, "; forward: {}", status_word(f.status))?;
+    }
+    out.push(b'\n');
     Ok(())
 }
 
@@ -346,10 +453,11 @@ fn write_rfc3339(out: &mut Vec<u8>, unix: i64) -> std::io::Result<()> {
 mod tests {
     use super::*;
     use crate::sinks::testing::sample_batch;
+    use std::sync::Arc;
 
     fn table(batch: &FlushBatch) -> String {
         let mut out = Vec::new();
-        encode_table(&mut out, batch, 1_763_775_000).expect("encodes");
+        encode_table(&mut out, batch, 1_763_775_000, SelfMetrics::Full).expect("encodes");
         String::from_utf8(out).expect("utf-8")
     }
 
@@ -399,6 +507,100 @@ events:
         assert_eq!(text, expected);
     }
 
+    /// `sample_batch` plus what a flush adds of meterd's own: self-metrics, its checks and their
+    /// `healthcheck.*` gauges.
+    fn batch_with_own_state() -> FlushBatch {
+        let mut batch = sample_batch();
+        let own: Arc<[String]> = vec![
+            "check:meterd.ingest".to_owned(),
+            "service:meterd".to_owned(),
+        ]
+        .into();
+        let point = |name: &str, value: f64, tags: &[&str]| Point {
+            name: name.into(),
+            kind: crate::point::PointKind::Counter,
+            value,
+            tags: tags.iter().map(|t| (*t).to_owned()).collect(),
+            host: "web-1".into(),
+            timestamp: 1_763_775_000,
+            interval: 10,
+        };
+        batch.metrics.extend([
+            point("meterd.lines.received", 1200.0, &[]),
+            point("meterd.packets.received", 40.0, &[]),
+            point("meterd.lines.invalid", 2.0, &["reason:bad_value"]),
+            point("meterd.lines.invalid", 1.0, &["reason:bad_type"]),
+            point("meterd.series.dropped", 3.0, &["reason:limit"]),
+            point("meterd.udp.kernel_drops", 0.0, &[]),
+            point("meterd.series.active", 5.0, &["kind:counter"]),
+            point("meterd.series.active", 2.0, &["kind:timer"]),
+            Point {
+                tags: Arc::clone(&own),
+                ..point("healthcheck.lines", 1200.0, &[])
+            },
+            // A user's check reporting a number: theirs, shown.
+            point("healthcheck.queue_depth", 7.0, &["service:api"]),
+        ]);
+        let check = |name: &str, status: u8| ServiceCheck {
+            name: name.into(),
+            status,
+            tags: vec!["service:meterd".into()],
+            host: "web-1".into(),
+            timestamp: 1_763_775_000,
+            message: String::new(),
+        };
+        batch.service_checks.extend([
+            check("meterd.ingest", 0),
+            check("meterd.sink.console", 0),
+            check("meterd.sink.http", 2),
+            check("meterd.forward", 0),
+        ]);
+        batch
+    }
+
+    #[test]
+    fn table_summarises_meterds_own_state_in_one_line() {
+        let mut out = Vec::new();
+        encode_table(
+            &mut out,
+            &batch_with_own_state(),
+            1_763_775_000,
+            SelfMetrics::Summary,
+        )
+        .expect("encodes");
+        let text = String::from_utf8(out).expect("utf-8");
+        let expected = "\
+flush at 2025-11-22T01:30:00Z (1763775000): 3 points, 1 service checks, 1 events
+  name                      kind     value  tags               host
+  api.latency.99percentile  gauge     12.5  env:prod,route:/x  web-1
+  api.requests              counter     25  env:prod,route:/x  web-1
+  healthcheck.queue_depth   counter      7  service:api        web-1
+service checks:
+  name   status    host   tags         message
+  db.up  CRITICAL  web-1  service:api  connection refused
+events:
+  [info/normal] deploy  host=web-1 tags=-: v1.2
+meterd: 1200 lines in 40 packets, 3 invalid, 3 dropped, 0 kernel drops; 7 series; sinks: 1 OK, 1 failing (http); forward: OK
+";
+        assert_eq!(text, expected);
+    }
+
+    #[test]
+    fn table_in_full_shows_every_row() {
+        let batch = batch_with_own_state();
+        let mut out = Vec::new();
+        encode_table(&mut out, &batch, 1_763_775_000, SelfMetrics::Full).expect("encodes");
+        let text = String::from_utf8(out).expect("utf-8");
+        assert!(text.starts_with(&format!(
+            "flush at 2025-11-22T01:30:00Z (1763775000): {} points, {} service checks, 1 events\n",
+            batch.metrics.len(),
+            batch.service_checks.len()
+        )));
+        assert!(text.contains("  meterd.lines.received "), "{text}");
+        assert!(text.contains("  meterd.sink.http "), "{text}");
+        assert!(!text.contains("meterd: "), "{text}");
+    }
+
     #[test]
     fn table_of_an_empty_batch_is_one_line() {
         let text = table(&FlushBatch::default());
@@ -439,6 +641,7 @@ events:
         let mut sink = ConsoleSink::new(
             ConsoleSettings {
                 format: ConsoleFormat::Json,
+                self_metrics: SelfMetrics::Summary,
             },
             Duration::from_secs(1),
         );

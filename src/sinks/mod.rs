@@ -42,7 +42,7 @@ use crate::point::FlushBatch;
 use idempotency::BatchId;
 
 pub use config::{Compression, Secret, SinkCommon, SinkConfig, SinkConfigError};
-pub use console::{ConsoleConfig, ConsoleFormat};
+pub use console::{ConsoleConfig, ConsoleFormat, SelfMetrics};
 pub use datadog::DatadogConfig;
 pub use http::HttpConfig;
 pub use influxdb::InfluxdbConfig;

@@ -353,6 +353,64 @@ format = "json"
         .all(|p| p["tags"] == json!(["a", "b"]) && p["host"] == "console-host"));
 }
 
+/// The default console table shows the user's series and one summary line of meterd's own
+/// state; `self_metrics = "full"` shows meterd's rows too.
+#[test]
+fn console_table_shows_the_users_series_then_one_summary_line() {
+    for (mode, want_own_rows) in [("summary", false), ("full", true)] {
+        let mut m = Meterd::start(&format!(
+            r#"
+hostname = "console-host"
+interval = "1s"
+[ingest]
+statsd_udp = ["127.0.0.1:0"]
+[http]
+listen = "127.0.0.1:0"
+[[sinks]]
+type = "console"
+self_metrics = "{mode}"
+"#
+        ));
+        send_udp(
+            m.addr("udp"),
+            &[b"app.requests:3|c|#route:/pay\napp.latency:12|ms"],
+        );
+        m.wait_lines(2);
+        // The flush that holds the user's counter: its block runs to the next "flush at".
+        let block = wait_for("a table with the user's counter", || {
+            let out = m.stdout();
+            out.split("flush at ")
+                .find(|b| b.contains("  app.requests "))
+                .map(str::to_owned)
+        });
+        let status = m.terminate();
+        assert!(status.success(), "exit {status}:\n{}", m.log());
+        assert!(block.contains("  app.latency.count "), "{mode}: {block}");
+        let own_rows = block
+            .lines()
+            .filter(|l| l.starts_with("  meterd.") || l.starts_with("  healthcheck."))
+            .count();
+        let summary: Vec<&str> = block
+            .lines()
+            .filter(|l| l.starts_with("meterd: "))
+            .collect();
+        if want_own_rows {
+            assert!(own_rows > 10, "{mode}: {block}");
+            assert!(summary.is_empty(), "{mode}: {block}");
+        } else {
+            assert_eq!(own_rows, 0, "{mode}: {block}");
+            assert_eq!(summary.len(), 1, "{mode}: {block}");
+            let line = summary[0];
+            assert!(
+                line.starts_with("meterd: 2 lines in 1 packets, 0 invalid, 0 dropped, 0 kernel drops; 2 series; sinks: 1 OK"),
+                "{line}"
+            );
+            // The user's rows come first, the summary last.
+            assert_eq!(block.trim_end().lines().last(), Some(line), "{block}");
+        }
+    }
+}
+
 fn flatten(docs: &[Value]) -> Vec<Value> {
     docs.iter()
         .flat_map(|d| d["metrics"].as_array().cloned().unwrap_or_default())
