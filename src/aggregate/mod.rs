@@ -463,11 +463,15 @@ impl Aggregator {
     /// Hands each shard the HDR arrays its last interval's series left (emptied by the flush),
     /// replacing those it was handed last time and did not use. So the spares never outnumber
     /// the HDR series of one interval. `spares[i]` belongs to shard `i`.
-    pub fn recycle(&self, spares: Vec<Vec<SpareHdr>>) {
-        for (m, spare) in self.shards.iter().zip(spares) {
-            let unused = std::mem::replace(&mut lock(m).spare_hdr, spare);
-            drop(unused); // outside the lock
-        }
+    ///
+    /// Returns the replaced, unused arrays: a reader allocated them, so the caller frees them
+    /// where the rest of the interval's memory is freed ([`crate::release`]).
+    pub fn recycle(&self, spares: Vec<Vec<SpareHdr>>) -> Vec<Vec<SpareHdr>> {
+        self.shards
+            .iter()
+            .zip(spares)
+            .map(|(m, spare)| std::mem::replace(&mut lock(m).spare_hdr, spare))
+            .collect()
     }
 
     /// Spare HDR arrays waiting in the shards.
