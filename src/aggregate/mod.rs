@@ -148,7 +148,7 @@ struct Shard {
     table: HashTable<Series>,
     /// Last value of each gauge by key hash, for `+N` across intervals, with the flush number
     /// of its last update. Hash collisions (64-bit) are ignored: ~5e-8 at 1M gauges.
-    gauge_last: HashMap<u64, (f64, u64), IdentityHash>,
+    gauge_last: hashbrown::HashMap<u64, (f64, u64), IdentityHash>,
     /// Emptied HDR arrays of the last interval, for series outgrowing their raw samples
     /// ([`Aggregator::recycle`]).
     spare_hdr: Vec<SpareHdr>,
@@ -223,7 +223,7 @@ impl Aggregator {
             .map(|_| {
                 Mutex::new(Shard {
                     table: HashTable::new(),
-                    gauge_last: HashMap::default(),
+                    gauge_last: hashbrown::HashMap::default(),
                     spare_hdr: Vec::new(),
                     deferred: Deferred::default(),
                 })
@@ -309,6 +309,26 @@ impl Aggregator {
     /// Series currently held (all shards).
     pub fn series_count(&self) -> usize {
         self.series.load(Ordering::Relaxed)
+    }
+
+    /// Gauges whose last value is remembered for `+N` (all shards): every gauge series updated
+    /// within the last `gauge_memory_flushes` flushes, plus up to 15 flushes' worth that expired
+    /// since the last pruning (every 16th flush).
+    pub fn remembered_gauges(&self) -> usize {
+        self.gauge_memory().0
+    }
+
+    /// [`Aggregator::remembered_gauges`], and the bytes the tables holding them have allocated:
+    /// a power-of-two number of buckets, each an entry and a control byte, at most 7/8 of them
+    /// full, so about 30 to 60 bytes per gauge at the peak each table has grown to, up to twice
+    /// that in a table that has just doubled (tables do not shrink; expired gauges' slots are
+    /// reused).
+    pub fn gauge_memory(&self) -> (usize, usize) {
+        self.shards.iter().fold((0, 0), |(n, bytes), m| {
+            let shard = lock(m);
+            let table = shard.gauge_last.allocation_size();
+            (n + shard.gauge_last.len(), bytes + table)
+        })
     }
 
     /// Queues an event for the next flush; refused (and counted) beyond `max_events`.
@@ -797,6 +817,32 @@ mod tests {
             feed(&a, ["g:+5|g"]);
             assert_eq!(numbers(&a), want, "memory {memory}");
         }
+    }
+
+    /// Churning gauges (new names every flush, the old ones never seen again) are remembered
+    /// for `gauge_memory_flushes` flushes: the count levels off at that many flushes' worth (up
+    /// to 15 more between prunings) instead of growing with every name ever seen.
+    #[test]
+    fn remembered_gauges_level_off_under_churn() {
+        let (memory, per_flush) = (32_usize, 7);
+        let a = with(4, Limits::default(), DOG, memory as u64);
+        let mut counts = Vec::new();
+        for flush in 0..600 {
+            feed(&a, (0..per_flush).map(|i| format!("g{flush}_{i}:1|g")));
+            a.swap();
+            counts.push(a.remembered_gauges());
+        }
+        // Pruned at every 16th flush to the last `memory + 1` flushes' gauges, then growing by
+        // one flush's worth per flush until the next pruning.
+        let (floor, cap) = (per_flush * (memory + 1), per_flush * (memory + 16));
+        let tail = counts.get(64..).unwrap_or_default();
+        assert_eq!(tail.iter().min(), Some(&floor), "{counts:?}");
+        assert_eq!(counts.iter().max(), Some(&cap), "{counts:?}");
+        // The tables are sized by that peak (each a power of two of buckets, an entry and a
+        // control byte each), not by the 4,200 gauges seen in all.
+        let (_, bytes) = a.gauge_memory();
+        let entry = std::mem::size_of::<(u64, (f64, u64))>() + 1;
+        assert!(bytes >= cap * entry && bytes <= 4 * cap * entry, "{bytes}");
     }
 
     #[test]

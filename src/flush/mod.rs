@@ -440,6 +440,14 @@ impl Flusher {
     pub async fn flush(&mut self, timestamp: i64) {
         let started = Instant::now();
         let snapshot = self.aggregator.swap();
+        let (gauges, gauge_bytes) = self.aggregator.gauge_memory();
+        let t = &self.telemetry;
+        t.gauges_remembered
+            .store(u64::try_from(gauges).unwrap_or(u64::MAX), Ordering::Relaxed);
+        t.gauges_remembered_bytes.store(
+            u64::try_from(gauge_bytes).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
         let renderer = self.renderer.clone();
         let rendered =
             tokio::task::spawn_blocking(move || renderer.render(snapshot, timestamp)).await;
