@@ -504,9 +504,17 @@ impl Aggregator {
     ///
     /// Each shard is locked once, for the time it takes to swap its table and remember its
     /// gauges' last values; rendering happens on the caller's side, outside every lock.
+    ///
+    /// A shard remembers at most its share of `max_series` gauges' last values: beyond it, a
+    /// gauge not remembered yet is not (its next `+N` adds to 0) until older ones expire.
     pub fn swap(&self) -> Snapshot {
         let flush = self.flushes.fetch_add(1, Ordering::Relaxed) + 1;
         let memory = self.config.gauge_memory_flushes;
+        let remember = self
+            .limits
+            .max_series
+            .load(Ordering::Relaxed)
+            .div_ceil(self.shards.len());
         let mut tables = Vec::with_capacity(self.shards.len());
         for m in self.shards.iter() {
             let mut shard = lock(m);
@@ -514,7 +522,11 @@ impl Aggregator {
             let table = std::mem::replace(&mut shard.table, HashTable::with_capacity(capacity));
             for s in table.iter() {
                 if let State::Gauge(v) = s.state {
-                    shard.gauge_last.insert(s.hash, (v, flush));
+                    if let Some(last) = shard.gauge_last.get_mut(&s.hash) {
+                        *last = (v, flush);
+                    } else if shard.gauge_last.len() < remember {
+                        shard.gauge_last.insert(s.hash, (v, flush));
+                    }
                 }
             }
             if flush % 16 == 0 {
@@ -817,6 +829,20 @@ mod tests {
             feed(&a, ["g:+5|g"]);
             assert_eq!(numbers(&a), want, "memory {memory}");
         }
+    }
+
+    /// At most `max_series` gauges are remembered (each shard its share): a gauge beyond it
+    /// starts from 0 for `+N`, while those remembered keep their last value.
+    #[test]
+    fn remembered_gauges_are_capped_at_max_series() {
+        let a = with(1, limits(3, 0, 10), DOG, 360);
+        feed(&a, ["a:1|g", "b:2|g", "c:3|g"]);
+        a.swap();
+        feed(&a, ["d:4|g"]);
+        a.swap();
+        assert_eq!(a.remembered_gauges(), 3);
+        feed(&a, ["a:+10|g", "d:+10|g"]);
+        assert_eq!(numbers(&a), "a|Gauge|=11 d|Gauge|=10");
     }
 
     /// Churning gauges (new names every flush, the old ones never seen again) are remembered
