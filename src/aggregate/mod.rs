@@ -831,6 +831,44 @@ mod tests {
         }
     }
 
+    /// The gauge memory under the soak's churn (`benches/soak.sh`: 20,000 new series every 30 s,
+    /// a fifth of them gauges, 2 s flushes; 4 shards as under `taskset` on one CPU), minute by
+    /// minute for 80 minutes: it grows for an hour, then levels off. Prints the curve
+    /// (`cargo test --release --lib gauge_memory_at_soak_churn -- --ignored --nocapture`).
+    #[test]
+    #[ignore = "prints a curve; run by hand"]
+    fn gauge_memory_at_soak_churn() {
+        let a = with(4, Limits::default(), DOG, 3600 / 2);
+        let mut ing = Ingestor::new(a.clone());
+        let mut peak = 0;
+        for flush in 0..(80 * 30) {
+            let segment = flush / 15;
+            let first = flush % 15 == 0;
+            // Every segment's 4,000 gauges are updated in each of its flushes.
+            for g in 0..4000 {
+                if first || g % 15 == flush % 15 {
+                    ing.ingest_line(format!("soak{segment:04}.g.m{g}:1|g").as_bytes());
+                }
+            }
+            ing.commit();
+            a.swap();
+            let (n, bytes) = a.gauge_memory();
+            peak = peak.max(bytes);
+            if flush % 30 == 29 {
+                println!(
+                    "minute {:2}: {n:7} gauges, {:6.2} MiB",
+                    flush / 30 + 1,
+                    bytes as f64 / 1048576.0
+                );
+            }
+        }
+        let (n, bytes) = a.gauge_memory();
+        assert!(
+            n <= 4000 * (120 + 2) && bytes == peak,
+            "{n} gauges, {bytes} bytes, peak {peak}"
+        );
+    }
+
     /// At most `max_series` gauges are remembered (each shard its share): a gauge beyond it
     /// starts from 0 for `+N`, while those remembered keep their last value.
     #[test]
