@@ -26,8 +26,11 @@
 # flush latency: per flush, the end of the interval to the capture sink holding the whole document
 # (swap, render, encode, POST), and meterd's own meterd.flush.duration_ms, as p50/p90/p99/max.
 # Verdicts: no loss, exact, the capture sink lost nothing, the flaky sink was exercised, memory
-# flat (the second half's slope, kept up for an hour, adds at most 10 % of its mean RSS; full runs
-# only), every flush arrived within one interval; the exit status is 1 when one fails.
+# flat (the second half's slope of RSS less the gauge memory, kept up for an hour, adds at most
+# 10 % of its mean RSS; full runs only) with the gauge memory — last values kept an hour for `+N`,
+# which grows for the first hour under the churning gauge names, reported by meterd as
+# meterd_gauges_remembered_bytes — within its documented bytes per gauge, every flush arrived
+# within one interval; the exit status is 1 when one fails.
 #
 # meterd runs on CPU 1; meterd-load and the sinks on CPU 0 (taskset; both on 0 with one CPU).
 # Only 127.0.0.1, ports chosen by the kernel (port 0, read back from meterd's log). Everything is

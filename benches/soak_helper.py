@@ -9,6 +9,11 @@ import argparse, glob, json, math, os, re, sys, time, urllib.request
 from bench_common import CLK, loadavg, proc, say, threads, udp_stat
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
+# Bytes per remembered gauge at most (README, "memory budget": 30-60, up to twice that just
+# after a table doubles).
+GAUGE_BYTES = 120
+# Share of meterd-load's series that are gauges, per preset (its type weights).
+GAUGE_SHARE = {"dogstatsd": 2 / 10, "plain": 2 / 10}
 
 
 def alive(pid):
@@ -118,6 +123,8 @@ def cmd_sample(a):
                 m = metrics(url)
                 rec["lines"] = m.get("meterd_lines_received_total")
                 rec["kernel_drops"] = m.get("meterd_udp_kernel_drops_total")
+                rec["gauges"] = m.get("meterd_gauges_remembered")
+                rec["gauge_kb"] = (m.get("meterd_gauges_remembered_bytes") or 0) / 1024
             except OSError:
                 pass
             out.write(json.dumps(rec) + "\n")
@@ -261,18 +268,40 @@ def cmd_report(a):
     slope_all, slope_after, slope_half = fit(pts), fit(after), fit(half)
     rss = [y for _, y in pts]
     hwm = max((s["hwm_kb"] for s in samples), default=0)
+    # The gauge memory (last values kept an hour for +N; meterd_gauges_remembered_bytes) grows
+    # for an hour under churning gauge names, then levels off: it is judged against its
+    # documented bound (GAUGE_BYTES per remembered gauge), and the rest of RSS must be flat.
+    gkb = [s.get("gauge_kb") for s in samples]
+    has_gauges = bool(samples) and all(g is not None for g in gkb)
+    gpts = [((s["t"] - t0) / 60, s["gauge_kb"]) for s in samples] if has_gauges else []
+    rest = [((s["t"] - t0) / 60, s["rss_kb"] - s["gauge_kb"]) for s in samples] if has_gauges else pts
+    rest_half = [(x, y) for x, y in rest if x >= rest[-1][0] / 2] if rest else []
+    slope_rest = fit(rest_half)
+    slope_gauges = fit([(x, y) for x, y in gpts if x >= gpts[-1][0] / 2]) if gpts else None
+    gauges_last = samples[-1].get("gauges") or 0 if samples else 0
+    gauges_peak = max((s.get("gauges") or 0 for s in samples), default=0)
+    gauge_kb_last = gpts[-1][1] if gpts else 0.0
+    gauge_ok = not has_gauges or gauge_kb_last * 1024 <= GAUGE_BYTES * max(gauges_peak, 1) + 64 * 1024
     mem_ok = None
-    # Flat = the second half's slope, kept up for an hour, adds at most 10 % of that half's mean
-    # RSS (or 2 MiB); a falling RSS (memory returned after an early peak) is not growth. The second half, not the whole run: buffers sized by the largest flush and
-    # the allocator settle during the first minutes, and a leak shows as a slope that persists.
-    if slope_half is not None and slope_after is not None:
+    # Flat = the second half's slope (of RSS less the gauge memory), kept up for an hour, adds
+    # at most 10 % of that half's mean RSS (or 2 MiB); a falling RSS (memory returned after an
+    # early peak) is not growth. The second half, not the whole run: buffers sized by the
+    # largest flush and the allocator settle during the first minutes, and a leak shows as a
+    # slope that persists.
+    if slope_half is not None and slope_after is not None and slope_rest is not None:
         mean = sum(y for _, y in half) / len(half)
-        per_hour = slope_half * 60
-        mem_ok = per_hour <= max(0.10 * mean, 2048)
+        per_hour = slope_rest * 60
+        mem_ok = per_hour <= max(0.10 * mean, 2048) and gauge_ok
         mem_text = (f"memory: RSS {mib(rss[0])} first, {mib(rss[-1])} last, {mib(max(rss))} peak (VmHWM {mib(hwm)});"
                     f" slope {slope_all:+,.0f} KiB/min over the run, {slope_after:+,.0f} KiB/min after the first"
-                    f" {warm:.0f} s, {slope_half:+,.0f} KiB/min over the second half ({per_hour / 1024:+.1f} MiB per hour,"
-                    f" {'within' if mem_ok else 'beyond'} +10 % of its mean {mib(mean)})")
+                    f" {warm:.0f} s, {slope_half:+,.0f} KiB/min over the second half")
+        if has_gauges:
+            mem_text += (f"; of which the gauge memory {slope_gauges:+,.0f} KiB/min ({n(gauges_last)} gauges remembered"
+                         f" in {mib(gauge_kb_last)}, {gauge_kb_last * 1024 / max(gauges_last, 1):.0f} B each,"
+                         f" {'within' if gauge_ok else 'beyond'} the documented {GAUGE_BYTES} B per gauge at its peak"
+                         f" of {n(gauges_peak)}), the rest {slope_rest:+,.0f} KiB/min")
+        mem_text += (f" ({per_hour / 1024:+.1f} MiB per hour, {'within' if per_hour <= max(0.10 * mean, 2048) else 'beyond'}"
+                     f" +10 % of the mean RSS {mib(mean)})")
     else:
         mem_text = f"memory: {len(samples)} samples, too few for a slope"
     if smoke:
@@ -365,6 +394,13 @@ def cmd_report(a):
         L.append(f"| RSS slope (least squares), {len(pts)} samples every {meta['rss_every']} s |"
                  f" {slope_all:+,.0f} KiB/min over the run; {slope_after:+,.0f} KiB/min after the first {warm:.0f} s;"
                  f" **{slope_half:+,.0f} KiB/min** over the second half |")
+    if has_gauges and slope_rest is not None:
+        per_hour_g = float(meta["series"]) * GAUGE_SHARE.get(meta["workload"], 0) * 3600 / float(meta["segment"])
+        L.append(f"| gauge memory (`meterd_gauges_remembered_bytes`: last values kept an hour for `+N`) |"
+                 f" {n(gauges_last)} gauges in {mib(gauge_kb_last)} at the end; second-half slope {slope_gauges:+,.0f} KiB/min;"
+                 f" at this churn (~{n(per_hour_g)} new gauge series an hour) it levels off after an hour at"
+                 f" ≤ {per_hour_g * GAUGE_BYTES / 2**20:.0f} MiB ({GAUGE_BYTES} B per gauge) |")
+        L.append(f"| RSS less the gauge memory, slope over the second half | **{slope_rest:+,.0f} KiB/min** |")
     L.append(f"| flush latency: end of interval → document received by `capture` ({len(latency)} flushes) |"
              f" p50 {ms(pct(latency, .5))}, p90 {ms(pct(latency, .9))}, p99 {ms(pct(latency, .99))}, max {ms(max(latency, default=None))} |")
     L.append(f"| `meterd.flush.duration_ms` (swap, render, hand-off; {len(own_ms)} flushes) |"
@@ -395,14 +431,14 @@ def cmd_report(a):
     for s in samples[1:]:
         if s["t"] - t0 + 1e-6 >= nxt or s is samples[-1]:
             w = window(prev, s)
-            rows.append(f"| {s['t'] - t0:.0f} s | {mib(s['rss_kb'])} | {n(w['lines'] / w['dt'] if w['dt'] > 0 else 0)} |"
+            rows.append(f"| {s['t'] - t0:.0f} s | {mib(s['rss_kb'])} | {mib(s.get('gauge_kb') or 0)} | {n(w['lines'] / w['dt'] if w['dt'] > 0 else 0)} |"
                         f" {n(w['drops'])} | {w['other'] / w['dt'] * 100 if w['dt'] > 0 else 0:.0f} % |"
                         f" {share([w], 'reader_wait', 'reader_all') * 100:.0f} % | {s['loadavg'][0]} |")
             prev, nxt = s, nxt + step
     if rows:
-        L.append(f"\n| time | RSS | lines/s received | kernel drops (datagrams) | other work on meterd's CPU |"
+        L.append(f"\n| time | RSS | of which gauge memory | lines/s received | kernel drops (datagrams) | other work on meterd's CPU |"
                  f" UDP reader waiting for a CPU | load (1 min) |")
-        L.append("| --- | --- | --- | --- | --- | --- | --- |")
+        L.append("| --- | --- | --- | --- | --- | --- | --- | --- |")
         L.extend(rows)
         with_d = [w for w in wins if w["drops"] > 0]
         without = [w for w in wins if w["drops"] == 0]

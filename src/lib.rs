@@ -13,7 +13,8 @@
 //! Beside the flow: [`health`] (health-check results, from `_sc` lines, the API and imports),
 //! [`telemetry`] (meterd's own metrics), [`api`] (the HTTP API and status page), [`config`]
 //! (TOML → validated [`config::Runtime`]), [`server`] (wiring and shutdown order). Shared leaves:
-//! [`point`] (the flushed data model and the clock), [`sys`] (libc calls), [`units`]
+//! [`point`] (the flushed data model and the clock), [`sys`] (libc calls), [`release`] (the
+//! thread that frees each flush's leftovers at the readers' priority), [`units`]
 //! (durations), [`instance`] (this process's random id), [`tls`] (PEM files → rustls configs,
 //! the reloadable holder listeners read, the HTTPS listener; imports nothing of ours).
 //! Clients: [`send`] (`meterd send`), [`checks_cli`] (`meterd checks`); [`shutdown`] is the
@@ -31,6 +32,7 @@ pub mod ingest;
 pub mod instance;
 pub mod point;
 pub mod protocol;
+pub mod release;
 pub mod send;
 pub mod server;
 pub mod shutdown;

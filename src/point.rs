@@ -10,6 +10,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
+use crate::release::Releaser;
+
 /// Whether a point is a per-interval count or a sampled level.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -110,25 +112,22 @@ pub struct FlushBatch {
 /// shares and the last one to finish drops. glibc keeps that memory in its arenas, so without
 /// this the process stayed near twice what its tables hold until the next flush
 /// (`benches/memory.sh`). The interval's batch arms this (so test and filtered batches do not),
-/// and its drop runs `malloc_trim` on a blocking thread.
+/// and its drop asks the releaser for a `malloc_trim` ([`Releaser::trim`]: on a thread at the
+/// readers' priority, as `malloc_trim` holds each arena's lock while it works).
 #[derive(Debug, Default)]
-pub struct ReleaseOnDrop(bool);
+pub struct ReleaseOnDrop(Option<Releaser>);
 
 impl ReleaseOnDrop {
-    /// A guard that releases memory when dropped.
-    pub fn armed() -> ReleaseOnDrop {
-        ReleaseOnDrop(true)
+    /// A guard that has `releaser` return free memory when dropped.
+    pub fn armed(releaser: Releaser) -> ReleaseOnDrop {
+        ReleaseOnDrop(Some(releaser))
     }
 }
 
 impl Drop for ReleaseOnDrop {
     fn drop(&mut self) {
-        if !self.0 {
-            return;
-        }
-        match tokio::runtime::Handle::try_current() {
-            Ok(rt) => drop(rt.spawn_blocking(crate::sys::release_free_memory)),
-            Err(_) => crate::sys::release_free_memory(),
+        if let Some(releaser) = &self.0 {
+            releaser.trim();
         }
     }
 }
@@ -136,7 +135,7 @@ impl Drop for ReleaseOnDrop {
 /// A copy releases nothing: only the interval's own batch does.
 impl Clone for ReleaseOnDrop {
     fn clone(&self) -> ReleaseOnDrop {
-        ReleaseOnDrop(false)
+        ReleaseOnDrop(None)
     }
 }
 

@@ -36,9 +36,12 @@ pub enum ServerError {
     /// The sinks' configuration was refused.
     #[error("sinks: {0}")]
     Sinks(String),
-    /// A thread could not be started.
+    /// A reader thread could not be started.
     #[error("cannot start a reader thread: {0}")]
     Thread(std::io::Error),
+    /// The releaser thread ([`crate::release`]) could not be started.
+    #[error("cannot start the releaser thread: {0}")]
+    Releaser(std::io::Error),
 }
 
 fn bind_err(
@@ -157,7 +160,10 @@ pub async fn run(rt: Runtime, shutdown: impl Future<Output = ()>) -> Result<(), 
         SinkSet::start(&cfg.sinks, interval).map_err(|e| ServerError::Sinks(e.to_string()))?,
     );
 
-    // Readers.
+    // The releaser and the readers, started from this thread, so at its priority (the
+    // runtime's own threads run lower).
+    let (releaser, _releaser_thread) =
+        crate::release::Releaser::start().map_err(ServerError::Releaser)?;
     let mut threads = Vec::new();
     for (i, (socket, label)) in datagram_sockets.into_iter().enumerate() {
         let ingestor = Ingestor::new(aggregator.clone());
@@ -236,7 +242,8 @@ pub async fn run(rt: Runtime, shutdown: impl Future<Output = ()>) -> Result<(), 
         health,
         forwarder,
         telemetry.clone(),
-    );
+    )
+    .with_releaser(releaser);
     tokio::pin!(shutdown);
     let mut running = rt.clone();
     let mut retired: Vec<tokio::task::JoinHandle<()>> = Vec::new();

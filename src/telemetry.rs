@@ -38,6 +38,11 @@ pub struct Telemetry {
     pub lines_last_interval: AtomicU64,
     /// Unix seconds of the last flush.
     pub last_flush_unix: AtomicU64,
+    /// Gauges whose last value is kept for `+N`, and the bytes of the tables holding them
+    /// ([`crate::aggregate::Aggregator::gauge_memory`]), as of the last flush.
+    pub gauges_remembered: AtomicU64,
+    /// See `gauges_remembered`.
+    pub gauges_remembered_bytes: AtomicU64,
     /// When meterd started.
     pub started: Instant,
 }
@@ -56,6 +61,8 @@ impl Telemetry {
             health_dropped: AtomicU64::new(0),
             lines_last_interval: AtomicU64::new(0),
             last_flush_unix: AtomicU64::new(0),
+            gauges_remembered: AtomicU64::new(0),
+            gauges_remembered_bytes: AtomicU64::new(0),
             started: Instant::now(),
         }
     }
@@ -233,6 +240,22 @@ impl Telemetry {
             "meterd_uptime_seconds {}",
             self.started.elapsed().as_secs()
         );
+        for (name, help, v) in [
+            (
+                "meterd_gauges_remembered",
+                "gauges whose last value is kept for +N (updated within the last hour)",
+                &self.gauges_remembered,
+            ),
+            (
+                "meterd_gauges_remembered_bytes",
+                "bytes of the tables holding those last values",
+                &self.gauges_remembered_bytes,
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} gauge");
+            let _ = writeln!(out, "{name} {}", load(v));
+        }
         out
     }
 }

@@ -148,7 +148,7 @@ struct Shard {
     table: HashTable<Series>,
     /// Last value of each gauge by key hash, for `+N` across intervals, with the flush number
     /// of its last update. Hash collisions (64-bit) are ignored: ~5e-8 at 1M gauges.
-    gauge_last: HashMap<u64, (f64, u64), IdentityHash>,
+    gauge_last: hashbrown::HashMap<u64, (f64, u64), IdentityHash>,
     /// Emptied HDR arrays of the last interval, for series outgrowing their raw samples
     /// ([`Aggregator::recycle`]).
     spare_hdr: Vec<SpareHdr>,
@@ -223,7 +223,7 @@ impl Aggregator {
             .map(|_| {
                 Mutex::new(Shard {
                     table: HashTable::new(),
-                    gauge_last: HashMap::default(),
+                    gauge_last: hashbrown::HashMap::default(),
                     spare_hdr: Vec::new(),
                     deferred: Deferred::default(),
                 })
@@ -309,6 +309,26 @@ impl Aggregator {
     /// Series currently held (all shards).
     pub fn series_count(&self) -> usize {
         self.series.load(Ordering::Relaxed)
+    }
+
+    /// Gauges whose last value is remembered for `+N` (all shards): every gauge series updated
+    /// within the last `gauge_memory_flushes` flushes, plus up to 15 flushes' worth that expired
+    /// since the last pruning (every 16th flush).
+    pub fn remembered_gauges(&self) -> usize {
+        self.gauge_memory().0
+    }
+
+    /// [`Aggregator::remembered_gauges`], and the bytes the tables holding them have allocated:
+    /// a power-of-two number of buckets, each an entry and a control byte, at most 7/8 of them
+    /// full, so about 30 to 60 bytes per gauge at the peak each table has grown to, up to twice
+    /// that in a table that has just doubled (tables do not shrink; expired gauges' slots are
+    /// reused).
+    pub fn gauge_memory(&self) -> (usize, usize) {
+        self.shards.iter().fold((0, 0), |(n, bytes), m| {
+            let shard = lock(m);
+            let table = shard.gauge_last.allocation_size();
+            (n + shard.gauge_last.len(), bytes + table)
+        })
     }
 
     /// Queues an event for the next flush; refused (and counted) beyond `max_events`.
@@ -463,11 +483,15 @@ impl Aggregator {
     /// Hands each shard the HDR arrays its last interval's series left (emptied by the flush),
     /// replacing those it was handed last time and did not use. So the spares never outnumber
     /// the HDR series of one interval. `spares[i]` belongs to shard `i`.
-    pub fn recycle(&self, spares: Vec<Vec<SpareHdr>>) {
-        for (m, spare) in self.shards.iter().zip(spares) {
-            let unused = std::mem::replace(&mut lock(m).spare_hdr, spare);
-            drop(unused); // outside the lock
-        }
+    ///
+    /// Returns the replaced, unused arrays: a reader allocated them, so the caller frees them
+    /// where the rest of the interval's memory is freed ([`crate::release`]).
+    pub fn recycle(&self, spares: Vec<Vec<SpareHdr>>) -> Vec<Vec<SpareHdr>> {
+        self.shards
+            .iter()
+            .zip(spares)
+            .map(|(m, spare)| std::mem::replace(&mut lock(m).spare_hdr, spare))
+            .collect()
     }
 
     /// Spare HDR arrays waiting in the shards.
@@ -480,9 +504,17 @@ impl Aggregator {
     ///
     /// Each shard is locked once, for the time it takes to swap its table and remember its
     /// gauges' last values; rendering happens on the caller's side, outside every lock.
+    ///
+    /// A shard remembers at most its share of `max_series` gauges' last values: beyond it, a
+    /// gauge not remembered yet is not (its next `+N` adds to 0) until older ones expire.
     pub fn swap(&self) -> Snapshot {
         let flush = self.flushes.fetch_add(1, Ordering::Relaxed) + 1;
         let memory = self.config.gauge_memory_flushes;
+        let remember = self
+            .limits
+            .max_series
+            .load(Ordering::Relaxed)
+            .div_ceil(self.shards.len());
         let mut tables = Vec::with_capacity(self.shards.len());
         for m in self.shards.iter() {
             let mut shard = lock(m);
@@ -490,7 +522,11 @@ impl Aggregator {
             let table = std::mem::replace(&mut shard.table, HashTable::with_capacity(capacity));
             for s in table.iter() {
                 if let State::Gauge(v) = s.state {
-                    shard.gauge_last.insert(s.hash, (v, flush));
+                    if let Some(last) = shard.gauge_last.get_mut(&s.hash) {
+                        *last = (v, flush);
+                    } else if shard.gauge_last.len() < remember {
+                        shard.gauge_last.insert(s.hash, (v, flush));
+                    }
                 }
             }
             if flush % 16 == 0 {
@@ -793,6 +829,84 @@ mod tests {
             feed(&a, ["g:+5|g"]);
             assert_eq!(numbers(&a), want, "memory {memory}");
         }
+    }
+
+    /// The gauge memory under the soak's churn (`benches/soak.sh`: 20,000 new series every 30 s,
+    /// a fifth of them gauges, 2 s flushes; 4 shards as under `taskset` on one CPU), minute by
+    /// minute for 80 minutes: it grows for an hour, then levels off. Prints the curve
+    /// (`cargo test --release --lib gauge_memory_at_soak_churn -- --ignored --nocapture`).
+    #[test]
+    #[ignore = "prints a curve; run by hand"]
+    fn gauge_memory_at_soak_churn() {
+        let a = with(4, Limits::default(), DOG, 3600 / 2);
+        let mut ing = Ingestor::new(a.clone());
+        let mut peak = 0;
+        for flush in 0..(80 * 30) {
+            let segment = flush / 15;
+            let first = flush % 15 == 0;
+            // Every segment's 4,000 gauges are updated in each of its flushes.
+            for g in 0..4000 {
+                if first || g % 15 == flush % 15 {
+                    ing.ingest_line(format!("soak{segment:04}.g.m{g}:1|g").as_bytes());
+                }
+            }
+            ing.commit();
+            a.swap();
+            let (n, bytes) = a.gauge_memory();
+            peak = peak.max(bytes);
+            if flush % 30 == 29 {
+                println!(
+                    "minute {:2}: {n:7} gauges, {:6.2} MiB",
+                    flush / 30 + 1,
+                    bytes as f64 / 1048576.0
+                );
+            }
+        }
+        let (n, bytes) = a.gauge_memory();
+        assert!(
+            n <= 4000 * (120 + 2) && bytes == peak,
+            "{n} gauges, {bytes} bytes, peak {peak}"
+        );
+    }
+
+    /// At most `max_series` gauges are remembered (each shard its share): a gauge beyond it
+    /// starts from 0 for `+N`, while those remembered keep their last value.
+    #[test]
+    fn remembered_gauges_are_capped_at_max_series() {
+        let a = with(1, limits(3, 0, 10), DOG, 360);
+        feed(&a, ["a:1|g", "b:2|g", "c:3|g"]);
+        a.swap();
+        feed(&a, ["d:4|g"]);
+        a.swap();
+        assert_eq!(a.remembered_gauges(), 3);
+        feed(&a, ["a:+10|g", "d:+10|g"]);
+        assert_eq!(numbers(&a), "a|Gauge|=11 d|Gauge|=10");
+    }
+
+    /// Churning gauges (new names every flush, the old ones never seen again) are remembered
+    /// for `gauge_memory_flushes` flushes: the count levels off at that many flushes' worth (up
+    /// to 15 more between prunings) instead of growing with every name ever seen.
+    #[test]
+    fn remembered_gauges_level_off_under_churn() {
+        let (memory, per_flush) = (32_usize, 7);
+        let a = with(4, Limits::default(), DOG, memory as u64);
+        let mut counts = Vec::new();
+        for flush in 0..600 {
+            feed(&a, (0..per_flush).map(|i| format!("g{flush}_{i}:1|g")));
+            a.swap();
+            counts.push(a.remembered_gauges());
+        }
+        // Pruned at every 16th flush to the last `memory + 1` flushes' gauges, then growing by
+        // one flush's worth per flush until the next pruning.
+        let (floor, cap) = (per_flush * (memory + 1), per_flush * (memory + 16));
+        let tail = counts.get(64..).unwrap_or_default();
+        assert_eq!(tail.iter().min(), Some(&floor), "{counts:?}");
+        assert_eq!(counts.iter().max(), Some(&cap), "{counts:?}");
+        // The tables are sized by that peak (each a power of two of buckets, an entry and a
+        // control byte each), not by the 4,200 gauges seen in all.
+        let (_, bytes) = a.gauge_memory();
+        let entry = std::mem::size_of::<(u64, (f64, u64))>() + 1;
+        assert!(bytes >= cap * entry && bytes <= 4 * cap * entry, "{bytes}");
     }
 
     #[test]

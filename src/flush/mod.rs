@@ -7,14 +7,17 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use hashbrown::HashTable;
+
 use crate::aggregate::histogram::SpareHdr;
 use crate::aggregate::key::{KeyParts, Scope};
-use crate::aggregate::{Aggregator, Snapshot, State};
+use crate::aggregate::{Aggregator, Series, Snapshot, State};
 use crate::forward::client::Forwarder;
 use crate::forward::proto::SeriesState;
 use crate::health::{self, HealthResult, HealthStore, Origin, Service};
 use crate::point::{unix_now, FlushBatch, Point, PointKind, ReleaseOnDrop};
 use crate::protocol::MetricType;
+use crate::release::Releaser;
 use crate::sinks::SinkSet;
 use crate::telemetry::Telemetry;
 use naming::{aggregate_suffix, percentile_suffix, Aggregate};
@@ -59,6 +62,9 @@ pub struct Rendered {
     pub forward: Vec<(u64, SeriesState)>,
     /// Emptied HDR arrays per shard, for [`Aggregator::recycle`].
     pub spares: Vec<Vec<SpareHdr>>,
+    /// The snapshot's tables, rendered: the readers allocated their series, so the server
+    /// frees them on the releaser thread ([`crate::release`]), not on the rendering thread.
+    pub spent: Vec<HashTable<Series>>,
 }
 
 /// Counts from one render, for self-metrics.
@@ -101,9 +107,12 @@ impl Renderer {
         let mut metrics = Vec::with_capacity(snapshot.series() * 2);
         let mut forward = Vec::new();
         let mut spares = Vec::with_capacity(snapshot.tables.len());
-        for table in snapshot.tables {
+        let mut spent = Vec::with_capacity(snapshot.tables.len());
+        // Series are rendered in place and the tables handed back whole: nothing a reader
+        // allocated is freed on this thread.
+        for mut table in snapshot.tables {
             let mut spare = Vec::new();
-            for series in table {
+            for series in table.iter_mut() {
                 let Some(parts) = KeyParts::decode(&series.key) else {
                     continue;
                 };
@@ -111,24 +120,25 @@ impl Renderer {
                     *n += 1;
                 }
                 let (emit, forwarded) = self.decide(parts.kind, parts.scope);
-                let state = self.render_series(
+                self.render_series(
                     &parts,
-                    series.state,
+                    &mut series.state,
                     emit,
                     timestamp,
                     &mut metrics,
                     &mut stats,
                 );
                 if forwarded {
-                    if let Some(s) = crate::forward::encode_series(&series.key, &state) {
+                    if let Some(s) = crate::forward::encode_series(&series.key, &series.state) {
                         forward.push((series.hash, s));
                     }
                 }
-                if let State::Histogram(h) = state {
-                    spare.extend(h.into_spare());
+                if let State::Histogram(h) = &mut series.state {
+                    spare.extend(h.take_spare());
                 }
             }
             spares.push(spare);
+            spent.push(table);
         }
         let batch = FlushBatch {
             metrics,
@@ -141,6 +151,7 @@ impl Renderer {
             stats,
             forward,
             spares,
+            spent,
         }
     }
 
@@ -194,18 +205,18 @@ impl Renderer {
         Arc::from(tags)
     }
 
-    /// Pushes the points `emit` asks for and hands the state back (for forwarding).
+    /// Pushes the points `emit` asks for (percentiles settle a histogram state in place).
     fn render_series(
         &self,
         parts: &KeyParts<'_>,
-        mut state: State,
+        state: &mut State,
         emit: Emit,
         flush_ts: i64,
         out: &mut Vec<Point>,
         stats: &mut RenderStats,
-    ) -> State {
+    ) {
         if emit == Emit::Nothing {
-            return state;
+            return;
         }
         let tags = self.tags_of(parts);
         let host = match parts.host {
@@ -232,7 +243,7 @@ impl Renderer {
                 interval: self.interval,
             });
         };
-        match &mut state {
+        match state {
             State::Counter(v) => push(parts.name.to_owned(), PointKind::Counter, *v),
             State::Gauge(v) => push(parts.name.to_owned(), PointKind::Gauge, *v),
             State::Set(s) => push(parts.name.to_owned(), PointKind::Gauge, s.estimate() as f64),
@@ -263,7 +274,6 @@ impl Renderer {
                 }
             }
         }
-        state
     }
 }
 
@@ -306,6 +316,9 @@ pub struct Flusher {
     pub forwarder: Option<Forwarder>,
     /// meterd's own counters, rendered into each flush.
     pub telemetry: Arc<Telemetry>,
+    /// Frees each flush's leftovers and returns free heap to the kernel ([`Releaser::inline`]
+    /// unless [`Flusher::with_releaser`] gave it the server's thread).
+    pub releaser: Releaser,
     previous: std::collections::HashMap<(&'static str, String), u64>,
     last_kernel_drops: u64,
     last_packets: u64,
@@ -332,11 +345,19 @@ impl Flusher {
             health,
             forwarder,
             telemetry,
+            releaser: Releaser::inline(),
             previous: std::collections::HashMap::new(),
             last_kernel_drops,
             last_packets: 0,
             last_lines: 0,
         }
+    }
+
+    /// Frees each flush's leftovers on `releaser`'s thread (the server's, at the readers'
+    /// priority) instead of the calling thread.
+    pub fn with_releaser(mut self, releaser: Releaser) -> Flusher {
+        self.releaser = releaser;
+        self
     }
 
     /// meterd's own checks (`docs/health.md#meterds-own-checks`): `meterd.ingest` and one
@@ -419,6 +440,14 @@ impl Flusher {
     pub async fn flush(&mut self, timestamp: i64) {
         let started = Instant::now();
         let snapshot = self.aggregator.swap();
+        let (gauges, gauge_bytes) = self.aggregator.gauge_memory();
+        let t = &self.telemetry;
+        t.gauges_remembered
+            .store(u64::try_from(gauges).unwrap_or(u64::MAX), Ordering::Relaxed);
+        t.gauges_remembered_bytes.store(
+            u64::try_from(gauge_bytes).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
         let renderer = self.renderer.clone();
         let rendered =
             tokio::task::spawn_blocking(move || renderer.render(snapshot, timestamp)).await;
@@ -427,6 +456,7 @@ impl Flusher {
             stats,
             forward,
             spares,
+            spent,
         } = match rendered {
             Ok(r) => r,
             Err(e) => {
@@ -434,7 +464,9 @@ impl Flusher {
                 return;
             }
         };
-        self.aggregator.recycle(spares);
+        self.releaser.drop_later(spent);
+        let unused = self.aggregator.recycle(spares);
+        self.releaser.drop_later(unused);
         let t = self.telemetry.clone();
         for (counter, n) in t.series_active.iter().zip(stats.series_by_kind) {
             counter.store(n, Ordering::Relaxed);
@@ -474,7 +506,7 @@ impl Flusher {
         ));
         self.renderer.add_global_tags(&mut batch, own_from);
         let points = batch.metrics.len();
-        batch.release = ReleaseOnDrop::armed();
+        batch.release = ReleaseOnDrop::armed(self.releaser.clone());
         self.sinks.submit(Arc::new(batch));
         let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         t.flush_duration_ms.store(ms, Ordering::Relaxed);

@@ -1,5 +1,5 @@
-//! Thread priorities: the datagram readers run at a better nice value than the runtime threads
-//! that flush, render and encode.
+//! Thread priorities: the datagram readers (and the releaser, which frees what they allocated)
+//! run at a better nice value than the runtime threads that flush, render and encode.
 
 use crate::support::udp_to_http::config;
 use crate::support::*;
@@ -56,5 +56,13 @@ fn datagram_readers_outrank_flush_and_sink_threads() {
             "{name} runs at nice {nice}, readers at {reader_nice}: {nices:?}"
         );
     }
+    // The releaser frees what readers allocated and trims their arenas: at their priority, so a
+    // reader waiting for its arena's lock waits for work that gets the core.
+    let release: Vec<_> = nices
+        .iter()
+        .filter(|(n, _)| n == "meterd-release")
+        .collect();
+    assert_eq!(release.len(), 1, "one releaser thread: {nices:?}");
+    assert_eq!(release[0].1, reader_nice, "{nices:?}");
     assert!(m.terminate().success());
 }

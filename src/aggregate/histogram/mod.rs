@@ -139,8 +139,18 @@ impl HistogramState {
     }
 
     /// The state's HDR arrays, emptied, for reuse; `None` while it is raw.
-    pub fn into_spare(self) -> Option<SpareHdr> {
-        let Repr::Hdr(hdr) = self.repr else {
+    pub fn into_spare(mut self) -> Option<SpareHdr> {
+        self.take_spare()
+    }
+
+    /// Takes the state's HDR arrays out, emptied, for reuse (`None` while it is raw), leaving
+    /// the state raw and empty. Whatever else the state holds stays in it, to be freed by
+    /// whoever drops the state (the flush leaves that to [`crate::release`]).
+    pub fn take_spare(&mut self) -> Option<SpareHdr> {
+        if !matches!(self.repr, Repr::Hdr(_)) {
+            return None;
+        }
+        let Repr::Hdr(hdr) = std::mem::replace(&mut self.repr, Repr::Raw(Raw::empty())) else {
             return None;
         };
         let mut arrays = hdr.arrays;

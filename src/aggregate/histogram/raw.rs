@@ -83,6 +83,14 @@ impl Raw {
         }
     }
 
+    /// No samples, and no allocation.
+    pub(super) fn empty() -> Raw {
+        Raw {
+            values: Vec::new(),
+            weights: Weights::Uniform(1.0),
+        }
+    }
+
     pub(super) fn len(&self) -> usize {
         self.values.len()
     }
