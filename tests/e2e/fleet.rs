@@ -12,53 +12,6 @@ use serde_json::Value;
 
 use crate::support::*;
 
-fn global_config(sink: &str, listen: &str) -> String {
-    format!(
-        r#"
-hostname = "global"
-interval = "1h"
-percentiles = [0.5, 0.99]
-[ingest]
-statsd_udp = ["127.0.0.1:0"]
-[http]
-listen = "{listen}"
-import_token = "s3cret"
-[[sinks]]
-type = "http"
-url = "{sink}/global"
-"#
-    )
-}
-
-fn local_config(
-    name: &str,
-    sink: &str,
-    globals: &[String],
-    interval: &str,
-    buffer: usize,
-) -> String {
-    let addrs: Vec<String> = globals.iter().map(|g| format!("\"{g}\"")).collect();
-    format!(
-        r#"
-hostname = "{name}"
-interval = "{interval}"
-percentiles = [0.5, 0.99]
-[ingest]
-statsd_udp = ["127.0.0.1:0"]
-[http]
-listen = "127.0.0.1:0"
-[forward]
-addresses = [{}]
-buffer_intervals = {buffer}
-token = "s3cret"
-[[sinks]]
-type = "http"
-url = "{sink}/local"
-"#,
-        addrs.join(", ")
-    )
-}
-
 fn client(m: &Meterd) -> StatsdClient {
     let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
     let sink = BufferedUdpMetricSink::from(m.addr("udp"), socket).unwrap();
@@ -83,8 +36,8 @@ fn two_locals_two_globals_merge_exactly() {
     avoid_boundary(Duration::from_secs(3600), Duration::from_secs(30));
     let global_sink = CaptureServer::start(Behaviour::Ok);
     let local_sink = CaptureServer::start(Behaviour::Ok);
-    let mut g1 = Meterd::start(&global_config(&global_sink.url(), "127.0.0.1:0"));
-    let mut g2 = Meterd::start(&global_config(&global_sink.url(), "127.0.0.1:0"));
+    let mut g1 = Meterd::start(&global_config(&global_sink.url(), "127.0.0.1:0", "1h"));
+    let mut g2 = Meterd::start(&global_config(&global_sink.url(), "127.0.0.1:0", "1h"));
     let globals = vec![
         format!("http://{}", g1.addr("http")),
         format!("http://{}", g2.addr("http")),
@@ -238,9 +191,7 @@ fn two_locals_two_globals_merge_exactly() {
 fn a_dead_global_costs_counted_drops_and_forwarding_resumes() {
     let global_sink = CaptureServer::start(Behaviour::Ok);
     let local_sink = CaptureServer::start(Behaviour::Ok);
-    let g = Meterd::start(
-        &global_config(&global_sink.url(), "127.0.0.1:0").replace("\"1h\"", "\"1s\""),
-    );
+    let g = Meterd::start(&global_config(&global_sink.url(), "127.0.0.1:0", "1s"));
     let gaddr = g.addr("http");
     let globals = vec![format!("http://{gaddr}")];
     let l = Meterd::start(&local_config(
@@ -295,9 +246,7 @@ fn a_dead_global_costs_counted_drops_and_forwarding_resumes() {
     );
 
     // Restart the global on the same address: the local rejoins and forwarding resumes.
-    let g2 = Meterd::start(
-        &global_config(&global_sink.url(), &gaddr.to_string()).replace("\"1h\"", "\"1s\""),
-    );
+    let g2 = Meterd::start(&global_config(&global_sink.url(), &gaddr.to_string(), "1s"));
     wait_for("forwarding resumes", || {
         send_some(2);
         std::thread::sleep(Duration::from_millis(200));
@@ -320,7 +269,7 @@ fn a_dead_global_costs_counted_drops_and_forwarding_resumes() {
 #[test]
 fn imports_are_guarded_and_validated() {
     let sink = CaptureServer::start(Behaviour::Ok);
-    let g = Meterd::start(&global_config(&sink.url(), "127.0.0.1:0").replace(
+    let g = Meterd::start(&global_config(&sink.url(), "127.0.0.1:0", "1h").replace(
         "import_token = \"s3cret\"",
         "import_token = \"s3cret\"\nmax_body_bytes = 1024",
     ));

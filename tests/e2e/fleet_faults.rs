@@ -16,45 +16,6 @@ use serde_json::Value;
 
 use crate::support::*;
 
-fn global_config(sink: &str, listen: &str) -> String {
-    format!(
-        r#"
-hostname = "global"
-interval = "1s"
-[ingest]
-statsd_udp = ["127.0.0.1:0"]
-[http]
-listen = "{listen}"
-import_token = "s3cret"
-[[sinks]]
-type = "http"
-url = "{sink}/global"
-"#
-    )
-}
-
-fn local_config(sink: &str, globals: &[String], buffer: usize) -> String {
-    let addrs: Vec<String> = globals.iter().map(|g| format!("\"{g}\"")).collect();
-    format!(
-        r#"
-hostname = "local-1"
-interval = "1s"
-[ingest]
-statsd_udp = ["127.0.0.1:0"]
-[http]
-listen = "127.0.0.1:0"
-[forward]
-addresses = [{}]
-buffer_intervals = {buffer}
-token = "s3cret"
-[[sinks]]
-type = "http"
-url = "{sink}/local"
-"#,
-        addrs.join(", ")
-    )
-}
-
 /// Sleeps into the next wall-clock second, `offset_ms` past its start (at most ~2 s).
 fn next_second(offset_ms: u64) {
     let now = SystemTime::now()
@@ -239,13 +200,15 @@ fn forward_series(m: &Meterd, metric: &str, global: &str) -> f64 {
 fn a_fault_mix_is_merged_exactly_once() {
     let global_sink = CaptureServer::start(Behaviour::Ok);
     let local_sink = CaptureServer::start(Behaviour::Ok);
-    let g = Meterd::start(&global_config(&global_sink.url(), "127.0.0.1:0"));
+    let g = Meterd::start(&global_config(&global_sink.url(), "127.0.0.1:0", "1s"));
     // Pass 50 %, late answer 25 %, cut request 15 %, kill mid-body 10 %. Seed 58 draws
     // L P L K P L C C P C C P C L P C … (every fault within the first eight requests).
     let proxy = FaultProxy::start(g.addr("http"), Schedule::mix(58, [50, 25, 15, 10]));
     let l = Meterd::start(&local_config(
+        "local-1",
         &local_sink.url(),
         std::slice::from_ref(&proxy.url()),
+        "1s",
         20,
     ));
     let udp = l.addr("udp");
@@ -304,13 +267,15 @@ fn a_fault_mix_is_merged_exactly_once() {
 fn a_killed_global_loses_at_most_its_unflushed_interval_and_never_counts_twice() {
     let global_sink = CaptureServer::start(Behaviour::Ok);
     let local_sink = CaptureServer::start(Behaviour::Ok);
-    let config = global_config(&global_sink.url(), "127.0.0.1:0");
+    let config = global_config(&global_sink.url(), "127.0.0.1:0", "1s");
     let g = Meterd::start(&config);
     let gaddr = g.addr("http");
     let proxy = FaultProxy::start(gaddr, Schedule::Always(Fault::Pass));
     let l = Meterd::start(&local_config(
+        "local-1",
         &local_sink.url(),
         std::slice::from_ref(&proxy.url()),
+        "1s",
         20,
     ));
     let udp = l.addr("udp");
@@ -335,7 +300,7 @@ fn a_killed_global_loses_at_most_its_unflushed_interval_and_never_counts_twice()
         traffic.send_tick(udp);
     }
     let down_for = killed_at.elapsed();
-    let g2 = Meterd::start(&global_config(&global_sink.url(), &gaddr.to_string()));
+    let g2 = Meterd::start(&global_config(&global_sink.url(), &gaddr.to_string(), "1s"));
     for _ in 0..4 {
         next_second(250);
         traffic.send_tick(udp);
@@ -401,12 +366,14 @@ fn two_globals_one_flapping_merge_exactly_once() {
     let sink1 = CaptureServer::start(Behaviour::Ok);
     let sink2 = CaptureServer::start(Behaviour::Ok);
     let local_sink = CaptureServer::start(Behaviour::Ok);
-    let g1 = Meterd::start(&global_config(&sink1.url(), "127.0.0.1:0"));
-    let g2 = Meterd::start(&global_config(&sink2.url(), "127.0.0.1:0"));
+    let g1 = Meterd::start(&global_config(&sink1.url(), "127.0.0.1:0", "1s"));
+    let g2 = Meterd::start(&global_config(&sink2.url(), "127.0.0.1:0", "1s"));
     let proxy = FaultProxy::start(g2.addr("http"), Schedule::Always(Fault::Pass));
     let l = Meterd::start(&local_config(
+        "local-1",
         &local_sink.url(),
         &[format!("http://{}", g1.addr("http")), proxy.url()],
+        "1s",
         20,
     ));
     let udp = l.addr("udp");

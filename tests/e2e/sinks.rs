@@ -294,19 +294,7 @@ listen = "127.0.0.1:0"
 
 #[test]
 fn console_sink_json_writes_one_object_per_flush() {
-    let mut m = Meterd::start(
-        r#"
-hostname = "console-host"
-interval = "1s"
-[ingest]
-statsd_udp = ["127.0.0.1:0"]
-[http]
-listen = "127.0.0.1:0"
-[[sinks]]
-type = "console"
-format = "json"
-"#,
-    );
+    let mut m = Meterd::start(&console_config("format = \"json\""));
     let parse = |m: &Meterd| -> Vec<Value> {
         m.stdout()
             .lines()
@@ -358,19 +346,7 @@ format = "json"
 #[test]
 fn console_table_shows_the_users_series_then_one_summary_line() {
     for (mode, want_own_rows) in [("summary", false), ("full", true)] {
-        let mut m = Meterd::start(&format!(
-            r#"
-hostname = "console-host"
-interval = "1s"
-[ingest]
-statsd_udp = ["127.0.0.1:0"]
-[http]
-listen = "127.0.0.1:0"
-[[sinks]]
-type = "console"
-self_metrics = "{mode}"
-"#
-        ));
+        let mut m = Meterd::start(&console_config(&format!("self_metrics = \"{mode}\"")));
         send_udp(
             m.addr("udp"),
             &[b"app.requests:3|c|#route:/pay\napp.latency:12|ms"],
@@ -409,6 +385,23 @@ self_metrics = "{mode}"
             assert_eq!(block.trim_end().lines().last(), Some(line), "{block}");
         }
     }
+}
+
+/// meterd on loopback with one console sink taking `keys`, flushing every second.
+fn console_config(keys: &str) -> String {
+    format!(
+        r#"
+hostname = "console-host"
+interval = "1s"
+[ingest]
+statsd_udp = ["127.0.0.1:0"]
+[http]
+listen = "127.0.0.1:0"
+[[sinks]]
+type = "console"
+{keys}
+"#
+    )
 }
 
 fn flatten(docs: &[Value]) -> Vec<Value> {
