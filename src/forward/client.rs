@@ -256,15 +256,16 @@ struct Sender {
 fn encode_parts(p: Payload, sender: &Sender) -> Vec<Part> {
     let Payload {
         interval,
-        mut series,
+        series,
         health_results,
     } = p;
     let parts = series.len().div_ceil(MAX_PART_SERIES).max(1);
     let mut out = Vec::with_capacity(parts);
     let mut health_results = Some(health_results);
+    // Taken from the front without shifting what is left (`drain(..n)` would, once per part).
+    let mut series = series.into_iter();
     for part in 0..parts {
-        let take = series.len().min(MAX_PART_SERIES);
-        let chunk: Vec<SeriesState> = series.drain(..take).collect();
+        let chunk: Vec<SeriesState> = series.by_ref().take(MAX_PART_SERIES).collect();
         let batch = ForwardBatch {
             version: VERSION,
             source: sender.source.clone(),
@@ -432,6 +433,53 @@ async fn deliver(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A large interval goes as numbered parts of at most `MAX_PART_SERIES` series, in order,
+    /// each naming this process, the interval and the part count; health results in part 0.
+    #[test]
+    fn an_interval_is_split_into_identified_parts() {
+        use prost::Message as _;
+        use std::io::Read as _;
+        let series: Vec<SeriesState> = (0..2 * MAX_PART_SERIES + 1)
+            .map(|i| SeriesState {
+                name: format!("s{i}"),
+                ..SeriesState::default()
+            })
+            .collect();
+        let payload = Payload {
+            interval: 7,
+            series,
+            health_results: vec!["{}".to_owned()],
+        };
+        let sender = Sender {
+            source: "local-1".to_owned(),
+            window: 3,
+            interval_ms: 10_000,
+        };
+        let parts = encode_parts(payload, &sender);
+        let mut names = Vec::new();
+        for (i, p) in parts.iter().enumerate() {
+            let mut raw = Vec::new();
+            flate2::read::GzDecoder::new(&p.body[..])
+                .read_to_end(&mut raw)
+                .expect("gzip");
+            let b = ForwardBatch::decode(&raw[..]).expect("a forward batch");
+            assert_eq!((p.interval, b.interval), (7, 7));
+            assert_eq!((b.part, b.parts), (i as u32, 3));
+            assert_eq!((b.window, b.interval_ms), (3, 10_000));
+            assert_eq!(b.sender, instance_id());
+            assert_eq!(b.source, "local-1");
+            assert_eq!(b.health_results.len(), usize::from(i == 0));
+            assert_eq!(p.series, b.series.len() as u64);
+            names.extend(b.series.into_iter().map(|s| s.name));
+        }
+        let sizes: Vec<u64> = parts.iter().map(|p| p.series).collect();
+        assert_eq!(sizes, [MAX_PART_SERIES as u64, MAX_PART_SERIES as u64, 1]);
+        let want: Vec<String> = (0..2 * MAX_PART_SERIES + 1)
+            .map(|i| format!("s{i}"))
+            .collect();
+        assert_eq!(names, want, "every series once, in order");
+    }
 
     #[test]
     fn adding_a_global_moves_about_one_in_n() {
