@@ -27,7 +27,7 @@ usage: benches/throughput.sh [--smoke] [--out FILE] [options]
   --smoke              seconds-long check for CI (meterd exact, peers only if installed)
   --out FILE           append the results (markdown) to FILE
   --peers LIST         meterd,collectd,statsd (default all three)
-  --workloads LIST     plain,dogstatsd (default both; collectd runs plain only)
+  --workloads LIST     plain,dogstatsd,mixed (default all three; collectd runs plain only)
   --rcvbuf BYTES       socket receive buffer of every peer (default 8388608)
   --run-secs N         length of each measured run (default 11: spans a 10 s flush)
   --steps N            bisection steps of the held-rate search (default 6)
@@ -46,7 +46,7 @@ EOF
 SMOKE=0
 OUT=""
 PEERS="meterd,collectd,statsd"
-WORKLOADS="plain,dogstatsd"
+WORKLOADS="plain,dogstatsd,mixed"
 RCVBUF=8388608
 RUN_SECS=11
 STEPS=6
@@ -215,7 +215,8 @@ has_collectd() { command -v collectd >/dev/null 2>&1 && [[ -e /usr/lib/collectd/
 
 # ---------------------------------------------------------------------------------------------
 if [[ $SMOKE == 1 ]]; then
-  # meterd: plain at 20k lines/s for 2 s and dogstatsd for 1 s; nothing may be lost, and the
+  # meterd: plain at 20k lines/s for 2 s, dogstatsd and mixed (its own prefix: its names would
+  # be plain's) for 1 s each; nothing may be lost, and the
   # flushed counter sums and timer counts must equal the totals series by series.
   log "smoke: meterd on 127.0.0.1:$PORT"
   start_meterd "$WORK/meterd-flush.jsonl"
@@ -225,11 +226,16 @@ if [[ $SMOKE == 1 ]]; then
   # shellcheck disable=SC2046
   "${BENCH[@]}" run $(peer_args meterd) --workload dogstatsd --phase smoke-dogstatsd --target 20000 -- \
     --rate 20000 --duration 1 --series 20000 >"$WORK/smoke-dogstatsd.json"
+  # shellcheck disable=SC2046
+  "${BENCH[@]}" run $(peer_args meterd) --workload mixed --phase smoke-mixed --target 20000 -- \
+    --rate 20000 --duration 1 --prefix mixed >"$WORK/smoke-mixed.json"
   stop_pid "$PEER_PID"
   fail=0
-  "${BENCH[@]}" smoke-meterd "$WORK/smoke-plain.json" "$WORK/smoke-dogstatsd.json" || fail=1
+  "${BENCH[@]}" smoke-meterd "$WORK/smoke-plain.json" "$WORK/smoke-dogstatsd.json" \
+    "$WORK/smoke-mixed.json" || fail=1
   if "${BENCH[@]}" exact --flush "$WORK/meterd-flush.jsonl" \
     "$WORK/totals-meterd-plain-smoke-plain.json" "$WORK/totals-meterd-dogstatsd-smoke-dogstatsd.json" \
+    "$WORK/totals-meterd-mixed-smoke-mixed.json" \
     >"$WORK/exact.json"; then
     log "smoke: meterd flushed exactly what was sent: $(cat "$WORK/exact.json")"
   else
@@ -295,7 +301,7 @@ sysctl -q -w net.core.rmem_default="$RCVBUF" net.core.rmem_max="$RCVBUF" >/dev/n
 declare -A RB EXACT
 for w in ${WORKLOADS//,/ }; do
   case $w in
-    plain) warm=20000 ;;
+    plain | mixed) warm=20000 ;;
     dogstatsd) warm=200000 ;;
     *) echo "throughput.sh: unknown workload $w" >&2; exit 2 ;;
   esac

@@ -293,6 +293,8 @@ def cmd_exact(a):
         for k, v in t["timers"].items():
             want_t[k] = want_t.get(k, 0.0) + v["count"]
         want_g.update(t["gauges"])
+    # Each run's names start with its --prefix ("load" unless given).
+    prefixes = {k.split(".", 1)[0] for k in (*want_c, *want_t, *want_g)} or {"load"}
     got_c, got_t, got_g = {}, {}, set()
     docs = 0
     for row in open(a.flush):
@@ -303,7 +305,7 @@ def cmd_exact(a):
         for m in json.loads(row).get("metrics", []):
             name = m["name"]
             parts = name.split(".")
-            if parts[0] != "load" or len(parts) < 3:
+            if parts[0] not in prefixes or len(parts) < 3:
                 continue
             tags = sorted(m.get("tags") or [])
             key = lambda base: base + ("|#" + ",".join(tags) if tags else "")

@@ -58,6 +58,9 @@ enum Workload {
     /// DogStatsD: 3 tags, sample rates 1/0.5/0.25, histograms and distributions, 25 lines per
     /// datagram, 100k series.
     Dogstatsd,
+    /// Plain statsd with every type: 10k series, 40 % counters, 15 % gauges and timers, 10 %
+    /// histograms, sets and distributions, a tenth of the sampled series at `@0.5`, values 0–999.
+    Mixed,
 }
 
 /// Sends a deterministic mix of statsd/DogStatsD lines over UDP and writes exact totals.
@@ -79,7 +82,7 @@ struct Cli {
     /// 64 bytes). Different prefixes give disjoint series.
     #[arg(long, default_value = workload::DEFAULT_PREFIX, value_name = "PREFIX")]
     prefix: String,
-    /// Distinct series (name + type + tags) [plain 10000, dogstatsd 100000].
+    /// Distinct series (name + type + tags) [plain, mixed 10000; dogstatsd 100000].
     #[arg(long, value_name = "N")]
     series: Option<u32>,
     /// Most lines per datagram, 0 = as many as fit in --datagram-bytes [plain 0, dogstatsd 25].
@@ -89,14 +92,14 @@ struct Cli {
     #[arg(long, value_name = "BYTES")]
     datagram_bytes: Option<usize>,
     /// Type mix as TYPE[:WEIGHT],… with types c, g, s, ms, h, d [plain c:5,ms:3,g:2; dogstatsd
-    /// c:3,g:2,ms:1,h:2,d:2].
+    /// c:3,g:2,ms:1,h:2,d:2; mixed c:8,g:3,ms:3,h:2,s:2,d:2].
     #[arg(long, value_name = "MIX")]
     types: Option<String>,
     /// Tags per line, 0..=16 (each takes 4 values) [plain 0, dogstatsd 3].
     #[arg(long, value_name = "N")]
     tags: Option<u32>,
     /// Sample rates in (0, 1], comma-separated, spread over the series of sampled types (c, ms,
-    /// h, d) [plain 1; dogstatsd 1,0.5,0.25].
+    /// h, d) [plain 1; dogstatsd 1,0.5,0.25; mixed 1 (nine times),0.5].
     #[arg(long, value_name = "RATE[,RATE…]")]
     sample_rate: Option<String>,
     /// Values with one decimal (gauges, timers, histograms, distributions) [dogstatsd only].
@@ -180,6 +183,7 @@ fn spec_of(cli: &Cli) -> Result<Spec> {
     let mut spec = match cli.workload {
         Workload::Plain => Spec::plain(),
         Workload::Dogstatsd => Spec::dogstatsd(),
+        Workload::Mixed => Spec::mixed(),
     };
     spec.prefix.clone_from(&cli.prefix);
     if let Some(n) = cli.series {

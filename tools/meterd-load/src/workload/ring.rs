@@ -95,12 +95,13 @@ fn write_line(spec: &Spec, i: u32, width: usize, rng: &mut Rng, out: &mut Vec<u8
         | MetricType::Distribution => {
             // Gauges from 0, timers from 1: collectd leaves 0 ms samples out of its counts.
             let low = u64::from(kind != MetricType::Gauge);
+            let limit = spec.value_limit.max(low + 1);
             if spec.decimals {
-                let tenths = low * 10 + rng.below(10_000 - low * 10);
+                let tenths = low * 10 + rng.below(limit * 10 - low * 10);
                 let _ = write!(out, "{}.{}", tenths / 10, tenths % 10);
                 tenths as f64 / 10.0
             } else {
-                let v = low + rng.below(10_000 - low);
+                let v = low + rng.below(limit - low);
                 let _ = write!(out, "{v}");
                 v as f64
             }

@@ -26,6 +26,8 @@ pub struct Spec {
     /// Values with one decimal (`37.5`) instead of integers, for gauges, timers, histograms and
     /// distributions.
     pub decimals: bool,
+    /// Gauge, timer, histogram and distribution values are below this (counters add 1–3).
+    pub value_limit: u64,
     /// Largest datagram payload.
     pub datagram_bytes: usize,
     /// Most lines per datagram; 0 = as many as fit in `datagram_bytes`.
@@ -47,6 +49,33 @@ impl Spec {
             tags: 0,
             sample_rates: vec![1.0],
             decimals: false,
+            value_limit: 10_000,
+            datagram_bytes: 1432,
+            lines_per_datagram: 0,
+        }
+    }
+
+    /// The mix real plain-statsd traffic has: 10k series of every type (counters 40 %, gauges
+    /// 15 %, timers 15 %, histograms, sets and distributions 10 % each), a tenth of the sampled
+    /// types' series at `@0.5`, integer values 0–999, no tags, as many lines as fit in 1432 bytes.
+    pub fn mixed() -> Spec {
+        let mut rates = vec![1.0; 9];
+        rates.push(0.5);
+        Spec {
+            prefix: DEFAULT_PREFIX.to_owned(),
+            series: 10_000,
+            types: vec![
+                (MetricType::Counter, 8),
+                (MetricType::Gauge, 3),
+                (MetricType::Timer, 3),
+                (MetricType::Histogram, 2),
+                (MetricType::Set, 2),
+                (MetricType::Distribution, 2),
+            ],
+            tags: 0,
+            sample_rates: rates,
+            decimals: false,
+            value_limit: 1_000,
             datagram_bytes: 1432,
             lines_per_datagram: 0,
         }
@@ -68,6 +97,7 @@ impl Spec {
             tags: 3,
             sample_rates: vec![1.0, 0.5, 0.25],
             decimals: true,
+            value_limit: 10_000,
             datagram_bytes: 1432,
             lines_per_datagram: 25,
         }

@@ -209,6 +209,56 @@ fn kinds_follow_the_weights() {
 }
 
 #[test]
+fn mixed_preset_has_the_issue_shares() {
+    let spec = Spec::mixed();
+    let ring = build_ring(&spec, 1, 1024).expect("ring");
+    let mut lines = [0u64; 6];
+    let (mut sampleable, mut sampled) = (0u64, 0u64);
+    for l in &ring.lines {
+        let kind = spec.kind_of(l.series);
+        lines[kind.index()] += 1;
+        if matches!(kind, MetricType::Gauge | MetricType::Set) {
+            continue;
+        }
+        sampleable += 1;
+        if spec.rate_of(l.series) == 0.5 {
+            sampled += 1;
+        }
+        if kind != MetricType::Counter {
+            assert!(
+                (1.0..1000.0).contains(&l.value),
+                "{kind:?} value {}",
+                l.value
+            );
+        }
+    }
+    let total: u64 = lines.iter().sum();
+    let share = |k: MetricType| lines[k.index()] as f64 / total as f64;
+    for (kind, want) in [
+        (MetricType::Counter, 0.40),
+        (MetricType::Gauge, 0.15),
+        (MetricType::Timer, 0.15),
+        (MetricType::Histogram, 0.10),
+        (MetricType::Set, 0.10),
+        (MetricType::Distribution, 0.10),
+    ] {
+        assert!(
+            (share(kind) - want).abs() < 0.01,
+            "{kind:?}: {}",
+            share(kind)
+        );
+    }
+    let sampled = sampled as f64 / sampleable as f64;
+    assert!((0.07..0.13).contains(&sampled), "sampled share {sampled}");
+    let lpd = ring.avg_lines_per_datagram();
+    assert!(
+        (50.0..=90.0).contains(&lpd),
+        "mixed: {lpd} lines per datagram"
+    );
+    assert!(ring.slots.iter().all(|s| s.len <= 1432));
+}
+
+#[test]
 fn plans_send_exactly_the_count() {
     let spec = small(Spec::plain(), 300);
     let ring = build_ring(&spec, 1, 8).expect("ring");
