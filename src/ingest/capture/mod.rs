@@ -126,19 +126,19 @@ impl Tap {
                 dropped += 1;
                 continue;
             }
-            let record = Record {
+            // Reserve first: a full queue costs no copy.
+            let Ok(permit) = feed.tx.try_reserve() else {
+                dropped += 1;
+                continue;
+            };
+            permit.send(Record {
                 transport,
                 truncated: d.truncated,
                 offset_ns,
                 origin: d.origin.to_vec(),
                 payload: d.payload.to_vec(),
-            };
-            match feed.tx.try_send(record) {
-                Ok(()) => {
-                    feed.shared.queued_bytes.fetch_add(len, Ordering::Relaxed);
-                }
-                Err(_) => dropped += 1,
-            }
+            });
+            feed.shared.queued_bytes.fetch_add(len, Ordering::Relaxed);
         }
         if dropped > 0 {
             feed.shared.dropped.fetch_add(dropped, Ordering::Relaxed);
@@ -215,6 +215,15 @@ impl Subscription {
     /// is empty.
     pub async fn recv(&mut self) -> Option<Record> {
         let r = self.rx.recv().await?;
+        self.shared
+            .queued_bytes
+            .fetch_sub(r.payload.len(), Ordering::Relaxed);
+        Some(r)
+    }
+
+    /// The next queued record, without waiting.
+    pub fn try_recv(&mut self) -> Option<Record> {
+        let r = self.rx.try_recv().ok()?;
         self.shared
             .queued_bytes
             .fetch_sub(r.payload.len(), Ordering::Relaxed);
