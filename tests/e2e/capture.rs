@@ -98,7 +98,7 @@ fn send_traffic(m: &Meterd) -> u64 {
     for i in 0..40 {
         let d = [
             format!("cap.count:{i}|c|#via:udp"),
-            format!("cap.sampled:1|c|@0.25|#via:udp"),
+            "cap.sampled:1|c|@0.25|#via:udp".to_owned(),
             format!("cap.timer:{}|ms|@0.5|#via:udp", i * 3 % 17),
             format!("cap.gauge:{i}|g|#via:udp"),
             format!("cap.gauge_delta:+{i}|g|#via:udp"),
