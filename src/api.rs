@@ -23,6 +23,7 @@ use crate::forward::client::GlobalStats;
 use crate::forward::import::{self as importer, ImportError};
 use crate::forward::ledger::{Admission, ImportLedger};
 use crate::health::{self, HealthStore, Origin, Query};
+use crate::ingest::capture::{self, Tap, TapError};
 use crate::sinks::SharedSinks;
 use crate::telemetry::Telemetry;
 
@@ -49,6 +50,8 @@ pub struct ApiState {
     pub max_import_bytes: usize,
     /// The imports merged, by identity: a retried import is answered, not merged again.
     pub ledger: Arc<ImportLedger>,
+    /// What the readers receive, for `GET /api/v1/capture`.
+    pub tap: Arc<Tap>,
 }
 
 /// The router with every route.
@@ -62,6 +65,7 @@ pub fn router(state: ApiState, max_body_bytes: usize) -> Router {
             "/api/v1/healthchecks",
             get(get_healthchecks).post(post_healthchecks),
         )
+        .route("/api/v1/capture", get(capture))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(state)
@@ -256,6 +260,80 @@ async fn get_healthchecks(
     match parse_query(&params) {
         Ok(q) => Json(serde_json::json!({"healthChecks": s.health.query(&q)})).into_response(),
         Err(e) => error(StatusCode::BAD_REQUEST, e),
+    }
+}
+
+/// Default size bound of `GET /api/v1/capture` (the file it streams, trailer included).
+pub const CAPTURE_DEFAULT_MAX_BYTES: u64 = 256 * 1024 * 1024;
+
+/// `GET /api/v1/capture?seconds=S[&max_bytes=N]`: streams the capture file (`docs/capture.md`)
+/// of what the readers receive for `S` seconds (1 to 3600), ending early before the file would
+/// exceed `N` bytes. One capture at a time: 409 while another runs.
+async fn capture(
+    State(s): State<ApiState>,
+    params: Result<QueryParams<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Ok(QueryParams(params)) = params else {
+        return error(StatusCode::BAD_REQUEST, "malformed query string");
+    };
+    let max_s = capture::MAX_DURATION.as_secs();
+    let seconds = match params.get("seconds").map(|v| v.parse::<u64>()) {
+        Some(Ok(n @ 1..)) if n <= max_s => n,
+        _ => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("seconds must be a whole number from 1 to {max_s}"),
+            )
+        }
+    };
+    let least = (capture::format::HEADER_LEN + capture::format::TRAILER_LEN) as u64;
+    let max_bytes = match params.get("max_bytes").map(|v| v.parse::<u64>()) {
+        None => CAPTURE_DEFAULT_MAX_BYTES,
+        Some(Ok(n)) if n >= least => n,
+        _ => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("max_bytes must be a whole number of at least {least}"),
+            )
+        }
+    };
+    let sub = match s.tap.subscribe() {
+        Ok(sub) => sub,
+        Err(e @ TapError::Busy) => return error(StatusCode::CONFLICT, e.to_string()),
+        Err(e @ TapError::Closed) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    };
+    tracing::info!(seconds, max_bytes, "capture started");
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tokio::spawn(async move {
+        let duration = std::time::Duration::from_secs(seconds);
+        match capture::stream(sub, duration, max_bytes, tx).await {
+            Some(t) => tracing::info!(
+                records = t.records,
+                dropped = t.dropped,
+                reason = t.reason.name(),
+                "capture ended"
+            ),
+            None => tracing::info!("capture ended: the client left"),
+        }
+    });
+    (
+        [(header::CONTENT_TYPE, "application/vnd.meterd.capture")],
+        axum::body::Body::from_stream(Chunks(rx)),
+    )
+        .into_response()
+}
+
+/// A capture's chunks as a response body stream.
+struct Chunks(tokio::sync::mpsc::Receiver<Vec<u8>>);
+
+impl futures_core::Stream for Chunks {
+    type Item = Result<Bytes, std::convert::Infallible>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        self.0.poll_recv(cx).map(|c| c.map(|c| Ok(Bytes::from(c))))
     }
 }
 

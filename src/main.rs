@@ -55,6 +55,43 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:8125", value_name = "HOST:PORT")]
         to: String,
     },
+    /// Record what a running meterd receives (every transport, with arrival times) into a file.
+    Capture {
+        /// How long to capture (1 to 3600).
+        #[arg(long, value_name = "S")]
+        seconds: u64,
+        /// The capture file to write.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// meterd's HTTP API.
+        #[arg(long, default_value = "127.0.0.1:8127", value_name = "HOST:PORT")]
+        api: String,
+        /// Largest file to write; the capture ends before it would grow past this.
+        #[arg(long, default_value_t = meterd::capture_cli::DEFAULT_MAX_BYTES, value_name = "N")]
+        max_bytes: u64,
+    },
+    /// Send a capture file's datagrams again over UDP.
+    Replay {
+        /// The capture file.
+        file: PathBuf,
+        /// Where to send them.
+        #[arg(long, default_value = "127.0.0.1:8125", value_name = "HOST:PORT")]
+        to: String,
+        /// Timing: 1.0 as captured, 2.0 twice as fast.
+        #[arg(
+            long,
+            default_value_t = 1.0,
+            value_name = "X",
+            conflicts_with = "flat_out"
+        )]
+        speed: f64,
+        /// Send as fast as possible, ignoring the captured timing.
+        #[arg(long)]
+        flat_out: bool,
+        /// Largest datagram to send; longer records (TCP reads) are split at line boundaries.
+        #[arg(long, default_value_t = meterd::capture_cli::DEFAULT_MAX_DATAGRAM, value_name = "N")]
+        max_datagram: usize,
+    },
 }
 
 fn init_logging(level: &str) {
@@ -105,6 +142,40 @@ fn run(cli: Cli) -> Result<()> {
         Some(Command::Send { lines, to }) => {
             let n = meterd::send::send(&lines, &to)?;
             eprintln!("sent {n} line(s) to {to}");
+            Ok(())
+        }
+        Some(Command::Capture {
+            seconds,
+            out,
+            api,
+            max_bytes,
+        }) => {
+            let summary = meterd::capture_cli::capture(&api, seconds, &out, max_bytes)?;
+            eprintln!("captured to {}: {summary}", out.display());
+            Ok(())
+        }
+        Some(Command::Replay {
+            file,
+            to,
+            speed,
+            flat_out,
+            max_datagram,
+        }) => {
+            use meterd::capture_cli::Pace;
+            let pace = if flat_out {
+                Pace::FlatOut
+            } else {
+                Pace::Speed(speed)
+            };
+            let s = meterd::capture_cli::replay(&file, &to, pace, max_datagram.max(1))?;
+            eprintln!(
+                "replayed {} to {to}: {} datagram(s), {} bytes sent, {} send error(s); file: {}",
+                file.display(),
+                s.datagrams,
+                s.bytes,
+                s.send_errors,
+                s.file
+            );
             Ok(())
         }
         None => {

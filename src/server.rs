@@ -16,6 +16,7 @@ use crate::flush::{next_boundary, Flusher, Renderer};
 use crate::forward::client::{Forwarder, ForwarderConfig};
 use crate::health::{self, HealthConfig, HealthStore, Origin};
 use crate::ingest;
+use crate::ingest::capture::Transport;
 use crate::sinks::{SharedSinks, SinkSet};
 use crate::telemetry::Telemetry;
 use crate::tls::{listener::TlsListener, ServerTls};
@@ -86,6 +87,8 @@ pub async fn run(rt: Runtime, shutdown: impl Future<Output = ()>) -> Result<(), 
         })),
     );
     let telemetry = Arc::new(Telemetry::new(aggregator.stats().clone()));
+    // Every reader holds the capture tap; the API subscribes to it.
+    let tap = Arc::new(ingest::capture::Tap::new(telemetry.capture_dropped.clone()));
     let stop_threads = Arc::new(AtomicBool::new(false));
     let (stop_tx, stop_rx) = watch::channel(false);
     let max_datagram = cfg.ingest.max_datagram_bytes;
@@ -93,7 +96,7 @@ pub async fn run(rt: Runtime, shutdown: impl Future<Output = ()>) -> Result<(), 
 
     // Bind everything first, so a bad address fails start-up before anything runs.
     let mut udp_ports = Vec::new();
-    let mut datagram_sockets: Vec<(std::os::fd::OwnedFd, &'static str)> = Vec::new();
+    let mut datagram_sockets: Vec<(std::os::fd::OwnedFd, Transport)> = Vec::new();
     for &addr in &cfg.ingest.statsd_udp {
         let (sockets, bound, granted) =
             ingest::udp::bind(addr, rt.readers, cfg.ingest.read_buffer_bytes)
@@ -108,7 +111,7 @@ pub async fn run(rt: Runtime, shutdown: impl Future<Output = ()>) -> Result<(), 
         );
         udp_ports.push(bound.port());
         for s in sockets {
-            datagram_sockets.push((s.into(), "udp"));
+            datagram_sockets.push((s.into(), Transport::Udp));
         }
     }
     let mut unix_paths: Vec<PathBuf> = Vec::new();
@@ -117,7 +120,7 @@ pub async fn run(rt: Runtime, shutdown: impl Future<Output = ()>) -> Result<(), 
             .map_err(bind_err("unix", path.display()))?;
         tracing::info!(transport = "unix", addr = %path.display(), "listening");
         unix_paths.push(path.clone());
-        datagram_sockets.push((s.into(), "unix"));
+        datagram_sockets.push((s.into(), Transport::Unix));
     }
     let mut tcp_listeners = Vec::new();
     for &addr in &cfg.ingest.statsd_tcp {
@@ -165,13 +168,22 @@ pub async fn run(rt: Runtime, shutdown: impl Future<Output = ()>) -> Result<(), 
     let (releaser, _releaser_thread) =
         crate::release::Releaser::start().map_err(ServerError::Releaser)?;
     let mut threads = Vec::new();
-    for (i, (socket, label)) in datagram_sockets.into_iter().enumerate() {
+    for (i, (socket, transport)) in datagram_sockets.into_iter().enumerate() {
         let ingestor = Ingestor::new(aggregator.clone());
         let stop = stop_threads.clone();
+        let tap = tap.clone();
         let t = std::thread::Builder::new()
-            .name(format!("meterd-{label}-{i}"))
+            .name(format!("meterd-{}-{i}", transport.name()))
             .spawn(move || {
-                ingest::datagram::run_reader(socket, ingestor, max_datagram, coalesce, stop, label)
+                ingest::datagram::run_reader(
+                    socket,
+                    ingestor,
+                    max_datagram,
+                    coalesce,
+                    stop,
+                    transport,
+                    tap,
+                )
             })
             .map_err(ServerError::Thread)?;
         threads.push(t);
@@ -186,6 +198,7 @@ pub async fn run(rt: Runtime, shutdown: impl Future<Output = ()>) -> Result<(), 
             cfg.ingest.tcp_max_connections,
             cfg.ingest.tcp_idle_timeout.0,
             stop_rx.clone(),
+            tap.clone(),
         ));
     }
     let forwarder = (!rt.globals.is_empty()).then(|| {
@@ -214,6 +227,7 @@ pub async fn run(rt: Runtime, shutdown: impl Future<Output = ()>) -> Result<(), 
         sinks: shared_sinks.clone(),
         health: health.clone(),
         interval_s: interval.as_secs(),
+        tap: tap.clone(),
     };
     let app = api::router(api_state, cfg.http.max_body_bytes);
     let api_task = match &http_tls {
@@ -275,6 +289,8 @@ pub async fn run(rt: Runtime, shutdown: impl Future<Output = ()>) -> Result<(), 
         tracing::error!("a reader thread panicked");
     }
     while tcp_tasks.join_next().await.is_some() {}
+    // A running capture ends with what the readers drained (its trailer says "shutdown").
+    tap.close();
     // The final flush ends the interval in progress now. Stamp it now, but always later than
     // the last regular flush: two flushes of one series at one timestamp would overwrite each
     // other at the backend. (Not the interval's end: that may be far in the future, which

@@ -43,6 +43,9 @@ pub struct Telemetry {
     pub gauges_remembered: AtomicU64,
     /// See `gauges_remembered`.
     pub gauges_remembered_bytes: AtomicU64,
+    /// Datagrams a capture left out because its queue was full (`meterd.capture.dropped`),
+    /// counted by the capture tap, which shares this counter.
+    pub capture_dropped: Arc<AtomicU64>,
     /// When meterd started.
     pub started: Instant,
 }
@@ -63,6 +66,7 @@ impl Telemetry {
             last_flush_unix: AtomicU64::new(0),
             gauges_remembered: AtomicU64::new(0),
             gauges_remembered_bytes: AtomicU64::new(0),
+            capture_dropped: Arc::default(),
             started: Instant::now(),
         }
     }
@@ -153,6 +157,7 @@ impl Telemetry {
         out.push(c("udp.kernel_drops", load(&self.udp_kernel_drops)));
         out.push(c("import.received", load(&self.import_received)));
         out.push(c("import.duplicates", load(&self.import_duplicates)));
+        out.push(c("capture.dropped", load(&self.capture_dropped)));
         out
     }
 

@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 
 use crate::aggregate::Ingestor;
 
+use super::capture::{Datagram, Tap, Transport};
+
 /// How often a blocked reader checks for shutdown.
 pub const POLL: Duration = Duration::from_millis(100);
 /// Datagrams received per `recvmmsg` call.
@@ -181,14 +183,17 @@ impl Coalesce {
 /// Reads `socket` until `shutdown` is set, then drains it. `max_datagram` bytes per datagram:
 /// longer ones are cut by the kernel and their last line counted as `truncated`. After a
 /// receive that empties the socket the reader naps up to `coalesce` ([`Coalesce`]; zero: never).
+/// While a capture runs, each receive batch is offered to `tap` as `transport`.
 pub fn run_reader<S: AsFd>(
     socket: S,
     mut ingestor: Ingestor,
     max_datagram: usize,
     coalesce: Duration,
     shutdown: Arc<AtomicBool>,
-    label: &'static str,
+    transport: Transport,
+    tap: Arc<Tap>,
 ) {
+    let label = transport.name();
     let fd = socket.as_fd().as_raw_fd();
     let mut batch = RecvBatch::new(max_datagram);
     // The buffer as the kernel reports it (twice what was asked), 0 if unknown: no naps.
@@ -205,6 +210,20 @@ pub fn run_reader<S: AsFd>(
         match batch.recv(fd, !draining) {
             Ok(n) => {
                 let start = Instant::now();
+                // The whole cost of capture while none runs: one relaxed load per batch.
+                if tap.is_on() {
+                    tap.offer(
+                        transport,
+                        (0..n).map(|i| {
+                            let (payload, truncated) = batch.get(i);
+                            Datagram {
+                                payload,
+                                truncated,
+                                origin: &[],
+                            }
+                        }),
+                    );
+                }
                 for i in 0..n {
                     let (data, truncated) = batch.get(i);
                     naps.received(data.len());

@@ -2,8 +2,10 @@
 //! ([`datagram`]), because a blocking `recvmmsg` loop on its own thread is the cheapest way to
 //! empty a socket; TCP connections are tokio tasks ([`tcp`]). Every transport frames its bytes
 //! with [`lines`] and hands each line to its reader's [`crate::aggregate::Ingestor`], which
-//! parses and batches; nothing here knows the statsd grammar.
+//! parses and batches; nothing here knows the statsd grammar. Every reader also
+//! holds the [`capture::Tap`], which copies what it receives while a capture runs.
 
+pub mod capture;
 pub mod datagram;
 pub mod lines;
 pub mod tcp;

@@ -22,14 +22,16 @@ use crate::aggregate::{Aggregator, Ingestor};
 use crate::protocol::{MetricLine, ParseError};
 use crate::tls::{log_handshake_failure, ServerTls};
 
-use super::lines::for_each_line;
+use super::capture::{Datagram, Tap, Transport};
+use super::lines::{find_newline, for_each_line};
 
 /// How long a connection may stay silent during shutdown before it is closed.
 const DRAIN_IDLE: Duration = Duration::from_millis(200);
 
 /// Accepts connections until shutdown; returns when every connection task has finished. With
 /// `tls`, each connection first completes a handshake with the configuration `tls` holds when
-/// it arrives.
+/// it arrives. While a capture runs, the complete lines of each read are offered to `tap`.
+#[allow(clippy::too_many_arguments)]
 pub async fn serve(
     listener: TcpListener,
     tls: Option<Arc<ServerTls>>,
@@ -38,6 +40,7 @@ pub async fn serve(
     max_connections: usize,
     idle: Duration,
     mut shutdown: watch::Receiver<bool>,
+    tap: Arc<Tap>,
 ) {
     let permits = Arc::new(Semaphore::new(max_connections.max(1)));
     let mut tasks = tokio::task::JoinSet::new();
@@ -60,9 +63,10 @@ pub async fn serve(
                 let ingestor = Ingestor::new(aggregator.clone());
                 let mut rx = shutdown.clone();
                 let tls = tls.clone();
+                let tap = Captured { tap: tap.clone(), transport: if tls.is_some() { Transport::TcpTls } else { Transport::Tcp } };
                 tasks.spawn(async move {
                     match tls {
-                        None => connection(stream, peer, ingestor, max_line, idle, rx).await,
+                        None => connection(stream, peer, ingestor, max_line, idle, rx, tap).await,
                         Some(tls) => {
                             let shaken = tokio::select! {
                                 s = tls.accept(stream) => s,
@@ -70,7 +74,7 @@ pub async fn serve(
                                 _ = rx.changed() => return,
                             };
                             match shaken {
-                                Ok(s) => connection(s, peer, ingestor, max_line, idle, rx).await,
+                                Ok(s) => connection(s, peer, ingestor, max_line, idle, rx, tap).await,
                                 Err(e) => log_handshake_failure("tcp_tls", peer, &e),
                             }
                         }
@@ -85,6 +89,26 @@ pub async fn serve(
     while tasks.join_next().await.is_some() {}
 }
 
+/// A connection's capture tap and the transport its records are marked with.
+struct Captured {
+    tap: Arc<Tap>,
+    transport: Transport,
+}
+
+impl Captured {
+    /// Offers `lines` (complete lines, or the unterminated last one at EOF) as one record.
+    fn offer(&self, lines: &[u8]) {
+        if !lines.is_empty() {
+            let d = Datagram {
+                payload: lines,
+                truncated: false,
+                origin: &[],
+            };
+            self.tap.offer(self.transport, [d]);
+        }
+    }
+}
+
 async fn connection<S: AsyncRead + Unpin>(
     mut stream: S,
     peer: SocketAddr,
@@ -92,6 +116,7 @@ async fn connection<S: AsyncRead + Unpin>(
     max_line: usize,
     idle: Duration,
     mut shutdown: watch::Receiver<bool>,
+    capture: Captured,
 ) {
     let mut buf = vec![0u8; max_line + 4096];
     let mut filled = 0usize;
@@ -128,6 +153,7 @@ async fn connection<S: AsyncRead + Unpin>(
         let mut consumed;
         {
             let data = buf.get(..filled).unwrap_or_default();
+            let skipped_first = skipping;
             // One parse target for every line of this read, as for a datagram's lines.
             let mut metric = MetricLine::new();
             let tail = for_each_line(data, |line| {
@@ -140,6 +166,17 @@ async fn connection<S: AsyncRead + Unpin>(
                 }
             });
             consumed = filled - tail.len();
+            // One relaxed load per read while no capture runs. The record holds the lines this
+            // read completed, without the rest of an over-long line skipped from an earlier read.
+            if capture.tap.is_on() {
+                let lines = data.get(..consumed).unwrap_or_default();
+                let from = match (skipped_first, find_newline(lines)) {
+                    (true, Some(i)) => i + 1,
+                    (true, None) => lines.len(),
+                    (false, _) => 0,
+                };
+                capture.offer(lines.get(from..).unwrap_or_default());
+            }
         }
         if filled - consumed > max_line {
             // No newline within max_line bytes: drop what we have, skip to the next newline.
@@ -156,6 +193,9 @@ async fn connection<S: AsyncRead + Unpin>(
     // A last line without a newline at EOF still counts.
     if filled > 0 && !skipping {
         if let Some(line) = buf.get(..filled) {
+            if capture.tap.is_on() {
+                capture.offer(line);
+            }
             ingestor.ingest_line(line);
         }
     }
