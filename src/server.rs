@@ -113,9 +113,10 @@ pub async fn run(rt: Runtime, shutdown: impl Future<Output = ()>) -> Result<(), 
     }
     let mut unix_paths: Vec<PathBuf> = Vec::new();
     for path in &cfg.ingest.statsd_unix {
-        let s = ingest::unix::bind(path, cfg.ingest.read_buffer_bytes)
+        let origin = cfg.ingest.origin_detection;
+        let s = ingest::unix::bind(path, cfg.ingest.read_buffer_bytes, origin)
             .map_err(bind_err("unix", path.display()))?;
-        tracing::info!(transport = "unix", addr = %path.display(), "listening");
+        tracing::info!(transport = "unix", addr = %path.display(), origin_detection = origin, "listening");
         unix_paths.push(path.clone());
         datagram_sockets.push((s.into(), "unix"));
     }
@@ -168,10 +169,20 @@ pub async fn run(rt: Runtime, shutdown: impl Future<Output = ()>) -> Result<(), 
     for (i, (socket, label)) in datagram_sockets.into_iter().enumerate() {
         let ingestor = Ingestor::new(aggregator.clone());
         let stop = stop_threads.clone();
+        let origin = (label == "unix" && cfg.ingest.origin_detection)
+            .then(ingest::origin::OriginCache::default);
         let t = std::thread::Builder::new()
             .name(format!("meterd-{label}-{i}"))
             .spawn(move || {
-                ingest::datagram::run_reader(socket, ingestor, max_datagram, coalesce, stop, label)
+                ingest::datagram::run_reader(
+                    socket,
+                    ingestor,
+                    max_datagram,
+                    coalesce,
+                    origin,
+                    stop,
+                    label,
+                )
             })
             .map_err(ServerError::Thread)?;
         threads.push(t);

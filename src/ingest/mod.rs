@@ -6,6 +6,7 @@
 
 pub mod datagram;
 pub mod lines;
+pub mod origin;
 pub mod tcp;
 pub mod udp;
 pub mod unix;
