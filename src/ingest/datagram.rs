@@ -19,10 +19,11 @@ use crate::aggregate::Ingestor;
 /// How often a blocked reader checks for shutdown.
 pub const POLL: Duration = Duration::from_millis(100);
 /// Datagrams received per `recvmmsg` call.
-const BATCH: usize = 64;
+pub const BATCH: usize = 64;
 
-/// Reused receive buffers and message headers for one socket.
-struct RecvBatch {
+/// Reused receive buffers and message headers for one socket (public for
+/// `benches/origin.rs`, which times it with and without credentials).
+pub struct RecvBatch {
     buf: Vec<u8>,
     slot: usize,
     iovecs: Vec<libc::iovec>,
@@ -46,7 +47,7 @@ unsafe impl Send for RecvBatch {}
 impl RecvBatch {
     /// Buffers for `BATCH` datagrams of up to `slot` bytes; with `credentials`, each datagram's
     /// header also gets room for its sender's credentials.
-    fn new(slot: usize, credentials: bool) -> RecvBatch {
+    pub fn new(slot: usize, credentials: bool) -> RecvBatch {
         let mut b = RecvBatch {
             buf: vec![0u8; slot * BATCH],
             slot,
@@ -78,7 +79,7 @@ impl RecvBatch {
 
     /// Receives up to [`BATCH`] datagrams; returns how many. `wait` blocks (up to the socket's
     /// timeout) for the first one.
-    fn recv(&mut self, fd: RawFd, wait: bool) -> io::Result<usize> {
+    pub fn recv(&mut self, fd: RawFd, wait: bool) -> io::Result<usize> {
         for h in self.headers.iter_mut() {
             h.msg_len = 0;
             h.msg_hdr.msg_flags = 0;
@@ -114,7 +115,7 @@ impl RecvBatch {
     }
 
     /// Datagram `i` of the last receive and whether the kernel cut it.
-    fn get(&self, i: usize) -> (&[u8], bool) {
+    pub fn get(&self, i: usize) -> (&[u8], bool) {
         let Some(h) = self.headers.get(i) else {
             return (&[], false);
         };
@@ -126,7 +127,7 @@ impl RecvBatch {
 
     /// The sender's pid of datagram `i` of the last receive, from its `SCM_CREDENTIALS`
     /// control message; `None` without one (origin detection off, or nothing received).
-    fn sender_pid(&self, i: usize) -> Option<i32> {
+    pub fn sender_pid(&self, i: usize) -> Option<i32> {
         let h = &self.headers.get(i)?.msg_hdr;
         if h.msg_control.is_null() {
             return None;
