@@ -114,31 +114,13 @@ impl Ingestor {
 
     /// [`Ingestor::ingest_line`], parsing a metric into `metric`: a caller with many lines
     /// passes the same one for each, so it is filled in place, never moved or re-created.
+    ///
+    /// `metric.origin`, the sender's container id when origin detection knows it, becomes the
+    /// container id of a metric without its own `|c:ID`, and the tag `container_id:ID` of an
+    /// event or service check without a `container_id:` tag. It travels in `metric` rather than
+    /// as an argument: an argument, or a second copy of this function, cost every line more
+    /// than the branch on it (`benches/instructions.sh`).
     pub fn ingest_line_into<'a>(&mut self, line: &'a [u8], metric: &mut MetricLine<'a>) {
-        self.ingest_line_with(line, metric, None);
-    }
-
-    /// [`Ingestor::ingest_line_into`] for a line whose sender's container is known (origin
-    /// detection): a metric without its own `|c:ID` gets `origin`, an event or service check
-    /// without a `container_id:` tag gets `container_id:ORIGIN`.
-    pub fn ingest_line_from<'a>(
-        &mut self,
-        line: &'a [u8],
-        metric: &mut MetricLine<'a>,
-        origin: Option<&'a [u8]>,
-    ) {
-        self.ingest_line_with(line, metric, origin);
-    }
-
-    /// Both of the above: inlined into each, so [`Ingestor::ingest_line_into`]'s constant
-    /// `None` leaves no trace of origins in it.
-    #[inline(always)]
-    fn ingest_line_with<'a>(
-        &mut self,
-        line: &'a [u8],
-        metric: &mut MetricLine<'a>,
-        origin: Option<&'a [u8]>,
-    ) {
         // The parser strips a trailing `\r` itself.
         if line.is_empty() || line == b"\r" {
             return;
@@ -146,8 +128,10 @@ impl Ingestor {
         self.lines += 1;
         match parse_line_into(line, metric) {
             Ok(ParsedLine::Metric) => {
-                if metric.container_id.is_none() {
-                    metric.container_id = origin;
+                if let Some(origin) = metric.origin {
+                    if metric.container_id.is_none() {
+                        metric.container_id = Some(origin);
+                    }
                 }
                 match self.check_limits(metric) {
                     Ok(()) => self.push_metric(metric),
@@ -156,12 +140,12 @@ impl Ingestor {
             }
             Ok(ParsedLine::Event(e)) => {
                 let mut event = to_event(&e, &self.aggregator.config().hostname);
-                add_origin_tag(&mut event.tags, origin);
+                add_origin_tag(&mut event.tags, metric.origin);
                 self.aggregator.push_event(event);
             }
             Ok(ParsedLine::ServiceCheck(sc)) => {
                 let mut check = to_service_check(&sc, &self.aggregator.config().hostname);
-                add_origin_tag(&mut check.tags, origin);
+                add_origin_tag(&mut check.tags, metric.origin);
                 self.aggregator.push_service_check(check);
             }
             Err(e) => self.count_invalid(e),

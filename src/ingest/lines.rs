@@ -44,16 +44,15 @@ pub fn ingest_datagram(ingestor: &mut Ingestor, data: &[u8], truncated: bool) {
 pub fn ingest_datagram_from(ingestor: &mut Ingestor, data: &[u8], truncated: bool, origin: &[u8]) {
     ingestor.count_packet();
     let mut metric = MetricLine::new();
-    let tail = for_each_line(data, |line| {
-        ingestor.ingest_line_from(line, &mut metric, Some(origin))
-    });
+    metric.origin = Some(origin);
+    let tail = for_each_line(data, |line| ingestor.ingest_line_into(line, &mut metric));
     if tail.is_empty() {
         return;
     }
     if truncated {
         ingestor.count_refused_line(ParseError::Truncated);
     } else {
-        ingestor.ingest_line_from(tail, &mut metric, Some(origin));
+        ingestor.ingest_line_into(tail, &mut metric);
     }
 }
 
