@@ -202,6 +202,7 @@ pub fn replay(path: &Path, to: &str, pace: Pace, max_datagram: usize) -> Result<
                 std::thread::sleep(wait);
             }
         }
+        let r = with_origin(r);
         for d in datagrams(&r, max_datagram) {
             match socket.send(d) {
                 Ok(n) => {
@@ -213,6 +214,62 @@ pub fn replay(path: &Path, to: &str, pace: Pace, max_datagram: usize) -> Result<
         }
     }
     Ok(s)
+}
+
+/// `r` with its origin written into its lines, so that a receiver without origin detection tags
+/// them as the capturing one did: `|c:ID` on a metric line without its own, a `container_id:ID`
+/// tag on an event or service check without one (before a check's `m:` message, which ends it).
+/// A record without an origin is returned as it is.
+pub fn with_origin(mut r: Record) -> Record {
+    let Ok(id) = std::str::from_utf8(&r.origin) else {
+        return r;
+    };
+    if id.is_empty() {
+        return r;
+    }
+    let mut out = Vec::with_capacity(r.payload.len() + 64);
+    for (i, line) in r.payload.split(|&b| b == b'\n').enumerate() {
+        if i > 0 {
+            out.push(b'\n');
+        }
+        write_with_origin(&mut out, line, id);
+    }
+    r.payload = out;
+    r
+}
+
+fn write_with_origin(out: &mut Vec<u8>, line: &[u8], id: &str) {
+    let has = |needle: &[u8]| line.windows(needle.len()).any(|w| w == needle);
+    let tag = format!("|#container_id:{id}");
+    if line.is_empty() {
+        return;
+    }
+    if line.starts_with(b"_e{") {
+        out.extend_from_slice(line);
+        if !has(b"#container_id:") && !has(b",container_id:") {
+            out.extend_from_slice(tag.as_bytes());
+        }
+    } else if line.starts_with(b"_sc|") {
+        if has(b"#container_id:") || has(b",container_id:") {
+            out.extend_from_slice(line);
+            return;
+        }
+        let message = line.windows(3).position(|w| w == b"|m:");
+        let (head, tail) = line.split_at(message.unwrap_or(line.len()));
+        out.extend_from_slice(head);
+        out.extend_from_slice(tag.as_bytes());
+        out.extend_from_slice(tail);
+    } else {
+        out.extend_from_slice(line);
+        let own = line
+            .split(|&b| b == b'|')
+            .skip(1)
+            .any(|s| s.starts_with(b"c:") && s.len() > 2);
+        if !own {
+            out.extend_from_slice(b"|c:");
+            out.extend_from_slice(id.as_bytes());
+        }
+    }
 }
 
 /// The datagrams that replay `r`: the payload whole if it fits in `max` bytes, else split
@@ -308,6 +365,27 @@ mod tests {
         assert!(parts.len() > 1);
         assert!(parts.iter().all(|p| p.len() <= 256 && p.ends_with(b"\n")));
         assert_eq!(parts.concat(), payload);
+    }
+
+    #[test]
+    fn a_record_origin_is_written_into_its_lines() {
+        let mut r = rec(
+            b"a:1|c|#x\nb:1|c|c:own\n_e{1,1}:t|x|#k\n_sc|n|0|m:hi|there\n_sc|n|1|#container_id:mine\n",
+            false,
+        );
+        r.origin = b"cid".to_vec();
+        let got = with_origin(r);
+        assert_eq!(
+            String::from_utf8_lossy(&got.payload),
+            "a:1|c|#x|c:cid\nb:1|c|c:own\n_e{1,1}:t|x|#k|#container_id:cid\n\
+             _sc|n|0|#container_id:cid|m:hi|there\n_sc|n|1|#container_id:mine\n"
+        );
+        // A cut record keeps its cut: the incomplete last line is still dropped.
+        let mut r = rec(b"a:1|c\nb:2", true);
+        r.origin = b"cid".to_vec();
+        assert_eq!(datagrams(&with_origin(r), 100), vec![&b"a:1|c|c:cid\n"[..]]);
+        let plain = rec(b"a:1|c", false);
+        assert_eq!(with_origin(plain).payload, b"a:1|c");
     }
 
     #[test]

@@ -46,7 +46,7 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:8127", value_name = "HOST:PORT")]
         api: String,
     },
-    /// Send statsd lines over UDP (`-` reads lines from stdin).
+    /// Send statsd lines over UDP, or a Unix datagram socket (`-` reads lines from stdin).
     Send {
         /// Lines such as `page.views:1|c` or `api.latency:12|ms|#env:prod`.
         #[arg(required = true)]
@@ -54,6 +54,9 @@ enum Command {
         /// Where to send them.
         #[arg(long, default_value = "127.0.0.1:8125", value_name = "HOST:PORT")]
         to: String,
+        /// Send to this Unix datagram socket (a `statsd_unix` path) instead of `--to`.
+        #[arg(long, value_name = "PATH", conflicts_with = "to")]
+        unix: Option<std::path::PathBuf>,
     },
     /// Record what a running meterd receives (every transport, with arrival times) into a file.
     Capture {
@@ -139,8 +142,14 @@ fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
-        Some(Command::Send { lines, to }) => {
-            let n = meterd::send::send(&lines, &to)?;
+        Some(Command::Send { lines, to, unix }) => {
+            let (n, to) = match unix {
+                Some(path) => (
+                    meterd::send::send_unix(&lines, &path)?,
+                    path.display().to_string(),
+                ),
+                None => (meterd::send::send(&lines, &to)?, to),
+            };
             eprintln!("sent {n} line(s) to {to}");
             Ok(())
         }

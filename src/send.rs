@@ -1,7 +1,9 @@
-//! `meterd send`: sends statsd lines over UDP, for people and scripts.
+//! `meterd send`: sends statsd lines over UDP or a Unix datagram socket, for people and scripts.
 
 use std::io::BufRead;
 use std::net::UdpSocket;
+use std::os::unix::net::UnixDatagram;
+use std::path::Path;
 
 use anyhow::{Context, Result};
 
@@ -20,6 +22,24 @@ pub fn send(lines: &[String], to: &str) -> Result<usize> {
     socket
         .connect(to)
         .with_context(|| format!("cannot resolve or reach {to}"))?;
+    send_packets(lines, to, |p| socket.send(p))
+}
+
+/// [`send`] to the Unix datagram socket at `path` (a `statsd_unix` listener).
+pub fn send_unix(lines: &[String], path: &Path) -> Result<usize> {
+    let socket = UnixDatagram::unbound().context("cannot open a Unix datagram socket")?;
+    socket
+        .connect(path)
+        .with_context(|| format!("cannot reach {}", path.display()))?;
+    send_packets(lines, &path.display().to_string(), |p| socket.send(p))
+}
+
+/// Packs `lines` (or stdin's) into datagrams and hands each to `send`.
+fn send_packets(
+    lines: &[String],
+    to: &str,
+    send: impl Fn(&[u8]) -> std::io::Result<usize>,
+) -> Result<usize> {
     let mut packet = Vec::with_capacity(PACK_BYTES);
     let mut sent = 0;
     let mut push = |line: &str, packet: &mut Vec<u8>| -> Result<()> {
@@ -28,9 +48,7 @@ pub fn send(lines: &[String], to: &str) -> Result<usize> {
             return Ok(());
         }
         if !packet.is_empty() && packet.len() + 1 + line.len() > PACK_BYTES {
-            socket
-                .send(packet)
-                .with_context(|| format!("cannot send to {to}"))?;
+            send(packet).with_context(|| format!("cannot send to {to}"))?;
             packet.clear();
         }
         if !packet.is_empty() {
@@ -41,8 +59,20 @@ pub fn send(lines: &[String], to: &str) -> Result<usize> {
         Ok(())
     };
     if lines.len() == 1 && lines.first().is_some_and(|l| l == "-") {
-        for line in std::io::stdin().lock().lines() {
-            push(&line.context("cannot read stdin")?, &mut packet)?;
+        let mut stdin = std::io::BufReader::with_capacity(64 * 1024, std::io::stdin());
+        let mut line = String::new();
+        loop {
+            line.clear();
+            if stdin.read_line(&mut line).context("cannot read stdin")? == 0 {
+                break;
+            }
+            push(&line, &mut packet)?;
+            // Nothing more waiting: what is packed goes now, not at the end of input, so the
+            // lines of a slow writer (`tail -f … | meterd send -`) are sent as they come.
+            if stdin.buffer().is_empty() && !packet.is_empty() {
+                send(&packet).with_context(|| format!("cannot send to {to}"))?;
+                packet.clear();
+            }
         }
     } else {
         for line in lines {
@@ -50,9 +80,7 @@ pub fn send(lines: &[String], to: &str) -> Result<usize> {
         }
     }
     if !packet.is_empty() {
-        socket
-            .send(&packet)
-            .with_context(|| format!("cannot send to {to}"))?;
+        send(&packet).with_context(|| format!("cannot send to {to}"))?;
     }
     Ok(sent)
 }

@@ -116,9 +116,10 @@ pub async fn run(rt: Runtime, shutdown: impl Future<Output = ()>) -> Result<(), 
     }
     let mut unix_paths: Vec<PathBuf> = Vec::new();
     for path in &cfg.ingest.statsd_unix {
-        let s = ingest::unix::bind(path, cfg.ingest.read_buffer_bytes)
+        let origin = cfg.ingest.origin_detection;
+        let s = ingest::unix::bind(path, cfg.ingest.read_buffer_bytes, origin)
             .map_err(bind_err("unix", path.display()))?;
-        tracing::info!(transport = "unix", addr = %path.display(), "listening");
+        tracing::info!(transport = "unix", addr = %path.display(), origin_detection = origin, "listening");
         unix_paths.push(path.clone());
         datagram_sockets.push((s.into(), Transport::Unix));
     }
@@ -172,6 +173,8 @@ pub async fn run(rt: Runtime, shutdown: impl Future<Output = ()>) -> Result<(), 
         let ingestor = Ingestor::new(aggregator.clone());
         let stop = stop_threads.clone();
         let tap = tap.clone();
+        let origin = (transport == Transport::Unix && cfg.ingest.origin_detection)
+            .then(ingest::origin::OriginCache::default);
         let t = std::thread::Builder::new()
             .name(format!("meterd-{}-{i}", transport.name()))
             .spawn(move || {
@@ -180,6 +183,7 @@ pub async fn run(rt: Runtime, shutdown: impl Future<Output = ()>) -> Result<(), 
                     ingestor,
                     max_datagram,
                     coalesce,
+                    origin,
                     stop,
                     transport,
                     tap,

@@ -129,6 +129,12 @@ impl Telemetry {
             out.push(tagged("series.dropped", "reason", reason, load(v), true));
         }
         out.push(c("events.dropped", load(&ingest.events_dropped)));
+        for (result, v) in [
+            ("hit", &ingest.origin_hits),
+            ("miss", &ingest.origin_misses),
+        ] {
+            out.push(tagged("origin.lookups", "result", result, load(v), true));
+        }
         out.push(c("health.dropped", load(&self.health_dropped)));
         out.push(Sample {
             name: "flush.duration_ms",

@@ -114,6 +114,12 @@ impl Ingestor {
 
     /// [`Ingestor::ingest_line`], parsing a metric into `metric`: a caller with many lines
     /// passes the same one for each, so it is filled in place, never moved or re-created.
+    ///
+    /// `metric.origin`, the sender's container id when origin detection knows it, becomes the
+    /// container id of a metric without its own `|c:ID`, and the tag `container_id:ID` of an
+    /// event or service check without a `container_id:` tag. It travels in `metric` rather than
+    /// as an argument: an argument, or a second copy of this function, cost every line more
+    /// than the branch on it (`benches/instructions.sh`).
     pub fn ingest_line_into<'a>(&mut self, line: &'a [u8], metric: &mut MetricLine<'a>) {
         // The parser strips a trailing `\r` itself.
         if line.is_empty() || line == b"\r" {
@@ -121,22 +127,43 @@ impl Ingestor {
         }
         self.lines += 1;
         match parse_line_into(line, metric) {
-            Ok(ParsedLine::Metric) => match self.check_limits(metric) {
-                Ok(()) => self.push_metric(metric),
-                Err(e) => self.count_invalid(e),
-            },
+            Ok(ParsedLine::Metric) => {
+                if let Some(origin) = metric.origin {
+                    if metric.container_id.is_none() {
+                        metric.container_id = Some(origin);
+                    }
+                }
+                match self.check_limits(metric) {
+                    Ok(()) => self.push_metric(metric),
+                    Err(e) => self.count_invalid(e),
+                }
+            }
             Ok(ParsedLine::Event(e)) => {
-                let event = to_event(&e, &self.aggregator.config().hostname);
+                let mut event = to_event(&e, &self.aggregator.config().hostname);
+                add_origin_tag(&mut event.tags, metric.origin);
                 self.aggregator.push_event(event);
             }
             Ok(ParsedLine::ServiceCheck(sc)) => {
-                let check = to_service_check(&sc, &self.aggregator.config().hostname);
+                let mut check = to_service_check(&sc, &self.aggregator.config().hostname);
+                add_origin_tag(&mut check.tags, metric.origin);
                 self.aggregator.push_service_check(check);
             }
             Err(e) => self.count_invalid(e),
         }
         if self.pending >= MAX_PENDING_OPS || self.keys.len() >= MAX_KEY_BYTES {
             self.commit();
+        }
+    }
+
+    /// Adds origin detection's per-batch lookup counts (answered from the reader's cache, or
+    /// by reading `/proc`) to the self-metrics.
+    pub fn count_origin_lookups(&mut self, hits: u64, misses: u64) {
+        let t = self.aggregator.stats();
+        if hits > 0 {
+            t.origin_hits.fetch_add(hits, Ordering::Relaxed);
+        }
+        if misses > 0 {
+            t.origin_misses.fetch_add(misses, Ordering::Relaxed);
         }
     }
 
@@ -304,6 +331,20 @@ fn tags_and_host(tags: &[&str], h: Option<&str>, hostname: &str) -> (Vec<String>
     (v, host.to_owned())
 }
 
+/// Adds `container_id:ORIGIN` to the sorted `tags` of an event or service check, unless it
+/// already has a `container_id:` tag (its own wins, as a metric's `|c:` does).
+fn add_origin_tag(tags: &mut Vec<String>, origin: Option<&[u8]>) {
+    let Some(id) = origin.and_then(|o| std::str::from_utf8(o).ok()) else {
+        return;
+    };
+    if tags.iter().any(|t| t.starts_with("container_id:")) {
+        return;
+    }
+    let tag = format!("container_id:{id}");
+    let at = tags.partition_point(|t| *t < tag);
+    tags.insert(at, tag);
+}
+
 fn to_event(e: &EventLine<'_>, hostname: &str) -> Event {
     let (tags, host) = tags_and_host(&e.tags, e.host, hostname);
     Event {
@@ -433,6 +474,40 @@ mod tests {
             .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
             .collect();
         assert_eq!(got, want);
+    }
+
+    /// Origin detection's container id: a metric line's own `|c:` wins, others get it as the
+    /// `container_id:` tag; events and service checks get the tag unless they carry one.
+    #[test]
+    fn an_origin_tags_what_has_no_container_id_of_its_own() {
+        let aggregator = aggregator(2);
+        let mut ingestor = Ingestor::new(aggregator.clone());
+        crate::ingest::lines::ingest_datagram_from(
+            &mut ingestor,
+            b"a:1|c|#z:1\nb:1|c|c:own\n_e{1,1}:t|x|#b\n_sc|n|0|#container_id:mine",
+            false,
+            b"cid",
+        );
+        crate::ingest::ingest_datagram(&mut ingestor, b"u:1|c\n_e{1,1}:t|x", false);
+        ingestor.commit();
+        let snapshot = aggregator.swap();
+        let mut got: Vec<String> = snapshot
+            .tables
+            .iter()
+            .flatten()
+            .filter_map(|s| KeyParts::decode(&s.key))
+            .map(|p| format!("{} {}", p.name, p.tags().collect::<Vec<_>>().join(",")))
+            .collect();
+        got.sort();
+        assert_eq!(got, ["a container_id:cid,z:1", "b container_id:own", "u "]);
+        let events: Vec<_> = snapshot.events.iter().map(|e| e.tags.clone()).collect();
+        assert_eq!(events, [vec!["b", "container_id:cid"], vec![]]);
+        let checks: Vec<_> = snapshot
+            .service_checks
+            .iter()
+            .map(|c| c.tags.clone())
+            .collect();
+        assert_eq!(checks, [vec!["container_id:mine"]]);
     }
 
     /// Histogram samples are recorded after their batch's lookups (`Aggregator::apply`), with

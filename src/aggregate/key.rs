@@ -574,6 +574,7 @@ mod tests {
             tags: tags.iter().map(|t| t.as_bytes()).collect(),
             container_id: None,
             timestamp: None,
+            origin: None,
         }
     }
 

@@ -22,4 +22,8 @@ pub struct IngestStats {
     pub series_dropped_metric_limit: AtomicU64,
     /// Events and service checks refused by `max_events`.
     pub events_dropped: AtomicU64,
+    /// Origin detection: datagrams whose sender's container came from a reader's cache.
+    pub origin_hits: AtomicU64,
+    /// Origin detection: datagrams whose sender's container was read from `/proc`.
+    pub origin_misses: AtomicU64,
 }

@@ -150,6 +150,9 @@ pub struct IngestConfig {
     pub tcp_idle_timeout: Dur,
     /// Longest nap of a datagram reader after a receive that emptied its socket (0 = none).
     pub read_coalesce: Dur,
+    /// Tag metrics from `statsd_unix` sockets `container_id:ID`, with the id read from the
+    /// sender's cgroup (through its pid, passed with each datagram).
+    pub origin_detection: bool,
 }
 
 /// `[http]`.
@@ -275,6 +278,7 @@ impl Default for IngestConfig {
             tcp_max_connections: 1024,
             tcp_idle_timeout: Dur(Duration::from_secs(300)),
             read_coalesce: Dur(Duration::from_millis(5)),
+            origin_detection: false,
         }
     }
 }

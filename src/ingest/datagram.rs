@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::origin::OriginCache;
 use crate::aggregate::Ingestor;
 
 use super::capture::{Datagram, Tap, Transport};
@@ -20,27 +21,41 @@ use super::capture::{Datagram, Tap, Transport};
 /// How often a blocked reader checks for shutdown.
 pub const POLL: Duration = Duration::from_millis(100);
 /// Datagrams received per `recvmmsg` call.
-const BATCH: usize = 64;
+pub const BATCH: usize = 64;
 
-/// Reused receive buffers and message headers for one socket.
-struct RecvBatch {
+/// Reused receive buffers and message headers for one socket (public for
+/// `benches/origin.rs`, which times it with and without credentials).
+pub struct RecvBatch {
     buf: Vec<u8>,
     slot: usize,
     iovecs: Vec<libc::iovec>,
     headers: Vec<libc::mmsghdr>,
+    /// One control buffer per header for the sender's credentials ([`CRED_SPACE`] bytes each),
+    /// `u64`s so every one is aligned for a `cmsghdr`; empty when origin detection is off.
+    control: Vec<u64>,
 }
 
-// SAFETY: the raw pointers inside `iovecs`/`headers` point into `buf`/`iovecs`, which this struct
-// owns and never reallocates; moving the struct to another thread moves those heap blocks' owner.
+/// Control-message space for one `SCM_CREDENTIALS` message.
+// SAFETY: `CMSG_SPACE` is arithmetic on its argument; `unsafe` only by its libc declaration.
+const CRED_SPACE: usize = unsafe { libc::CMSG_SPACE(size_of::<libc::ucred>() as u32) } as usize;
+/// [`CRED_SPACE`] in `u64`s.
+const CRED_WORDS: usize = CRED_SPACE.div_ceil(size_of::<u64>());
+
+// SAFETY: the raw pointers inside `iovecs`/`headers` point into `buf`/`iovecs`/`control`, which
+// this struct owns and never reallocates; moving the struct to another thread moves those heap
+// blocks' owner.
 unsafe impl Send for RecvBatch {}
 
 impl RecvBatch {
-    fn new(slot: usize) -> RecvBatch {
+    /// Buffers for `BATCH` datagrams of up to `slot` bytes; with `credentials`, each datagram's
+    /// header also gets room for its sender's credentials.
+    pub fn new(slot: usize, credentials: bool) -> RecvBatch {
         let mut b = RecvBatch {
             buf: vec![0u8; slot * BATCH],
             slot,
             iovecs: Vec::with_capacity(BATCH),
             headers: Vec::with_capacity(BATCH),
+            control: vec![0u64; if credentials { CRED_WORDS * BATCH } else { 0 }],
         };
         {
             for chunk in b.buf.chunks_mut(slot) {
@@ -49,11 +64,15 @@ impl RecvBatch {
                     iov_len: chunk.len(),
                 });
             }
+            let mut control = b.control.chunks_mut(CRED_WORDS);
             for iov in b.iovecs.iter_mut() {
                 // SAFETY: mmsghdr is a plain C struct for which all-zero is a valid value.
                 let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
                 h.msg_hdr.msg_iov = iov;
                 h.msg_hdr.msg_iovlen = 1;
+                if let Some(c) = control.next() {
+                    h.msg_hdr.msg_control = c.as_mut_ptr().cast();
+                }
                 b.headers.push(h);
             }
         }
@@ -62,10 +81,16 @@ impl RecvBatch {
 
     /// Receives up to [`BATCH`] datagrams; returns how many. `wait` blocks (up to the socket's
     /// timeout) for the first one.
-    fn recv(&mut self, fd: RawFd, wait: bool) -> io::Result<usize> {
+    pub fn recv(&mut self, fd: RawFd, wait: bool) -> io::Result<usize> {
         for h in self.headers.iter_mut() {
             h.msg_len = 0;
             h.msg_hdr.msg_flags = 0;
+        }
+        if !self.control.is_empty() {
+            // The kernel sets each length to what it wrote: give every header its room back.
+            for h in self.headers.iter_mut() {
+                h.msg_hdr.msg_controllen = CRED_SPACE;
+            }
         }
         let flags = if wait {
             libc::MSG_WAITFORONE
@@ -73,7 +98,9 @@ impl RecvBatch {
             libc::MSG_DONTWAIT
         };
         // SAFETY: `headers` holds BATCH valid mmsghdrs whose single iovec each points into a
-        // distinct `slot`-byte region of `buf`; all outlive the call; a null timeout is allowed.
+        // distinct `slot`-byte region of `buf`, and whose control buffer (if any) is a distinct
+        // `CRED_SPACE`-byte region of `control`; all outlive the call; a null timeout is
+        // allowed.
         let n = unsafe {
             libc::recvmmsg(
                 fd,
@@ -90,7 +117,7 @@ impl RecvBatch {
     }
 
     /// Datagram `i` of the last receive and whether the kernel cut it.
-    fn get(&self, i: usize) -> (&[u8], bool) {
+    pub fn get(&self, i: usize) -> (&[u8], bool) {
         let Some(h) = self.headers.get(i) else {
             return (&[], false);
         };
@@ -98,6 +125,44 @@ impl RecvBatch {
         let start = i * self.slot;
         let data = self.buf.get(start..start + len).unwrap_or_default();
         (data, h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0)
+    }
+
+    /// The sender's pid of datagram `i` of the last receive, from its `SCM_CREDENTIALS`
+    /// control message; `None` without one (origin detection off, or nothing received).
+    pub fn sender_pid(&self, i: usize) -> Option<i32> {
+        let h = &self.headers.get(i)?.msg_hdr;
+        if h.msg_control.is_null() {
+            return None;
+        }
+        // The kernel writes at most `CRED_SPACE` bytes here, and reports what it wrote.
+        let controllen = h.msg_controllen.min(CRED_SPACE);
+        // SAFETY: `h` is a header of ours whose `msg_control` points at `CRED_SPACE` bytes of
+        // `control`, aligned for a `cmsghdr`, and whose `msg_controllen` (capped just above)
+        // is what the kernel wrote there. `CMSG_FIRSTHDR` returns null unless a whole
+        // `cmsghdr` fits in that length, and the data is read only when the message's own
+        // length covers a `ucred` that lies within the buffer; `read_unaligned` needs no
+        // alignment.
+        unsafe {
+            let mut m = *h;
+            m.msg_controllen = controllen;
+            let c = libc::CMSG_FIRSTHDR(&m);
+            if c.is_null() {
+                return None;
+            }
+            let cred_len = libc::CMSG_LEN(size_of::<libc::ucred>() as u32) as usize;
+            let data = libc::CMSG_DATA(c);
+            let end = data.add(size_of::<libc::ucred>());
+            let buffer_end = h.msg_control.cast::<u8>().add(controllen);
+            if (*c).cmsg_level != libc::SOL_SOCKET
+                || (*c).cmsg_type != libc::SCM_CREDENTIALS
+                || (*c).cmsg_len < cred_len
+                || end > buffer_end
+            {
+                return None;
+            }
+            let cred = data.cast::<libc::ucred>().read_unaligned();
+            Some(cred.pid)
+        }
     }
 }
 
@@ -184,18 +249,24 @@ impl Coalesce {
 /// longer ones are cut by the kernel and their last line counted as `truncated`. After a
 /// receive that empties the socket the reader naps up to `coalesce` ([`Coalesce`]; zero: never).
 /// While a capture runs, each receive batch is offered to `tap` as `transport`.
+///
+/// With an `origin` cache (origin detection, Unix sockets with `SO_PASSCRED` only), each
+/// datagram is received with its sender's credentials and its metrics tagged with the sender's
+/// container id ([`super::origin`]): one cache lookup per datagram. Without, no control buffers
+/// and no per-datagram work.
 pub fn run_reader<S: AsFd>(
     socket: S,
     mut ingestor: Ingestor,
     max_datagram: usize,
     coalesce: Duration,
+    mut origin: Option<OriginCache>,
     shutdown: Arc<AtomicBool>,
     transport: Transport,
     tap: Arc<Tap>,
 ) {
     let label = transport.name();
     let fd = socket.as_fd().as_raw_fd();
-    let mut batch = RecvBatch::new(max_datagram);
+    let mut batch = RecvBatch::new(max_datagram, origin.is_some());
     // The buffer as the kernel reports it (twice what was asked), 0 if unknown: no naps.
     let rcvbuf = socket2::SockRef::from(&socket)
         .recv_buffer_size()
@@ -210,24 +281,43 @@ pub fn run_reader<S: AsFd>(
         match batch.recv(fd, !draining) {
             Ok(n) => {
                 let start = Instant::now();
-                // The whole cost of capture while none runs: one relaxed load per batch.
+                for i in 0..n {
+                    let (data, truncated) = batch.get(i);
+                    naps.received(data.len());
+                    // The sender's container id (origin detection on, sender in a container).
+                    let from: Option<&[u8]> = match origin.as_mut() {
+                        Some(cache) => cache.container_id(batch.sender_pid(i).unwrap_or(0), start),
+                        None => None,
+                    };
+                    match from {
+                        None => super::lines::ingest_datagram(&mut ingestor, data, truncated),
+                        Some(id) => {
+                            super::lines::ingest_datagram_from(&mut ingestor, data, truncated, id)
+                        }
+                    }
+                }
+                if let Some(cache) = origin.as_mut() {
+                    let c = cache.take_counts();
+                    ingestor.count_origin_lookups(c.hits, c.misses);
+                }
+                // The whole cost of capture while none runs: one relaxed load per batch. Offered
+                // after ingesting, so that each datagram's origin is in the cache.
                 if tap.is_on() {
+                    let cache = origin.as_ref();
                     tap.offer(
                         transport,
                         (0..n).map(|i| {
                             let (payload, truncated) = batch.get(i);
+                            let from = cache
+                                .zip(batch.sender_pid(i))
+                                .and_then(|(c, pid)| c.peek(pid));
                             Datagram {
                                 payload,
                                 truncated,
-                                origin: &[],
+                                origin: from.unwrap_or_default(),
                             }
                         }),
                     );
-                }
-                for i in 0..n {
-                    let (data, truncated) = batch.get(i);
-                    naps.received(data.len());
-                    super::lines::ingest_datagram(&mut ingestor, data, truncated);
                 }
                 ingestor.commit();
                 naps.worked(start.elapsed());
@@ -268,6 +358,35 @@ pub fn run_reader<S: AsFd>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Over a real Unix socket pair: with credentials on, every datagram of a batch carries
+    /// this process's pid; off, none has control data.
+    #[test]
+    fn credentials_come_with_each_datagram_only_when_asked() {
+        use std::os::unix::net::UnixDatagram;
+        for credentials in [false, true] {
+            let (rx, tx) = UnixDatagram::pair().unwrap();
+            socket2::SockRef::from(&rx)
+                .set_passcred(credentials)
+                .unwrap();
+            for i in 0..3 {
+                tx.send(format!("a:{i}|c").as_bytes()).unwrap();
+            }
+            let mut batch = RecvBatch::new(512, credentials);
+            let n = batch.recv(rx.as_raw_fd(), false).unwrap();
+            assert_eq!(n, 3);
+            for i in 0..n {
+                assert_eq!(batch.get(i).0, format!("a:{i}|c").as_bytes());
+                let want = credentials.then(|| i32::try_from(std::process::id()).unwrap());
+                assert_eq!(batch.sender_pid(i), want, "datagram {i}");
+            }
+            // A later, smaller receive still finds each header's full control room.
+            tx.send(b"b:1|c").unwrap();
+            assert_eq!(batch.recv(rx.as_raw_fd(), false).unwrap(), 1);
+            assert_eq!(batch.sender_pid(0).is_some(), credentials);
+            assert_eq!(batch.sender_pid(BATCH), None);
+        }
+    }
 
     const BIG: usize = 16 * 1024 * 1024;
 

@@ -37,6 +37,25 @@ pub fn ingest_datagram(ingestor: &mut Ingestor, data: &[u8], truncated: bool) {
     }
 }
 
+/// [`ingest_datagram`] for a datagram whose sender's container is known (`origin`, from origin
+/// detection): its lines without their own `|c:ID` get `origin` as their container id (events
+/// and service checks without a `container_id:` tag, that tag).
+#[inline]
+pub fn ingest_datagram_from(ingestor: &mut Ingestor, data: &[u8], truncated: bool, origin: &[u8]) {
+    ingestor.count_packet();
+    let mut metric = MetricLine::new();
+    metric.origin = Some(origin);
+    let tail = for_each_line(data, |line| ingestor.ingest_line_into(line, &mut metric));
+    if tail.is_empty() {
+        return;
+    }
+    if truncated {
+        ingestor.count_refused_line(ParseError::Truncated);
+    } else {
+        ingestor.ingest_line_into(tail, &mut metric);
+    }
+}
+
 /// The index of the first `\n` in `s`, eight bytes at a time, inline.
 ///
 /// Statsd lines are short (20–60 bytes): `memchr` is a call through a function pointer whose

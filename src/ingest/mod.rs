@@ -8,6 +8,7 @@
 pub mod capture;
 pub mod datagram;
 pub mod lines;
+pub mod origin;
 pub mod tcp;
 pub mod udp;
 pub mod unix;

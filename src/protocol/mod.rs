@@ -128,6 +128,10 @@ pub struct MetricLine<'a> {
     pub container_id: Option<&'a [u8]>,
     /// `|T` unix seconds, a positive integer.
     pub timestamp: Option<u64>,
+    /// The container id of the line's sender, when its transport knows it (origin detection);
+    /// not part of the line, so never set or reset by the parser: the ingestor uses it for a
+    /// line without `|c:ID`, and for events and service checks.
+    pub origin: Option<&'a [u8]>,
 }
 
 impl MetricLine<'_> {
@@ -144,6 +148,7 @@ impl MetricLine<'_> {
             tags: RawTags::new(),
             container_id: None,
             timestamp: None,
+            origin: None,
         }
     }
 }

@@ -15,7 +15,7 @@ use crate::support::udp_to_http::config;
 use crate::support::*;
 
 /// Runs `meterd capture` against `m` into `out` with extra arguments, without waiting.
-fn start_capture(m: &Meterd, out: &Path, extra: &[&str]) -> Child {
+pub(crate) fn start_capture(m: &Meterd, out: &Path, extra: &[&str]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_meterd"))
         .arg("capture")
         .args(["--api", &m.addr("http").to_string()])
@@ -29,7 +29,7 @@ fn start_capture(m: &Meterd, out: &Path, extra: &[&str]) -> Child {
 }
 
 /// Waits (up to the deadline) for `child` to exit; its output.
-fn wait_child(mut child: Child, what: &str) -> Output {
+pub(crate) fn wait_child(mut child: Child, what: &str) -> Output {
     let start = Instant::now();
     while child.try_wait().expect("wait").is_none() {
         if start.elapsed() > DEADLINE {
@@ -42,7 +42,7 @@ fn wait_child(mut child: Child, what: &str) -> Output {
 }
 
 /// Waits until meterd logged that a capture runs (the CLI's request reached it).
-fn wait_capture_started(m: &Meterd) {
+pub(crate) fn wait_capture_started(m: &Meterd) {
     wait_for("capture started", || {
         m.log().contains("capture started").then_some(())
     });
@@ -64,7 +64,7 @@ fn read_file(path: &Path) -> (u64, Option<Trailer>) {
 
 /// What a flush document says about the user's data, in a comparable order: metric points
 /// without their flush timestamps (meterd's own and health series left out), and events.
-fn user_data(capture: &CaptureServer) -> (Vec<String>, Vec<String>) {
+pub(crate) fn user_data(capture: &CaptureServer) -> (Vec<String>, Vec<String>) {
     let mut points: Vec<String> = metric_points(capture)
         .into_iter()
         .filter(|p| {

@@ -3,7 +3,7 @@
 //!
 //! `support` is the harness, not tests. Every other module is one topic:
 //!
-//! - what goes in: `statsd`, `fixtures`, `transports`;
+//! - what goes in: `statsd`, `fixtures`, `transports`, `origin`;
 //! - what aggregation makes of it: `aggregation`, `limits`, `flood`;
 //! - what goes out: `sinks`, `sink_keys`, `real_sinks`, `fleet`, `fleet_faults`, `tls`;
 //! - running meterd: `cli`, `health`, `shutdown`, `hardening`, `threads`, `capture`.
@@ -18,6 +18,8 @@ mod statsd;
 mod fixtures;
 // TCP with an over-long line; the Unix datagram socket, its file removed and a stale one replaced.
 mod transports;
+// Origin detection on the Unix socket: senders in a container's cgroup tagged with its id (root).
+mod origin;
 
 // What aggregation makes of it.
 // Gauge deltas (dogstatsd and etsy), `|T` timestamps across flushes, global tags.
