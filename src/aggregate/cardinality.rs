@@ -3,9 +3,11 @@
 //!
 //! Nothing is kept for it on the ingest path but a line count on each series (incremented where
 //! the op is applied, under the shard lock the reader holds anyway). A query walks the shards one
-//! at a time: under each shard's lock it only copies the encoded keys and line counts into a
-//! buffer; decoding, counting names and distinct tag values happen after the lock is released.
-//! So a reader waits at most for one shard's copy (`benches/cardinality.rs` reports the longest).
+//! at a time, taking each shard's lock for a few thousand series at a time and only to copy
+//! their encoded keys and line counts into a buffer; decoding, counting names and distinct tag
+//! values happen with no lock held. So a reader waits at most for one chunk's copy
+//! (`benches/cardinality.rs` reports the longest), even when the query's thread (the API's, at a
+//! lower priority than the readers') is preempted between chunks.
 //!
 //! The per-name counts of `max_series_per_metric` (admitted series, refused lines) live here too:
 //! they are the only per-name state the aggregator keeps, and only while that limit is set.
@@ -17,7 +19,7 @@ use std::time::{Duration, Instant};
 use hashbrown::{HashMap, HashSet};
 
 use super::key::KeyParts;
-use super::{lock, Aggregator};
+use super::{lock, prefetch, Aggregator, IdentityHash, Shard};
 
 /// One metric name's share of the interval, as the limit of `max_series_per_metric` sees it.
 #[derive(Debug, Default, Clone, Copy)]
@@ -67,14 +69,24 @@ pub struct TagKeyCardinality {
     pub values: u64,
 }
 
+/// How many entries ahead of the one copied a query prefetches the key of.
+const AHEAD: usize = 16;
+
+/// Most series copied in one hold of a shard's lock.
+const CHUNK: usize = 8192;
+
+/// Walks of one shard started again (its table grew or was swapped) before the rest is copied
+/// in one hold.
+const MAX_RESTARTS: usize = 8;
+
 /// One query at a time: concurrent callers wait for each other instead of scanning together.
 static SCAN: Mutex<()> = Mutex::new(());
 
 impl Aggregator {
     /// The interval's series counted by metric name and by tag key, the `limit` largest of each.
     ///
-    /// Each shard is locked once, for as long as copying its keys and line counts takes; the
-    /// counting happens outside every lock. The host of a series (a `host:` tag) counts as tag key
+    /// Each shard's lock is taken for a few thousand series at a time, to copy their keys and
+    /// line counts; the counting happens outside every lock. The host of a series (a `host:` tag) counts as tag key
     /// `host`; the scope tags (`veneurglobalonly`, ...) are not tags of the series and do not
     /// count.
     pub fn cardinality(&self, limit: usize) -> Cardinality {
@@ -82,28 +94,17 @@ impl Aggregator {
         let mut names: HashMap<Box<str>, (u64, u64)> = HashMap::new();
         let mut tags: HashSet<Box<str>> = HashSet::new();
         let mut keys: Vec<u8> = Vec::new();
-        let mut ends: Vec<(usize, u64)> = Vec::new();
+        let mut copied: Vec<Copied> = Vec::new();
         let mut host_tag = String::new();
         let mut total = 0;
         let mut longest_lock = Duration::ZERO;
         for m in self.shards.iter() {
             keys.clear();
-            ends.clear();
-            let locked = Instant::now();
-            {
-                let shard = lock(m);
-                ends.reserve(shard.table.len());
-                for s in shard.table.iter() {
-                    keys.extend_from_slice(&s.key);
-                    ends.push((keys.len(), s.lines));
-                }
-            }
-            longest_lock = longest_lock.max(locked.elapsed());
-            total += ends.len();
-            let mut start = 0;
-            for &(end, lines) in &ends {
-                let key = keys.get(start..end).unwrap_or_default();
-                start = end;
+            copied.clear();
+            longest_lock = longest_lock.max(copy_shard(m, &mut keys, &mut copied));
+            total += copied.len();
+            for &Copied { key, lines, .. } in &copied {
+                let key = keys.get(key.0..key.1).unwrap_or_default();
                 let Some(parts) = KeyParts::decode(key) else {
                     continue;
                 };
@@ -206,6 +207,89 @@ impl Aggregator {
         );
         true
     }
+}
+
+/// One series as a query copied it.
+#[derive(Clone, Copy)]
+struct Copied {
+    /// Where its encoded key is in the query's buffer.
+    key: (usize, usize),
+    /// Its lines this interval.
+    lines: u64,
+    /// Its key's hash (its identity, for [`copy_shard`]'s de-duplication).
+    hash: u64,
+}
+
+/// Copies the encoded key, line count and hash of every series in the shard's table into `keys`
+/// and `copied`, taking the lock for at most [`CHUNK`] series at a time: a reader waits for one
+/// chunk, never for the whole table. Returns the longest hold.
+///
+/// Between holds, the walk skips as many entries as it copied and goes on. Series are never
+/// removed from a table in its shard, and inserts that do not grow the table move no entry; but
+/// a series inserted before the place the walk had reached pushes the entries after it one
+/// further, so the next chunk starts that much earlier and copies some series again. So when the
+/// table gained series between holds, the copies are de-duplicated by hash at the end. A table
+/// that grew (rehashed) or was swapped out for a fresh one is walked again from the start; after
+/// [`MAX_RESTARTS`] restarts, the rest is copied in one hold.
+fn copy_shard(m: &Mutex<Shard>, keys: &mut Vec<u8>, copied: &mut Vec<Copied>) -> Duration {
+    let mut longest = Duration::ZERO;
+    let mut walked: Option<(usize, u64, usize)> = None;
+    let mut restarts = 0;
+    let mut gained = false;
+    loop {
+        let locked = Instant::now();
+        let shard = lock(m);
+        let table = &shard.table;
+        if let Some((capacity, swaps, len)) = walked {
+            if (capacity, swaps) != (table.capacity(), shard.swaps) {
+                keys.clear();
+                copied.clear();
+                restarts += 1;
+                gained = false;
+            } else {
+                gained |= table.len() != len;
+            }
+        }
+        let chunk = if restarts >= MAX_RESTARTS {
+            usize::MAX
+        } else {
+            CHUNK
+        };
+        let done = copied.len();
+        copied.reserve(table.len().saturating_sub(done).min(chunk));
+        // A long key is on the heap, nowhere near its entry: loading each where it is copied
+        // waited for one cache miss per series. A second iterator runs `AHEAD` entries in front
+        // and prefetches, so the misses overlap.
+        let mut ahead = table.iter().skip(done);
+        for s in ahead.by_ref().take(AHEAD) {
+            prefetch(s.key.as_ptr());
+        }
+        for s in table.iter().skip(done).take(chunk) {
+            if let Some(next) = ahead.next() {
+                prefetch(next.key.as_ptr());
+            }
+            let start = keys.len();
+            keys.extend_from_slice(&s.key);
+            copied.push(Copied {
+                key: (start, keys.len()),
+                lines: s.lines,
+                hash: s.hash,
+            });
+        }
+        let finished = copied.len() >= table.len();
+        walked = Some((table.capacity(), shard.swaps, table.len()));
+        drop(shard);
+        longest = longest.max(locked.elapsed());
+        if finished {
+            break;
+        }
+    }
+    if gained {
+        let mut seen: HashSet<u64, IdentityHash> =
+            HashSet::with_capacity_and_hasher(copied.len(), IdentityHash);
+        copied.retain(|c| seen.insert(c.hash));
+    }
+    longest
 }
 
 /// Keeps the `n` first of `v` in the order `cmp`, sorted: a selection first, so a million names
@@ -381,6 +465,56 @@ mod tests {
         agg.swap();
         ingest(&agg, &["busy:1|c|#i:1"]);
         assert_eq!(agg.cardinality(20).metrics, vec![metric("busy", 1, 1)]);
+    }
+
+    #[test]
+    fn a_shard_larger_than_a_chunk_is_counted_once() {
+        let agg = Arc::new(Aggregator::new(AggregatorConfig {
+            shards: 1,
+            ..(*aggregator(0).config()).clone()
+        }));
+        let lines: Vec<String> = (0..CHUNK * 2 + 5)
+            .map(|i| format!("a:1|c|#i:{i}"))
+            .collect();
+        let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+        ingest(&agg, &refs);
+        let c = agg.cardinality(20);
+        let n = (CHUNK * 2 + 5) as u64;
+        assert_eq!(c.total_series, CHUNK * 2 + 5);
+        assert_eq!(c.metrics, vec![metric("a", n, n)]);
+        assert_eq!(c.tag_keys, vec![tag_key("i", n)]);
+    }
+
+    /// Series inserted between the holds of a walk shift the entries after them: the copies
+    /// are de-duplicated, and nothing that was there before the query is missed.
+    #[test]
+    fn a_walk_during_inserts_counts_each_series_once() {
+        let agg = Arc::new(Aggregator::new(AggregatorConfig {
+            shards: 1,
+            ..(*aggregator(0).config()).clone()
+        }));
+        let first = CHUNK * 3;
+        let lines: Vec<String> = (0..first).map(|i| format!("a:1|c|#i:{i}")).collect();
+        let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+        ingest(&agg, &refs);
+        let writer = {
+            let agg = agg.clone();
+            std::thread::spawn(move || {
+                for i in first..first + 20_000 {
+                    ingest(&agg, &[&format!("a:1|c|#i:{i}")]);
+                }
+            })
+        };
+        for _ in 0..20 {
+            let before = agg.series_count();
+            let c = agg.cardinality(20);
+            let after = agg.series_count();
+            assert!(before <= c.total_series && c.total_series <= after);
+            assert_eq!(c.metrics[0].series as usize, c.total_series);
+            assert_eq!(c.tag_keys[0].values as usize, c.total_series);
+        }
+        writer.join().unwrap();
+        assert_eq!(agg.cardinality(20).total_series, first + 20_000);
     }
 
     #[test]

@@ -160,6 +160,9 @@ struct Shard {
     /// Samples of one batch for histogram series, recorded after its lookups
     /// ([`Aggregator::apply`]); empty between batches.
     deferred: Deferred,
+    /// Tables swapped out of this shard so far: a walk over the table in several holds of the
+    /// lock ([`Aggregator::cardinality`]) notices the table it walks was replaced.
+    swaps: u64,
 }
 
 /// Samples waiting to be recorded into histogram states of a shard's table: the state, the
@@ -232,6 +235,7 @@ impl Aggregator {
                     gauge_last: hashbrown::HashMap::default(),
                     spare_hdr: Vec::new(),
                     deferred: Deferred::default(),
+                    swaps: 0,
                 })
             })
             .collect();
@@ -514,6 +518,7 @@ impl Aggregator {
             let mut shard = lock(m);
             let capacity = shard.table.len();
             let table = std::mem::replace(&mut shard.table, HashTable::with_capacity(capacity));
+            shard.swaps += 1;
             for s in table.iter() {
                 if let State::Gauge(v) = s.state {
                     if let Some(last) = shard.gauge_last.get_mut(&s.hash) {
