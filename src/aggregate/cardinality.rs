@@ -86,9 +86,9 @@ impl Aggregator {
     /// The interval's series counted by metric name and by tag key, the `limit` largest of each.
     ///
     /// Each shard's lock is taken for a few thousand series at a time, to copy their keys and
-    /// line counts; the counting happens outside every lock. The host of a series (a `host:` tag) counts as tag key
-    /// `host`; the scope tags (`veneurglobalonly`, ...) are not tags of the series and do not
-    /// count.
+    /// line counts; the counting happens outside every lock. The host of a series (a `host:`
+    /// tag) counts as tag key `host`; the scope tags (`veneurglobalonly`, ...) are not tags of
+    /// the series and do not count.
     pub fn cardinality(&self, limit: usize) -> Cardinality {
         let _one = SCAN.lock().unwrap_or_else(PoisonError::into_inner);
         let mut names: HashMap<Box<str>, (u64, u64)> = HashMap::new();
