@@ -1,5 +1,5 @@
 //! The HTTP API (`docs/api.md`): `/healthz`, `/metrics`, the health-check API and status page
-//! (`docs/health.md`).
+//! (`docs/health.md`), the current interval's cardinality.
 //!
 //! Bodies are limited to `http.max_body_bytes` (413 beyond it); every error is JSON
 //! `{"error": "…"}` with 400 for anything malformed (never 415 or 422); a body is validated
@@ -66,6 +66,7 @@ pub fn router(state: ApiState, max_body_bytes: usize) -> Router {
             get(get_healthchecks).post(post_healthchecks),
         )
         .route("/api/v1/capture", get(capture))
+        .route("/api/v1/cardinality", get(get_cardinality))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(state)
@@ -337,6 +338,44 @@ impl futures_core::Stream for Chunks {
     }
 }
 
+/// Most names and tag keys one cardinality query may ask for.
+const MAX_CARDINALITY_LIMIT: usize = 10_000;
+
+/// `limit` of `GET /api/v1/cardinality`: 20 when absent, at most [`MAX_CARDINALITY_LIMIT`].
+fn cardinality_limit(params: &HashMap<String, String>) -> Result<usize, String> {
+    let bad = || format!("limit: must be an integer from 0 to {MAX_CARDINALITY_LIMIT}");
+    match params.get("limit") {
+        None => Ok(20),
+        Some(v) => match v.parse::<usize>() {
+            Ok(n) if n <= MAX_CARDINALITY_LIMIT => Ok(n),
+            _ => Err(bad()),
+        },
+    }
+}
+
+/// The current interval's series by name and tag key, counted on a blocking thread (a scan of
+/// every series).
+async fn get_cardinality(
+    State(s): State<ApiState>,
+    params: Result<QueryParams<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Ok(QueryParams(params)) = params else {
+        return error(StatusCode::BAD_REQUEST, "malformed query string");
+    };
+    let limit = match cardinality_limit(&params) {
+        Ok(n) => n,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    let aggregator = s.aggregator.clone();
+    match tokio::task::spawn_blocking(move || aggregator.cardinality(limit)).await {
+        Ok(c) => Json(c).into_response(),
+        Err(_) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "cardinality query failed",
+        ),
+    }
+}
+
 fn escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
@@ -450,4 +489,20 @@ async fn status_page(State(s): State<ApiState>) -> Response {
     }
     html.push_str("<footer>Refreshes every interval. JSON: <a href=\"/api/v1/healthchecks\">/api/v1/healthchecks</a>, metrics: <a href=\"/metrics\">/metrics</a></footer></body></html>");
     Html(html).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cardinality_limit_defaults_to_20_and_refuses_the_rest() {
+        let q = |v: &str| HashMap::from([("limit".to_owned(), v.to_owned())]);
+        assert_eq!(cardinality_limit(&HashMap::new()), Ok(20));
+        assert_eq!(cardinality_limit(&q("0")), Ok(0));
+        assert_eq!(cardinality_limit(&q("10000")), Ok(10_000));
+        for bad in ["", "-1", "x", "10001", "1.5"] {
+            assert!(cardinality_limit(&q(bad)).is_err(), "{bad:?}");
+        }
+    }
 }

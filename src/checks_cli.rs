@@ -1,11 +1,12 @@
 //! `meterd checks`: the health-check query API (`GET /api/v1/healthchecks`) as a table for people.
 
-use anyhow::{bail, Context, Result};
+use anyhow::Result;
 use serde_json::Value;
+
+use crate::api_client::{render_table, Align, ApiClient};
 
 /// Queries `api` (HOST:PORT) and renders the answer as an aligned table.
 pub fn checks(api: &str, id: Option<&str>, service: Option<&str>) -> Result<String> {
-    let url = format!("http://{api}/api/v1/healthchecks");
     let mut params: Vec<(&str, &str)> = Vec::new();
     if let Some(id) = id {
         params.push(("id", id));
@@ -13,30 +14,7 @@ pub fn checks(api: &str, id: Option<&str>, service: Option<&str>) -> Result<Stri
     if let Some(s) = service {
         params.push(("service", s));
     }
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start a runtime")?;
-    let body: Value = runtime.block_on(async {
-        let resp = reqwest::Client::new()
-            .get(&url)
-            .query(&params)
-            .timeout(std::time::Duration::from_secs(10))
-            .send()
-            .await
-            .with_context(|| format!("cannot reach meterd's API at {api}"))?;
-        let status = resp.status();
-        let bytes = resp
-            .bytes()
-            .await
-            .with_context(|| format!("cannot read the answer of {url}"))?;
-        let body: Value =
-            serde_json::from_slice(&bytes).with_context(|| format!("{url} did not answer JSON"))?;
-        if !status.is_success() {
-            bail!("{url}: {status}: {}", body["error"].as_str().unwrap_or("?"));
-        }
-        Ok(body)
-    })?;
+    let body = ApiClient::new(api)?.get_json("/api/v1/healthchecks", &params)?;
     Ok(render(&body))
 }
 
@@ -81,26 +59,7 @@ pub fn render(body: &Value) -> String {
         "TIMESTAMP",
         "MESSAGE",
     ];
-    let mut widths = header.map(str::len);
-    for r in &rows {
-        for (w, cell) in widths.iter_mut().zip(r.iter()) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let mut out = String::new();
-    let mut line = |cells: &[String]| {
-        let parts: Vec<String> = cells
-            .iter()
-            .zip(widths.iter())
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
-        out.push_str(parts.join("  ").trim_end());
-        out.push('\n');
-    };
-    line(&header.map(str::to_owned));
-    for r in &rows {
-        line(r);
-    }
+    let mut out = render_table(header, [Align::Left; 6], &rows);
     if rows.is_empty() {
         out.push_str("(no checks)\n");
     }

@@ -17,13 +17,15 @@
 //! thread that frees each flush's leftovers at the readers' priority), [`units`]
 //! (durations), [`instance`] (this process's random id), [`tls`] (PEM files → rustls configs,
 //! the reloadable holder listeners read, the HTTPS listener; imports nothing of ours).
-//! Clients: [`send`] (`meterd send`), [`checks_cli`] (`meterd checks`), [`capture_cli`]
-//! (`meterd capture`, `meterd replay`); [`shutdown`] is the
+//! Clients: [`send`] (`meterd send`), [`checks_cli`] (`meterd checks`), [`top_cli`] (`meterd
+//! top`), both API clients through [`api_client`], [`capture_cli`] (`meterd capture`, `meterd
+//! replay`); [`shutdown`] is the
 //! signal future `main` hands to [`run`].
 #![deny(missing_docs)]
 
 pub mod aggregate;
 pub mod api;
+pub mod api_client;
 pub mod capture_cli;
 pub mod checks_cli;
 pub mod config;
@@ -42,6 +44,7 @@ pub mod sinks;
 pub mod sys;
 pub mod telemetry;
 pub mod tls;
+pub mod top_cli;
 pub mod units;
 
 pub use server::run;

@@ -46,6 +46,19 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:8127", value_name = "HOST:PORT")]
         api: String,
     },
+    /// Show what the current interval holds (GET /api/v1/cardinality): series and lines per
+    /// metric name, distinct values per tag key; refreshed every second until Ctrl-C.
+    Top {
+        /// meterd's HTTP API.
+        #[arg(long, default_value = "127.0.0.1:8127", value_name = "HOST:PORT")]
+        api: String,
+        /// How many names and tag keys to show (largest first).
+        #[arg(long, default_value_t = 20, value_name = "N")]
+        limit: usize,
+        /// Print one table and exit (for scripts).
+        #[arg(long)]
+        once: bool,
+    },
     /// Send statsd lines over UDP, or a Unix datagram socket (`-` reads lines from stdin).
     Send {
         /// Lines such as `page.views:1|c` or `api.latency:12|ms|#env:prod`.
@@ -142,6 +155,7 @@ fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
+        Some(Command::Top { api, limit, once }) => meterd::top_cli::top(&api, limit, once),
         Some(Command::Send { lines, to, unix }) => {
             let (n, to) = match unix {
                 Some(path) => (

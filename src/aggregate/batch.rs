@@ -34,6 +34,12 @@ pub(crate) struct KeySpan {
 }
 
 impl KeySpan {
+    /// A span no key has (its end is before its start).
+    pub const NONE: KeySpan = KeySpan {
+        start: u32::MAX,
+        end: 0,
+    };
+
     /// The span of `r` (offsets beyond `u32`, which [`MAX_KEY_BYTES`] rules out, give a span
     /// that [`KeySpan::of`] finds nothing at).
     fn new(r: Range<usize>) -> KeySpan {

@@ -540,8 +540,8 @@ mod tests {
     #[test]
     fn series_keys_round_trip_in_place_and_boxed() {
         assert_eq!(std::mem::size_of::<SeriesKey>(), 32);
-        // Key, hash, state: one cache line or less per table entry.
-        assert_eq!(std::mem::size_of::<crate::aggregate::Series>(), 56);
+        // Key, hash, state, line count: one cache line or less per table entry.
+        assert_eq!(std::mem::size_of::<crate::aggregate::Series>(), 64);
         for len in [0, 1, 7, 8, INLINE_KEY - 1, INLINE_KEY, INLINE_KEY + 1, 300] {
             let key: Vec<u8> = (0..len).map(|i| (i % 251 + 1) as u8).collect();
             let inline = len <= INLINE_KEY;

@@ -12,6 +12,7 @@ pub mod key;
 pub mod set;
 
 mod batch;
+mod cardinality;
 mod stats;
 
 use std::collections::HashMap;
@@ -21,6 +22,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use hashbrown::HashTable;
 
 pub use batch::Ingestor;
+pub use cardinality::{Cardinality, MetricCardinality, TagKeyCardinality};
 pub use stats::IngestStats;
 
 use crate::point::{Event, ServiceCheck};
@@ -142,6 +144,9 @@ pub struct Series {
     pub hash: u64,
     /// The interval's aggregate.
     pub state: State,
+    /// Lines aggregated into it this interval (a line with several values counts once; imported
+    /// states add none), for [`Aggregator::cardinality`].
+    pub lines: u64,
 }
 
 struct Shard {
@@ -155,6 +160,9 @@ struct Shard {
     /// Samples of one batch for histogram series, recorded after its lookups
     /// ([`Aggregator::apply`]); empty between batches.
     deferred: Deferred,
+    /// Tables swapped out of this shard so far: a walk over the table in several holds of the
+    /// lock ([`Aggregator::cardinality`]) notices the table it walks was replaced.
+    swaps: u64,
 }
 
 /// Samples waiting to be recorded into histogram states of a shard's table: the state, the
@@ -200,8 +208,9 @@ pub struct Aggregator {
     passthrough: Mutex<Passthrough>,
     config: AggregatorConfig,
     limits: AtomicLimits,
-    /// Series per metric name this interval, kept only while `max_series_per_metric` > 0.
-    per_metric: Mutex<HashMap<Box<[u8]>, usize>>,
+    /// Series admitted and lines refused per metric name this interval, kept only while
+    /// `max_series_per_metric` > 0.
+    per_metric: Mutex<HashMap<Box<[u8]>, cardinality::PerMetric>>,
     stats: Arc<IngestStats>,
     on_service_check: Option<ServiceCheckHook>,
 }
@@ -226,6 +235,7 @@ impl Aggregator {
                     gauge_last: hashbrown::HashMap::default(),
                     spare_hdr: Vec::new(),
                     deferred: Deferred::default(),
+                    swaps: 0,
                 })
             })
             .collect();
@@ -255,26 +265,6 @@ impl Aggregator {
     /// Changes the limits; they apply from the next batch on (SIGHUP reload).
     pub fn set_limits(&self, limits: &Limits) {
         self.limits.store(limits);
-    }
-
-    /// Admits one new series of the metric in `key` under `max_series_per_metric`.
-    fn admit_per_metric(&self, key: &[u8], limit: usize) -> bool {
-        let Some(parts) = key::KeyParts::decode(key) else {
-            return true;
-        };
-        let mut map = self
-            .per_metric
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if let Some(n) = map.get_mut(parts.name.as_bytes()) {
-            if *n >= limit {
-                return false;
-            }
-            *n += 1;
-            return true;
-        }
-        map.insert(parts.name.as_bytes().into(), 1);
-        true
     }
 
     /// Shows every `_sc` line's check to `hook` as it arrives, as well as queuing it for the
@@ -380,7 +370,12 @@ impl Aggregator {
         // Taken out of the shard for the call and put back empty, so its buffer is reused (and a
         // panic on the way leaves the shard's empty).
         let mut deferred = std::mem::take(&mut shard.deferred.0);
+        // The values of one line are consecutive ops sharing its key's span; any other op starts
+        // a line (each line's key is encoded at its own place in `keys`).
+        let mut last = batch::KeySpan::NONE;
         for op in ops {
+            let new_line = op.key != last;
+            last = op.key;
             let Some(key) = op.key.of(keys) else {
                 continue;
             };
@@ -389,6 +384,7 @@ impl Aggregator {
                 .table
                 .find_mut(hash, |s| s.hash == hash && key::same_key(&s.key, key))
             {
+                series.lines += u64::from(new_line);
                 match (op.value, &mut series.state) {
                     (OpValue::Sample(v, w), State::Histogram(h)) => {
                         deferred.push((&raw mut **h, v, w));
@@ -402,7 +398,7 @@ impl Aggregator {
                 refused += 1;
                 continue;
             }
-            if per_metric > 0 && !self.admit_per_metric(key, per_metric) {
+            if per_metric > 0 && !self.admit_per_metric(key, per_metric, new_line) {
                 self.series.fetch_sub(1, Ordering::Relaxed);
                 refused_per_metric += 1;
                 continue;
@@ -415,6 +411,7 @@ impl Aggregator {
                     key: key::SeriesKey::new(key),
                     hash,
                     state,
+                    lines: 1,
                 },
                 |s| s.hash,
             );
@@ -467,6 +464,7 @@ impl Aggregator {
                         key: key::SeriesKey::from_boxed(key),
                         hash,
                         state,
+                        lines: 0,
                     },
                     |s| s.hash,
                 );
@@ -520,6 +518,7 @@ impl Aggregator {
             let mut shard = lock(m);
             let capacity = shard.table.len();
             let table = std::mem::replace(&mut shard.table, HashTable::with_capacity(capacity));
+            shard.swaps += 1;
             for s in table.iter() {
                 if let State::Gauge(v) = s.state {
                     if let Some(last) = shard.gauge_last.get_mut(&s.hash) {

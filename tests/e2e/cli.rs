@@ -64,7 +64,7 @@ fn check_config_names_the_bad_key_and_line() {
 fn help_explains_each_command() {
     let out = meterd().arg("--help").output().unwrap();
     let text = String::from_utf8(out.stdout).unwrap();
-    for cmd in ["check-config", "default-config", "send", "--config"] {
+    for cmd in ["check-config", "default-config", "send", "top", "--config"] {
         assert!(text.contains(cmd), "{cmd} missing from --help:\n{text}");
     }
 }

@@ -6,7 +6,7 @@
 //! - what goes in: `statsd`, `fixtures`, `transports`, `origin`;
 //! - what aggregation makes of it: `aggregation`, `limits`, `flood`;
 //! - what goes out: `sinks`, `sink_keys`, `real_sinks`, `fleet`, `fleet_faults`, `tls`;
-//! - running meterd: `cli`, `health`, `shutdown`, `hardening`, `threads`, `capture`.
+//! - running meterd: `cli`, `health`, `shutdown`, `hardening`, `threads`, `capture`, `cardinality`.
 
 // The harness: meterd as a child process, a capture server, points, real metric stores.
 mod support;
@@ -57,3 +57,5 @@ mod hardening;
 mod threads;
 // `meterd capture` and `meterd replay`: a replayed capture aggregates exactly as the original.
 mod capture;
+// What the interval holds: `GET /api/v1/cardinality` and `meterd top`.
+mod cardinality;
