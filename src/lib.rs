@@ -37,6 +37,7 @@ pub mod send;
 pub mod server;
 pub mod shutdown;
 pub mod sinks;
+pub mod slo;
 pub mod sys;
 pub mod telemetry;
 pub mod tls;
