@@ -19,6 +19,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 
 use crate::aggregate::Aggregator;
+use crate::flush::slo::SharedSlos;
 use crate::forward::client::GlobalStats;
 use crate::forward::import::{self as importer, ImportError};
 use crate::forward::ledger::{Admission, ImportLedger};
@@ -49,6 +50,8 @@ pub struct ApiState {
     pub max_import_bytes: usize,
     /// The imports merged, by identity: a retried import is answered, not merged again.
     pub ledger: Arc<ImportLedger>,
+    /// Service level objectives, evaluated by the flush.
+    pub slos: SharedSlos,
 }
 
 /// The router with every route.
@@ -62,6 +65,7 @@ pub fn router(state: ApiState, max_body_bytes: usize) -> Router {
             "/api/v1/healthchecks",
             get(get_healthchecks).post(post_healthchecks),
         )
+        .route("/api/v1/slos", get(get_slos))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(state)
@@ -259,6 +263,52 @@ async fn get_healthchecks(
     }
 }
 
+async fn get_slos(State(s): State<ApiState>) -> Response {
+    let views = s
+        .slos
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .views();
+    Json(views).into_response()
+}
+
+/// The status page's SLO table: objective, SLI and budget left over the budget window, burn
+/// rates, status.
+fn slo_table(html: &mut String, slos: &SharedSlos) {
+    let views = slos
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .views();
+    if views.is_empty() {
+        return;
+    }
+    html.push_str(
+        "<h2>SLOs</h2><table id=\"slos\"><thead><tr><th>SLO</th><th>objective</th><th>SLI</th>\
+<th>budget left</th><th>burn rates</th><th>status</th></tr></thead><tbody>",
+    );
+    for v in views {
+        let sli = v
+            .sli
+            .map_or_else(|| "no events".to_owned(), |x| format!("{:.4} %", x * 100.0));
+        let burns: Vec<String> = v
+            .burn_rates
+            .iter()
+            .map(|(w, r)| format!("{w} {r:.2}"))
+            .collect();
+        let _ = write!(
+            html,
+            "<tr><td>{}</td><td>{} %</td><td>{sli}</td><td>{:.1} %</td><td>{}</td>\
+<td><span class=\"status {status}\">{status}</span></td></tr>",
+            escape(&v.name),
+            v.objective * 100.0,
+            v.error_budget_remaining * 100.0,
+            escape(&burns.join(", ")),
+            status = v.status
+        );
+    }
+    html.push_str("</tbody></table>");
+}
+
 fn escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
@@ -289,7 +339,7 @@ h1{font-size:1.4rem;margin:0 0 .5rem}h2{font-size:1.1rem;margin:1.5rem 0 .4rem}
 .stat b{display:block;font-size:1.3rem}table{border-collapse:collapse;background:#fff;min-width:40rem}
 th,td{text-align:left;padding:.35rem .8rem;border-bottom:1px solid #eee}th{background:#f0f0f0}
 .status{font-weight:bold;padding:.1rem .5rem;border-radius:4px;color:#fff}
-.OK{background:#2e7d32}.ERROR{background:#c62828}.UNKNOWN{background:#757575}
+.OK{background:#2e7d32}.ERROR,.CRITICAL{background:#c62828}.WARNING{background:#ef6c00}.UNKNOWN{background:#757575}
 .msg{color:#555;max-width:40rem;overflow-wrap:anywhere}footer{margin-top:2rem;color:#888;font-size:.85rem}";
 
 async fn status_page(State(s): State<ApiState>) -> Response {
@@ -331,6 +381,7 @@ async fn status_page(State(s): State<ApiState>) -> Response {
         host = escape(&s.health.config().hostname),
         n = checks.len(),
     );
+    slo_table(&mut html, &s.slos);
     if checks.is_empty() {
         html.push_str("<p>No health checks reported yet.</p>");
     }

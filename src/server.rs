@@ -85,6 +85,10 @@ pub async fn run(rt: Runtime, shutdown: impl Future<Output = ()>) -> Result<(), 
             sc_store.record(vec![result], Origin::ServiceCheckLine);
         })),
     );
+    // The SLOs' counting rules are in place before the first datagram is read.
+    let slo_set = crate::slo::SloSet::new(rt.slos.clone(), cfg.slo.state_file.clone());
+    aggregator.set_slo_rules(crate::flush::slo::rules_of(&slo_set));
+    let slos: crate::flush::slo::SharedSlos = Arc::new(std::sync::Mutex::new(slo_set));
     let telemetry = Arc::new(Telemetry::new(aggregator.stats().clone()));
     let stop_threads = Arc::new(AtomicBool::new(false));
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -214,6 +218,7 @@ pub async fn run(rt: Runtime, shutdown: impl Future<Output = ()>) -> Result<(), 
         sinks: shared_sinks.clone(),
         health: health.clone(),
         interval_s: interval.as_secs(),
+        slos: slos.clone(),
     };
     let app = api::router(api_state, cfg.http.max_body_bytes);
     let api_task = match &http_tls {
@@ -243,7 +248,8 @@ pub async fn run(rt: Runtime, shutdown: impl Future<Output = ()>) -> Result<(), 
         forwarder,
         telemetry.clone(),
     )
-    .with_releaser(releaser);
+    .with_releaser(releaser)
+    .with_slos(slos);
     tokio::pin!(shutdown);
     let mut running = rt.clone();
     let mut retired: Vec<tokio::task::JoinHandle<()>> = Vec::new();
@@ -427,6 +433,13 @@ fn reload(
         }
     }
     aggregator.set_limits(&new.limits());
+    // SLOs: an unchanged one keeps its history, a changed one restarts it.
+    flusher
+        .slos()
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .reconfigure(next.slos.clone(), new.slo.state_file.clone());
+    flusher.refresh_slo_rules();
     // Keep what needs a restart at its running value, take the rest.
     let mut applied = next.clone();
     applied.interval = running.interval;

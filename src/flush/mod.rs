@@ -2,6 +2,7 @@
 //! points outside every lock and off the reader threads, and hand one batch to every sink.
 
 pub mod naming;
+pub mod slo;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -320,6 +321,10 @@ pub struct Flusher {
     /// unless [`Flusher::with_releaser`] gave it the server's thread).
     pub releaser: Releaser,
     previous: std::collections::HashMap<(&'static str, String), u64>,
+    /// The SLOs ([`Flusher::with_slos`]); none by default.
+    slos: slo::SharedSlos,
+    /// Their counting rules, read on the rendering thread.
+    slo_rules: Arc<crate::aggregate::slo::SloRules>,
     last_kernel_drops: u64,
     last_packets: u64,
     last_lines: u64,
@@ -347,6 +352,8 @@ impl Flusher {
             telemetry,
             releaser: Releaser::inline(),
             previous: std::collections::HashMap::new(),
+            slos: slo::SharedSlos::default(),
+            slo_rules: Arc::default(),
             last_kernel_drops,
             last_packets: 0,
             last_lines: 0,
@@ -449,15 +456,22 @@ impl Flusher {
             Ordering::Relaxed,
         );
         let renderer = self.renderer.clone();
-        let rendered =
-            tokio::task::spawn_blocking(move || renderer.render(snapshot, timestamp)).await;
-        let Rendered {
-            mut batch,
-            stats,
-            forward,
-            spares,
-            spent,
-        } = match rendered {
+        let rules = self.slo_rules.clone();
+        let rendered = tokio::task::spawn_blocking(move || {
+            let counts = rules.count(&snapshot.tables);
+            (renderer.render(snapshot, timestamp), counts)
+        })
+        .await;
+        let (
+            Rendered {
+                mut batch,
+                stats,
+                forward,
+                spares,
+                spent,
+            },
+            slo_counts,
+        ) = match rendered {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!(error = %e, "flush render failed; interval lost");
@@ -486,6 +500,7 @@ impl Flusher {
         let own_from = batch.metrics.len();
         batch.metrics.extend(gauges);
         batch.events.extend(events);
+        let _forward_slo_counts = self.finish_slos(slo_counts, timestamp, &mut batch).await;
         t.health_dropped.store(
             self.health.dropped.load(Ordering::Relaxed),
             Ordering::Relaxed,

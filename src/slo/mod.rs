@@ -160,7 +160,7 @@ impl Tracked {
                 .filter_map(|&i| rates.get(i).map(|(l, r)| format!("{l} {r:.3}")))
                 .collect();
             format!(
-                "{} at burn rate {} ({}): burn rate {}",
+                "alert {} at burn rate {} ({}) fired: burn rate {}",
                 labels.join(" + "),
                 a.burn_rate,
                 Status::of(a.level).word(),

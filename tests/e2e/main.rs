@@ -6,7 +6,7 @@
 //! - what goes in: `statsd`, `fixtures`, `transports`;
 //! - what aggregation makes of it: `aggregation`, `limits`, `flood`;
 //! - what goes out: `sinks`, `sink_keys`, `real_sinks`, `fleet`, `fleet_faults`, `tls`;
-//! - running meterd: `cli`, `health`, `shutdown`, `hardening`, `threads`.
+//! - running meterd: `cli`, `health`, `shutdown`, `hardening`, `threads`, `slo`.
 
 // The harness: meterd as a child process, a capture server, points, real metric stores.
 mod support;
@@ -53,3 +53,5 @@ mod shutdown;
 mod hardening;
 // Datagram readers outrank the flush and sink threads.
 mod threads;
+// SLOs: exact counts, burn-rate checks, the API, history across SIGHUP and restarts, fleets.
+mod slo;
