@@ -217,6 +217,21 @@ async fn import(
     }
     let refused = s.aggregator.merge_series(imp.series);
     s.health.record(imp.health_results, Origin::Forwarded);
+    if !imp.slo_counts.is_empty() {
+        let mut slos = s
+            .slos
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (name, good, total) in &imp.slo_counts {
+            slos.add_imported(
+                name,
+                crate::slo::Counts {
+                    good: *good,
+                    total: *total,
+                },
+            );
+        }
+    }
     Json(serde_json::json!({"series": series, "refused": refused, "duplicate": false}))
         .into_response()
 }

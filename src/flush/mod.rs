@@ -492,15 +492,22 @@ impl Flusher {
         }
         // Own checks first, so each global's fleet view gets every local's, every flush.
         self.record_self_checks(timestamp);
+        // A local forwards its SLO counts; a standalone or global instance evaluates them.
+        let (slo_forward, slo_counts) = match self.forwarder {
+            Some(_) => (slo::forwarded(&slo_counts), None),
+            None => (Vec::new(), Some(slo_counts)),
+        };
         if let Some(f) = &self.forwarder {
-            f.submit(forward, self.health.take_forward());
+            f.submit(forward, self.health.take_forward(), slo_forward);
         }
         let (checks, gauges, events) = self.health.drain(self.renderer.interval);
         batch.service_checks.extend(checks);
         let own_from = batch.metrics.len();
         batch.metrics.extend(gauges);
         batch.events.extend(events);
-        let _forward_slo_counts = self.finish_slos(slo_counts, timestamp, &mut batch).await;
+        if let Some(counts) = slo_counts {
+            self.evaluate_slos(counts, timestamp, &mut batch).await;
+        }
         t.health_dropped.store(
             self.health.dropped.load(Ordering::Relaxed),
             Ordering::Relaxed,

@@ -1,13 +1,14 @@
 //! The flush's part in SLOs (`docs/slo.md`): the rules the aggregator counts by, and at each
 //! flush the interval's counts — evaluated here on a standalone or global instance (points,
 //! the `slo.NAME` service checks, status-change events, a row per SLO in the health store, the
-//! state file), or handed to the forwarder on a local.
+//! state file), or encoded for the forwarder on a local ([`forwarded`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use super::Flusher;
 use crate::aggregate::slo::{LatencyRule, RatioRule, SloRules};
+use crate::forward::proto::SloCount;
 use crate::health::{self, HealthResult, Origin, Service};
 use crate::point::FlushBatch;
 use crate::slo::{Counts, Evaluation, Sli, SloSet, Status};
@@ -40,6 +41,20 @@ pub fn rules_of(set: &SloSet) -> SloRules {
     rules
 }
 
+/// A local's interval counts as its import carries them (by name, for a stable order).
+pub fn forwarded(counts: &SloCounts) -> Vec<SloCount> {
+    let mut out: Vec<SloCount> = counts
+        .iter()
+        .map(|(name, &(good, total))| SloCount {
+            name: name.to_string(),
+            good,
+            total,
+        })
+        .collect();
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out
+}
+
 fn to_counts(counts: &SloCounts) -> HashMap<Arc<str>, Counts> {
     counts
         .iter()
@@ -67,22 +82,19 @@ impl Flusher {
         self.slo_rules = Arc::new(rules);
     }
 
-    /// The interval's counts: evaluated and emitted here on a standalone or global instance,
-    /// left to the caller to forward on a local (returned).
-    pub(super) async fn finish_slos(
+    /// Evaluates the interval's counts (and what locals forwarded) on a standalone or global
+    /// instance, adding points, checks and events to `batch`.
+    pub(super) async fn evaluate_slos(
         &mut self,
         counts: SloCounts,
         timestamp: i64,
         batch: &mut FlushBatch,
-    ) -> Option<SloCounts> {
-        if self.forwarder.is_some() {
-            return Some(counts);
-        }
+    ) {
         let interval = self.renderer.interval;
         let (evaluations, state) = {
             let mut set = self.slos.lock().unwrap_or_else(PoisonError::into_inner);
             if set.is_empty() {
-                return None;
+                return;
             }
             let e = set.evaluate(&to_counts(&counts));
             (e, set.to_state(interval.saturating_mul(1000)))
@@ -104,7 +116,6 @@ impl Flusher {
                 tracing::warn!(error = %e, "SLO state file not written");
             }
         }
-        None
     }
 }
 

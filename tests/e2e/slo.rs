@@ -242,3 +242,81 @@ fn history_survives_sighup_and_restarts_and_a_changed_slo_starts_over() {
         (v["objective"] == 0.95 && v["total"] == 0.0).then_some(())
     });
 }
+
+const FLEET_SLOS: &str = r#"
+[[slos]]
+name = "api"
+objective = 0.9
+total = "api.requests"
+errors = "api.errors"
+budget_window = "1m"
+alerts = [{ windows = ["3s", "1s"], burn_rate = 5, status = "critical" }]
+
+[[slos]]
+name = "pay"
+objective = 0.99
+metric = "pay.latency"
+threshold = 100
+budget_window = "1m"
+alerts = [{ windows = ["3s", "1s"], burn_rate = 14.4, status = "critical" }]
+"#;
+
+/// Two locals (one behind a proxy that answers its first imports too late, so the local retries
+/// parts the global already merged) and the global itself: the global's SLOs count every
+/// host's events once.
+#[test]
+fn two_locals_and_a_global_give_the_fleets_exact_counts_once() {
+    let global_sink = CaptureServer::start(Behaviour::Ok);
+    let local_sink = CaptureServer::start(Behaviour::Ok);
+    let g = Meterd::start(&format!(
+        "{}{FLEET_SLOS}",
+        global_config(&global_sink.url(), "127.0.0.1:0", "1s")
+    ));
+    let proxy = FaultProxy::start(g.addr("http"), Schedule::Always(Fault::LateAnswer));
+    let direct = format!("http://{}", g.addr("http"));
+    let l1 = Meterd::start(&format!(
+        "{}{FLEET_SLOS}",
+        local_config("local-1", &local_sink.url(), &[direct], "1s", 10)
+    ));
+    let l2 = Meterd::start(&format!(
+        "{}{FLEET_SLOS}",
+        local_config("local-2", &local_sink.url(), &[proxy.url()], "1s", 10)
+    ));
+    send_udp(
+        l1.addr("udp"),
+        &[b"api.requests:100|c\napi.errors:5|c\npay.latency:100|ms\npay.latency:101|ms|@0.5"],
+    );
+    send_udp(
+        l2.addr("udp"),
+        &[b"api.requests:50|c|@0.5\napi.errors:10|c\npay.latency:50|ms|@0.25"],
+    );
+    send_udp(g.addr("udp"), &[b"api.requests:7|c\npay.latency:7|ms"]);
+    // The late answers make local-2 send its import again: a duplicate the global answers
+    // without adding it twice.
+    wait_for("a late answer", || {
+        (proxy.count(Fault::LateAnswer) >= 2).then_some(())
+    });
+    proxy.set(Fault::Pass);
+    // api: total 100 + 100 + 7 = 207, errors 15; pay: total 1 + 2 + 4 + 1 = 8, bad 2.
+    let want = |v: &Value, total: f64, good: f64| v["total"] == total && v["good"] == good;
+    wait_for("the fleet's counts at the global", || {
+        let v = slos(&g);
+        (want(&v[0], 207.0, 192.0) && want(&v[1], 8.0, 6.0)).then_some(())
+    });
+    wait_for("a duplicate import", || {
+        (g.prom("meterd_import_duplicates_total").unwrap_or(0.0) >= 1.0).then_some(())
+    });
+    // Three more intervals: a second copy of any import would show up now.
+    let settled = g.prom("meterd_import_received_total").unwrap_or(0.0);
+    wait_for("three more imports", || {
+        (g.prom("meterd_import_received_total").unwrap_or(0.0) >= settled + 3.0).then_some(())
+    });
+    let v = slos(&g);
+    assert!(want(&v[0], 207.0, 192.0), "{v:?}");
+    assert!(want(&v[1], 8.0, 6.0), "{v:?}");
+    // The global emitted the fleet's counts; the locals evaluate nothing.
+    let points = metric_points(&global_sink);
+    assert_eq!(sum_tagged(&points, "slo.total", "slo:api"), 207.0);
+    assert_eq!(sum_tagged(&points, "slo.good", "slo:pay"), 6.0);
+    assert!(points_named(&metric_points(&local_sink), "slo.total").is_empty());
+}
