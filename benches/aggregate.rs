@@ -182,9 +182,48 @@ fn bench_render(c: &mut Criterion) {
     g.finish();
 }
 
+/// `aggregate_existing` at 10,000 series with a latency SLO on every timer series
+/// (`app.timer.*` has no common name, so one rule per timer name would be unrealistic: the rule
+/// matches the timers of names ending in 3, a quarter of them, and the rest pay the branch).
+fn bench_existing_slo(c: &mut Criterion) {
+    use meterd::aggregate::slo::{LatencyRule, SloRules};
+    let mut g = c.benchmark_group("aggregate_existing_slo");
+    g.throughput(Throughput::Elements(
+        (DATAGRAMS * LINES_PER_DATAGRAM) as u64,
+    ));
+    let series = 10_000usize;
+    let agg = aggregator(2_000_000);
+    let latency = (0..series)
+        .filter(|s| s % 4 == 3 && s % 10 == 3)
+        .map(|s| LatencyRule {
+            slo: Arc::from(format!("slo{s}")),
+            metric: format!("app.timer.{s}"),
+            tags: Vec::new(),
+            threshold: 500.0,
+        })
+        .collect();
+    agg.set_slo_rules(SloRules {
+        latency,
+        ratio: Vec::new(),
+    });
+    populate(&agg, series);
+    let data = datagrams(series, 0);
+    let mut ing = Ingestor::new(agg.clone());
+    g.bench_function(format!("{series}_series"), |b| {
+        b.iter(|| {
+            for d in &data {
+                meterd::ingest::ingest_datagram(&mut ing, d, false);
+            }
+            ing.commit();
+        })
+    });
+    g.finish();
+}
+
 criterion_group!(
     benches,
     bench_existing,
+    bench_existing_slo,
     bench_parse_only,
     bench_new_series,
     bench_render

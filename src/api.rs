@@ -19,6 +19,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 
 use crate::aggregate::Aggregator;
+use crate::flush::slo::SharedSlos;
 use crate::forward::client::GlobalStats;
 use crate::forward::import::{self as importer, ImportError};
 use crate::forward::ledger::{Admission, ImportLedger};
@@ -52,6 +53,8 @@ pub struct ApiState {
     pub ledger: Arc<ImportLedger>,
     /// What the readers receive, for `GET /api/v1/capture`.
     pub tap: Arc<Tap>,
+    /// Service level objectives, evaluated by the flush.
+    pub slos: SharedSlos,
 }
 
 /// The router with every route.
@@ -67,6 +70,7 @@ pub fn router(state: ApiState, max_body_bytes: usize) -> Router {
         )
         .route("/api/v1/capture", get(capture))
         .route("/api/v1/cardinality", get(get_cardinality))
+        .route("/api/v1/slos", get(get_slos))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(state)
@@ -218,6 +222,21 @@ async fn import(
     }
     let refused = s.aggregator.merge_series(imp.series);
     s.health.record(imp.health_results, Origin::Forwarded);
+    if !imp.slo_counts.is_empty() {
+        let mut slos = s
+            .slos
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (name, good, total) in &imp.slo_counts {
+            slos.add_imported(
+                name,
+                crate::slo::Counts {
+                    good: *good,
+                    total: *total,
+                },
+            );
+        }
+    }
     Json(serde_json::json!({"series": series, "refused": refused, "duplicate": false}))
         .into_response()
 }
@@ -376,6 +395,52 @@ async fn get_cardinality(
     }
 }
 
+async fn get_slos(State(s): State<ApiState>) -> Response {
+    let views = s
+        .slos
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .views();
+    Json(views).into_response()
+}
+
+/// The status page's SLO table: objective, SLI and budget left over the budget window, burn
+/// rates, status.
+fn slo_table(html: &mut String, slos: &SharedSlos) {
+    let views = slos
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .views();
+    if views.is_empty() {
+        return;
+    }
+    html.push_str(
+        "<h2>SLOs</h2><table id=\"slos\"><thead><tr><th>SLO</th><th>objective</th><th>SLI</th>\
+<th>budget left</th><th>burn rates</th><th>status</th></tr></thead><tbody>",
+    );
+    for v in views {
+        let sli = v
+            .sli
+            .map_or_else(|| "no events".to_owned(), |x| format!("{:.4} %", x * 100.0));
+        let burns: Vec<String> = v
+            .burn_rates
+            .iter()
+            .map(|(w, r)| format!("{w} {r:.2}"))
+            .collect();
+        let _ = write!(
+            html,
+            "<tr><td>{}</td><td>{} %</td><td>{sli}</td><td>{:.1} %</td><td>{}</td>\
+<td><span class=\"status {status}\">{status}</span></td></tr>",
+            escape(&v.name),
+            v.objective * 100.0,
+            v.error_budget_remaining * 100.0,
+            escape(&burns.join(", ")),
+            status = v.status
+        );
+    }
+    html.push_str("</tbody></table>");
+}
+
 fn escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
@@ -406,7 +471,7 @@ h1{font-size:1.4rem;margin:0 0 .5rem}h2{font-size:1.1rem;margin:1.5rem 0 .4rem}
 .stat b{display:block;font-size:1.3rem}table{border-collapse:collapse;background:#fff;min-width:40rem}
 th,td{text-align:left;padding:.35rem .8rem;border-bottom:1px solid #eee}th{background:#f0f0f0}
 .status{font-weight:bold;padding:.1rem .5rem;border-radius:4px;color:#fff}
-.OK{background:#2e7d32}.ERROR{background:#c62828}.UNKNOWN{background:#757575}
+.OK{background:#2e7d32}.ERROR,.CRITICAL{background:#c62828}.WARNING{background:#ef6c00}.UNKNOWN{background:#757575}
 .msg{color:#555;max-width:40rem;overflow-wrap:anywhere}footer{margin-top:2rem;color:#888;font-size:.85rem}";
 
 async fn status_page(State(s): State<ApiState>) -> Response {
@@ -448,6 +513,7 @@ async fn status_page(State(s): State<ApiState>) -> Response {
         host = escape(&s.health.config().hostname),
         n = checks.len(),
     );
+    slo_table(&mut html, &s.slos);
     if checks.is_empty() {
         html.push_str("<p>No health checks reported yet.</p>");
     }

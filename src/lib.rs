@@ -11,6 +11,8 @@
 //! ```
 //!
 //! Beside the flow: [`health`] (health-check results, from `_sc` lines, the API and imports),
+//! [`slo`] (service level objectives: config, history, burn rates; counted in `aggregate`,
+//! evaluated by `flush`),
 //! [`telemetry`] (meterd's own metrics), [`api`] (the HTTP API and status page), [`config`]
 //! (TOML → validated [`config::Runtime`]), [`server`] (wiring and shutdown order). Shared leaves:
 //! [`point`] (the flushed data model and the clock), [`sys`] (libc calls), [`release`] (the
@@ -41,6 +43,7 @@ pub mod send;
 pub mod server;
 pub mod shutdown;
 pub mod sinks;
+pub mod slo;
 pub mod sys;
 pub mod telemetry;
 pub mod tls;

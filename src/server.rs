@@ -86,6 +86,10 @@ pub async fn run(rt: Runtime, shutdown: impl Future<Output = ()>) -> Result<(), 
             sc_store.record(vec![result], Origin::ServiceCheckLine);
         })),
     );
+    // The SLOs' counting rules are in place before the first datagram is read.
+    let slo_set = crate::slo::SloSet::new(rt.slos.clone(), cfg.slo.state_file.clone());
+    aggregator.set_slo_rules(crate::flush::slo::rules_of(&slo_set));
+    let slos: crate::flush::slo::SharedSlos = Arc::new(std::sync::Mutex::new(slo_set));
     let telemetry = Arc::new(Telemetry::new(aggregator.stats().clone()));
     // Every reader holds the capture tap; the API subscribes to it.
     let tap = Arc::new(ingest::capture::Tap::new(telemetry.capture_dropped.clone()));
@@ -232,6 +236,7 @@ pub async fn run(rt: Runtime, shutdown: impl Future<Output = ()>) -> Result<(), 
         health: health.clone(),
         interval_s: interval.as_secs(),
         tap: tap.clone(),
+        slos: slos.clone(),
     };
     let app = api::router(api_state, cfg.http.max_body_bytes);
     let api_task = match &http_tls {
@@ -261,7 +266,8 @@ pub async fn run(rt: Runtime, shutdown: impl Future<Output = ()>) -> Result<(), 
         forwarder,
         telemetry.clone(),
     )
-    .with_releaser(releaser);
+    .with_releaser(releaser)
+    .with_slos(slos);
     tokio::pin!(shutdown);
     let mut running = rt.clone();
     let mut retired: Vec<tokio::task::JoinHandle<()>> = Vec::new();
@@ -447,6 +453,13 @@ fn reload(
         }
     }
     aggregator.set_limits(&new.limits());
+    // SLOs: an unchanged one keeps its history, a changed one restarts it.
+    flusher
+        .slos()
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .reconfigure(next.slos.clone(), new.slo.state_file.clone());
+    flusher.refresh_slo_rules();
     // Keep what needs a restart at its running value, take the rest.
     let mut applied = next.clone();
     applied.interval = running.interval;

@@ -10,6 +10,7 @@
 pub mod histogram;
 pub mod key;
 pub mod set;
+pub mod slo;
 
 mod batch;
 mod cardinality;
@@ -213,6 +214,10 @@ pub struct Aggregator {
     per_metric: Mutex<HashMap<Box<[u8]>, cardinality::PerMetric>>,
     stats: Arc<IngestStats>,
     on_service_check: Option<ServiceCheckHook>,
+    /// SLO rules ([`Aggregator::set_slo_rules`]); read per batch only while `slo_on`.
+    slo_rules: std::sync::RwLock<Arc<slo::SloRules>>,
+    /// Whether any latency SLO exists: new histogram series are then offered to the rules.
+    slo_on: std::sync::atomic::AtomicBool,
 }
 
 /// Called on the reader's thread with every `_sc` line's check as it is parsed, before the check
@@ -254,6 +259,8 @@ impl Aggregator {
             config,
             stats: Arc::default(),
             on_service_check: None,
+            slo_rules: std::sync::RwLock::default(),
+            slo_on: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -272,6 +279,17 @@ impl Aggregator {
     pub fn with_service_check_hook(mut self, hook: ServiceCheckHook) -> Aggregator {
         self.on_service_check = Some(hook);
         self
+    }
+
+    /// Replaces the SLO counting rules; new series follow them from the next batch (series
+    /// created before keep the tally they were given until the flush).
+    pub fn set_slo_rules(&self, rules: slo::SloRules) {
+        let on = rules.has_latency();
+        *self
+            .slo_rules
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Arc::new(rules);
+        self.slo_on.store(on, Ordering::Relaxed);
     }
 
     /// Number of shards (a power of two).
@@ -364,6 +382,13 @@ impl Aggregator {
         let per_metric = self.limits.max_series_per_metric.load(Ordering::Relaxed);
         let mut refused = 0;
         let mut refused_per_metric = 0;
+        // Read once per batch, and only with a latency SLO configured.
+        let slo = self.slo_on.load(Ordering::Relaxed).then(|| {
+            self.slo_rules
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone()
+        });
         let mut guard = lock(m);
         let shard = &mut *guard;
         let spares = &mut shard.spare_hdr;
@@ -404,7 +429,15 @@ impl Aggregator {
                 continue;
             }
             let previous = shard.gauge_last.get(&hash).map(|g| g.0).unwrap_or(0.0);
-            let state = new_state(op.value, previous);
+            let mut state = new_state(op.value, previous);
+            if let (Some(rules), State::Histogram(h), OpValue::Sample(v, w)) =
+                (&slo, &mut state, op.value)
+            {
+                h.slo = rules.tally_for(key).map(|mut t| {
+                    t.record(v, w);
+                    t
+                });
+            }
             shard.table.insert_unique(
                 hash,
                 Series {

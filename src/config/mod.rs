@@ -25,6 +25,7 @@ pub use runtime::Runtime;
 use crate::aggregate::GaugeDeltas;
 pub use crate::flush::naming::Aggregate;
 use crate::sinks::{Secret, SinkConfig};
+use crate::slo::{SloConfig, SloSection};
 use crate::units::Dur;
 use validate::describe_toml_error;
 
@@ -114,6 +115,10 @@ pub struct Config {
     pub health: HealthSection,
     /// Where flushes go.
     pub sinks: Vec<SinkConfig>,
+    /// Service level objectives (`docs/slo.md`).
+    pub slos: Vec<SloConfig>,
+    /// Settings shared by every SLO.
+    pub slo: SloSection,
 }
 
 /// `[ingest]`.
@@ -257,6 +262,8 @@ impl Default for Config {
             forward: ForwardSection::default(),
             health: HealthSection::default(),
             sinks: vec![SinkConfig::default()],
+            slos: Vec::new(),
+            slo: SloSection::default(),
         }
     }
 }
@@ -435,6 +442,23 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(m.contains("percentiles (line 1)"), "{m}");
+    }
+
+    #[test]
+    fn slo_errors_name_the_slo_the_key_and_the_line() {
+        let text = "[[slos]]\nname = \"a\"\nobjective = 0.9\ntotal = \"t\"\nerrors = \"e\"\n\n\
+                    [[slos]]\nname = \"b\"\nobjective = 1.5\ntotal = \"t\"\nerrors = \"e\"\n";
+        let m = Config::from_toml(text)
+            .unwrap()
+            .validate(text)
+            .unwrap_err()
+            .to_string();
+        assert!(m.contains("slos[1].objective (line 9)"), "{m}");
+        assert!(m.contains("slo \"b\""), "{m}");
+        let ok = "[[slos]]\nname = \"a\"\nobjective = 0.9\ntotal = \"t\"\nerrors = \"e\"\n";
+        let rt = Config::from_toml(ok).unwrap().validate(ok).unwrap();
+        assert_eq!(rt.slos.len(), 1);
+        assert!(rt.config.to_effective_toml().contains("[[slos]]"));
     }
 
     #[test]

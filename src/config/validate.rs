@@ -159,6 +159,12 @@ impl Config {
         }
         crate::sinks::SinkSet::validate(&self.sinks, interval)
             .map_err(|e| invalid(&e.key, e.reason))?;
+        let slos =
+            crate::slo::validate(&self.slos, interval).map_err(|e| ConfigError::Invalid {
+                line: line_of(source, &e.key).map_or(String::new(), |l| format!(" (line {l})")),
+                key: e.key,
+                message: e.message,
+            })?;
         let hostname: Arc<str> = if self.hostname.is_empty() {
             Arc::from(crate::sys::machine_hostname())
         } else {
@@ -179,6 +185,7 @@ impl Config {
         }
         .next_power_of_two();
         Ok(Runtime {
+            slos,
             http_tls,
             ingest_tls,
             forward_tls,
@@ -297,16 +304,22 @@ impl Config {
 /// The 1-based line where dotted `key` is set (`[section]` then `name = `), if it is.
 /// `sinks[N].name` looks inside the N-th `[[sinks]]` table.
 fn line_of(source: &str, key: &str) -> Option<usize> {
-    if let Some(rest) = key.strip_prefix("sinks[") {
+    if let Some((table, rest)) = ["sinks", "slos"]
+        .iter()
+        .find_map(|t| Some((*t, key.strip_prefix(t)?.strip_prefix('[')?)))
+    {
+        let header = format!("[[{table}]]");
         let (index, field) = rest.split_once(']')?;
         let index: usize = index.parse().ok()?;
         let field = field.trim_start_matches('.');
+        // `alerts[0].windows` is on the line of `alerts`.
+        let field = field.split(['[', '.']).next().unwrap_or(field);
         let mut seen = 0usize;
         let mut inside = false;
         for (i, raw) in source.lines().enumerate() {
             let line = raw.trim();
             if line.starts_with('[') {
-                inside = line == "[[sinks]]" && {
+                inside = line == header && {
                     seen += 1;
                     seen == index + 1
                 };

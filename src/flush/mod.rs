@@ -2,6 +2,7 @@
 //! points outside every lock and off the reader threads, and hand one batch to every sink.
 
 pub mod naming;
+pub mod slo;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -320,6 +321,10 @@ pub struct Flusher {
     /// unless [`Flusher::with_releaser`] gave it the server's thread).
     pub releaser: Releaser,
     previous: std::collections::HashMap<(&'static str, String), u64>,
+    /// The SLOs ([`Flusher::with_slos`]); none by default.
+    slos: slo::SharedSlos,
+    /// Their counting rules, read on the rendering thread.
+    slo_rules: Arc<crate::aggregate::slo::SloRules>,
     last_kernel_drops: u64,
     last_packets: u64,
     last_lines: u64,
@@ -347,6 +352,8 @@ impl Flusher {
             telemetry,
             releaser: Releaser::inline(),
             previous: std::collections::HashMap::new(),
+            slos: slo::SharedSlos::default(),
+            slo_rules: Arc::default(),
             last_kernel_drops,
             last_packets: 0,
             last_lines: 0,
@@ -449,15 +456,22 @@ impl Flusher {
             Ordering::Relaxed,
         );
         let renderer = self.renderer.clone();
-        let rendered =
-            tokio::task::spawn_blocking(move || renderer.render(snapshot, timestamp)).await;
-        let Rendered {
-            mut batch,
-            stats,
-            forward,
-            spares,
-            spent,
-        } = match rendered {
+        let rules = self.slo_rules.clone();
+        let rendered = tokio::task::spawn_blocking(move || {
+            let counts = rules.count(&snapshot.tables);
+            (renderer.render(snapshot, timestamp), counts)
+        })
+        .await;
+        let (
+            Rendered {
+                mut batch,
+                stats,
+                forward,
+                spares,
+                spent,
+            },
+            slo_counts,
+        ) = match rendered {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!(error = %e, "flush render failed; interval lost");
@@ -478,14 +492,22 @@ impl Flusher {
         }
         // Own checks first, so each global's fleet view gets every local's, every flush.
         self.record_self_checks(timestamp);
+        // A local forwards its SLO counts; a standalone or global instance evaluates them.
+        let (slo_forward, slo_counts) = match self.forwarder {
+            Some(_) => (slo::forwarded(&slo_counts), None),
+            None => (Vec::new(), Some(slo_counts)),
+        };
         if let Some(f) = &self.forwarder {
-            f.submit(forward, self.health.take_forward());
+            f.submit(forward, self.health.take_forward(), slo_forward);
         }
         let (checks, gauges, events) = self.health.drain(self.renderer.interval);
         batch.service_checks.extend(checks);
         let own_from = batch.metrics.len();
         batch.metrics.extend(gauges);
         batch.events.extend(events);
+        if let Some(counts) = slo_counts {
+            self.evaluate_slos(counts, timestamp, &mut batch).await;
+        }
         t.health_dropped.store(
             self.health.dropped.load(Ordering::Relaxed),
             Ordering::Relaxed,

@@ -22,7 +22,7 @@ use prost::Message as _;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::proto::{ForwardBatch, SeriesState, VERSION};
+use super::proto::{ForwardBatch, SeriesState, SloCount, VERSION};
 use crate::instance::instance_id;
 use crate::sinks::SinkError;
 
@@ -60,6 +60,7 @@ struct Payload {
     interval: u64,
     series: Vec<SeriesState>,
     health_results: Vec<String>,
+    slo_counts: Vec<SloCount>,
 }
 
 /// One part of an interval, encoded once: every attempt sends these bytes.
@@ -196,7 +197,14 @@ impl Forwarder {
     /// health results go to every global (each keeps the fleet view). Never blocks: a global
     /// whose queue is full loses this interval, counted. Every global hears of every interval
     /// (an empty one too), so each ages its buffer by intervals, not by payloads.
-    pub fn submit(&self, series: Vec<(u64, SeriesState)>, health_results: Vec<String>) {
+    ///
+    /// SLO counts, like health results, go to every global: each evaluates the fleet's SLOs.
+    pub fn submit(
+        &self,
+        series: Vec<(u64, SeriesState)>,
+        health_results: Vec<String>,
+        slo_counts: Vec<SloCount>,
+    ) {
         let interval = self.intervals.fetch_add(1, Ordering::Relaxed) + 1;
         let mut payloads: Vec<Payload> = self
             .globals
@@ -213,6 +221,7 @@ impl Forwarder {
         }
         for p in payloads.iter_mut() {
             p.health_results = health_results.clone();
+            p.slo_counts = slo_counts.clone();
         }
         for ((p, q), g) in payloads.into_iter().zip(&self.queues).zip(&self.globals) {
             let n = p.series.len() as u64;
@@ -258,10 +267,12 @@ fn encode_parts(p: Payload, sender: &Sender) -> Vec<Part> {
         interval,
         series,
         health_results,
+        slo_counts,
     } = p;
     let parts = series.len().div_ceil(MAX_PART_SERIES).max(1);
     let mut out = Vec::with_capacity(parts);
     let mut health_results = Some(health_results);
+    let mut slo_counts = Some(slo_counts);
     // Taken from the front without shifting what is left (`drain(..n)` would, once per part).
     let mut series = series.into_iter();
     for part in 0..parts {
@@ -271,6 +282,7 @@ fn encode_parts(p: Payload, sender: &Sender) -> Vec<Part> {
             source: sender.source.clone(),
             series: chunk,
             health_results: health_results.take().unwrap_or_default(),
+            slo_counts: slo_counts.take().unwrap_or_default(),
             sender: instance_id().to_owned(),
             interval,
             part: u32::try_from(part).unwrap_or(u32::MAX),
@@ -357,7 +369,7 @@ async fn deliver(
             p = rx.recv() => match p {
                 Some(p) => {
                     let interval = p.interval;
-                    if !p.series.is_empty() || !p.health_results.is_empty() {
+                    if !p.series.is_empty() || !p.health_results.is_empty() || !p.slo_counts.is_empty() {
                         let sender = sender.clone();
                         let parts = tokio::task::spawn_blocking(move || encode_parts(p, &sender))
                             .await
@@ -450,6 +462,11 @@ mod tests {
             interval: 7,
             series,
             health_results: vec!["{}".to_owned()],
+            slo_counts: vec![SloCount {
+                name: "api".to_owned(),
+                good: 1.0,
+                total: 2.0,
+            }],
         };
         let sender = Sender {
             source: "local-1".to_owned(),
@@ -470,6 +487,7 @@ mod tests {
             assert_eq!(b.sender, instance_id());
             assert_eq!(b.source, "local-1");
             assert_eq!(b.health_results.len(), usize::from(i == 0));
+            assert_eq!(b.slo_counts.len(), usize::from(i == 0));
             assert_eq!(p.series, b.series.len() as u64);
             names.extend(b.series.into_iter().map(|s| s.name));
         }

@@ -29,6 +29,8 @@ pub struct Import {
     pub series: Vec<(Box<[u8]>, State)>,
     /// Health results for the fleet view.
     pub health_results: Vec<HealthResult>,
+    /// Per-SLO (name, good, total) of the sender's interval, added once the import is admitted.
+    pub slo_counts: Vec<(String, f64, f64)>,
     /// The sending host.
     pub source: String,
     /// Its identity; `None` from a local that predates identities (merged without a check).
@@ -85,9 +87,20 @@ pub fn decode(
                 .map_err(|e| ImportError::Malformed(format!("health_results{e}")))?,
         );
     }
+    let mut slo_counts = Vec::with_capacity(batch.slo_counts.len());
+    for (i, c) in batch.slo_counts.iter().enumerate() {
+        let ok = |x: f64| x.is_finite() && x >= 0.0;
+        if !(ok(c.good) && ok(c.total) && c.good <= c.total) {
+            return Err(ImportError::Malformed(format!(
+                "slo_counts[{i}]: good and total must be finite, at least 0, good <= total"
+            )));
+        }
+        slo_counts.push((c.name.clone(), c.good, c.total));
+    }
     Ok(Import {
         series,
         health_results,
+        slo_counts,
         source: batch.source,
         id,
     })
@@ -234,6 +247,28 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("health_results[0].id"));
+        let slo = |good: f64, total: f64| ForwardBatch {
+            version: VERSION,
+            slo_counts: vec![crate::forward::proto::SloCount {
+                name: "api".into(),
+                good,
+                total,
+            }],
+            ..ForwardBatch::default()
+        };
+        let ok = decode(&slo(9.0, 10.0).encode_to_vec(), false, 1 << 20, 0).unwrap();
+        assert_eq!(ok.slo_counts, [("api".to_owned(), 9.0, 10.0)]);
+        for (good, total) in [
+            (11.0, 10.0),
+            (-1.0, 1.0),
+            (f64::NAN, 1.0),
+            (1.0, f64::INFINITY),
+        ] {
+            assert!(decode(&slo(good, total).encode_to_vec(), false, 1 << 20, 0)
+                .unwrap_err()
+                .to_string()
+                .contains("slo_counts[0]"));
+        }
         let bomb = gz(&vec![0u8; 1 << 20]);
         assert!(matches!(
             decode(&bomb, true, 1 << 16, 0),

@@ -42,6 +42,24 @@ pub struct ForwardBatch {
     /// The sender's flush interval in milliseconds (how long a retry may lag its first try).
     #[prost(uint64, tag = "10")]
     pub interval_ms: u64,
+    /// The interval's good and total events per SLO, counted by the local (in part 0 only);
+    /// a global that predates SLOs ignores them.
+    #[prost(message, repeated, tag = "11")]
+    pub slo_counts: Vec<SloCount>,
+}
+
+/// One SLO's counts of one interval at a local (`docs/slo.md#in-a-fleet`).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct SloCount {
+    /// The SLO's name.
+    #[prost(string, tag = "1")]
+    pub name: String,
+    /// Good events (Σ 1 ÷ sample rate).
+    #[prost(double, tag = "2")]
+    pub good: f64,
+    /// All events.
+    #[prost(double, tag = "3")]
+    pub total: f64,
 }
 
 /// One series' identity and state.

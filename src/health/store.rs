@@ -38,6 +38,9 @@ pub enum Origin {
     ServiceCheckLine,
     /// Forwarded by a local: the fleet view keeps it; never emitted or forwarded again.
     Forwarded,
+    /// Evaluated by meterd itself with its own service check and status-change events (SLOs):
+    /// store only, no events of the store's.
+    Evaluated,
 }
 
 pub(super) struct Entry {
@@ -134,7 +137,7 @@ impl HealthStore {
             inner.order.insert(key.clone(), inner.seq);
             match inner.checks.get_mut(&key) {
                 Some(e) => {
-                    if e.effective != r.status {
+                    if e.effective != r.status && origin != Origin::Evaluated {
                         inner.events.push(change_event(
                             &r,
                             e.effective,

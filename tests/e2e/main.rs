@@ -6,7 +6,7 @@
 //! - what goes in: `statsd`, `fixtures`, `transports`, `origin`;
 //! - what aggregation makes of it: `aggregation`, `limits`, `flood`;
 //! - what goes out: `sinks`, `sink_keys`, `real_sinks`, `fleet`, `fleet_faults`, `tls`;
-//! - running meterd: `cli`, `health`, `shutdown`, `hardening`, `threads`, `capture`, `cardinality`.
+//! - running meterd: `cli`, `health`, `shutdown`, `hardening`, `threads`, `capture`, `cardinality`, `slo`.
 
 // The harness: meterd as a child process, a capture server, points, real metric stores.
 mod support;
@@ -59,3 +59,5 @@ mod threads;
 mod capture;
 // What the interval holds: `GET /api/v1/cardinality` and `meterd top`.
 mod cardinality;
+// SLOs: exact counts, burn-rate checks, the API, history across SIGHUP and restarts, fleets.
+mod slo;

@@ -66,6 +66,8 @@ pub struct HistogramState {
     pub max: f64,
     /// Weighted Σ 1/value, for the harmonic mean.
     pub recip_sum: f64,
+    /// SLO counts, on series of a latency SLO only ([`crate::aggregate::slo`]).
+    pub slo: Option<Box<crate::aggregate::slo::SloTally>>,
     repr: Repr,
 }
 
@@ -97,6 +99,7 @@ impl HistogramState {
             min: value,
             max: value,
             recip_sum: reciprocal(value, weight),
+            slo: None,
             repr: Repr::Raw(Raw::one(value, weight)),
         }
     }
@@ -121,6 +124,9 @@ impl HistogramState {
         self.count += weight;
         self.sum += value * weight;
         self.recip_sum += reciprocal(value, weight);
+        if let Some(t) = &mut self.slo {
+            t.record(value, weight);
+        }
         if value < self.min {
             self.min = value;
         }
@@ -376,7 +382,8 @@ mod tests {
 
     #[test]
     fn state_is_small() {
-        assert!(std::mem::size_of::<HistogramState>() <= 88);
+        // 88 bytes of aggregates and samples, and the SLO tally's pointer.
+        assert!(std::mem::size_of::<HistogramState>() <= 96);
         assert_eq!(std::mem::size_of::<Weights>(), 24);
     }
 

@@ -136,6 +136,7 @@ impl HistogramState {
             min: p.min,
             max: p.max,
             recip_sum: p.recip_sum,
+            slo: None,
             repr,
         })
     }
