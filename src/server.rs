@@ -182,16 +182,13 @@ pub async fn run(rt: Runtime, shutdown: impl Future<Output = ()>) -> Result<(), 
         let t = std::thread::Builder::new()
             .name(format!("meterd-{}-{i}", transport.name()))
             .spawn(move || {
-                ingest::datagram::run_reader(
-                    socket,
-                    ingestor,
+                let options = ingest::datagram::ReaderOptions {
                     max_datagram,
                     coalesce,
-                    origin,
-                    stop,
                     transport,
                     tap,
-                )
+                };
+                ingest::datagram::run_reader(socket, ingestor, options, origin, stop)
             })
             .map_err(ServerError::Thread)?;
         threads.push(t);

@@ -245,6 +245,18 @@ impl Coalesce {
     }
 }
 
+/// What a datagram reader is told besides its socket, ingestor, origin cache and stop flag.
+pub struct ReaderOptions {
+    /// Bytes per datagram: longer ones are cut by the kernel.
+    pub max_datagram: usize,
+    /// The longest nap after a receive that emptied the socket ([`Coalesce`]; zero: never).
+    pub coalesce: Duration,
+    /// What the socket is, for logs and capture records.
+    pub transport: Transport,
+    /// The capture tap every reader offers its batches to while a capture runs.
+    pub tap: Arc<Tap>,
+}
+
 /// Reads `socket` until `shutdown` is set, then drains it. `max_datagram` bytes per datagram:
 /// longer ones are cut by the kernel and their last line counted as `truncated`. After a
 /// receive that empties the socket the reader naps up to `coalesce` ([`Coalesce`]; zero: never).
@@ -257,13 +269,16 @@ impl Coalesce {
 pub fn run_reader<S: AsFd>(
     socket: S,
     mut ingestor: Ingestor,
-    max_datagram: usize,
-    coalesce: Duration,
+    options: ReaderOptions,
     mut origin: Option<OriginCache>,
     shutdown: Arc<AtomicBool>,
-    transport: Transport,
-    tap: Arc<Tap>,
 ) {
+    let ReaderOptions {
+        max_datagram,
+        coalesce,
+        transport,
+        tap,
+    } = options;
     let label = transport.name();
     let fd = socket.as_fd().as_raw_fd();
     let mut batch = RecvBatch::new(max_datagram, origin.is_some());

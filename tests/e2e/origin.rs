@@ -193,10 +193,6 @@ fn unix_senders_are_tagged_with_their_container() {
         "statsd_unix = [\"@DIR@/meterd.sock\"]\norigin_detection = true",
     ));
     let path = m.dir.path().join("meterd.sock");
-    // A capture of the same traffic records each datagram's origin.
-    let file = m.dir.path().join("traffic.cap");
-    let cli = crate::capture::start_capture(&m, &file, &["--seconds", "600"]);
-    crate::capture::wait_capture_started(&m);
 
     let mut inside = Sender::spawn(&path);
     if let Err(e) = cgroup.add(inside.pid()) {
@@ -206,6 +202,10 @@ fn unix_senders_are_tagged_with_their_container() {
         );
         return;
     }
+    // A capture of the same traffic records each datagram's origin.
+    let file = m.dir.path().join("traffic.cap");
+    let cli = crate::capture::start_capture(&m, &file, &["--seconds", "600"]);
+    crate::capture::wait_capture_started(&m);
     inside.send("origin.c:1|c|#k:v\norigin.own:1|c|c:other\n_e{2,2}:hi|yo\n");
 
     let mut outside = Sender::spawn(&path);
