@@ -206,7 +206,7 @@ fn unix_senders_are_tagged_with_their_container() {
     let file = m.dir.path().join("traffic.cap");
     let cli = crate::capture::start_capture(&m, &file, &["--seconds", "600"]);
     crate::capture::wait_capture_started(&m);
-    inside.send("origin.c:1|c|#k:v\norigin.own:1|c|c:other\n_e{2,2}:hi|yo\n");
+    inside.send("origin.c:1|c|#k:v\norigin.own:1|c|c:other\n_e{2,2}:hi|yo|d:1796000000\n");
 
     let mut outside = Sender::spawn(&path);
     cgroup
