@@ -12,6 +12,8 @@ pub mod key;
 pub mod set;
 
 mod batch;
+#[cfg(test)]
+mod mapping_tests;
 mod stats;
 
 use std::collections::HashMap;
@@ -204,6 +206,8 @@ pub struct Aggregator {
     per_metric: Mutex<HashMap<Box<[u8]>, usize>>,
     stats: Arc<IngestStats>,
     on_service_check: Option<ServiceCheckHook>,
+    /// The mapping rules readers pick up at their next commit.
+    mapping: batch::MappingSlot,
 }
 
 /// Called on the reader's thread with every `_sc` line's check as it is parsed, before the check
@@ -244,7 +248,14 @@ impl Aggregator {
             config,
             stats: Arc::default(),
             on_service_check: None,
+            mapping: batch::MappingSlot::default(),
         }
+    }
+
+    /// Replaces the mapping rules (`None`: no mapping); readers take them from their next
+    /// batch on, with an empty cache.
+    pub fn set_mapping(&self, rules: Option<Arc<crate::mapping::Rules>>) {
+        self.mapping.set(rules);
     }
 
     /// The limits in force.

@@ -22,4 +22,12 @@ pub struct IngestStats {
     pub series_dropped_metric_limit: AtomicU64,
     /// Events and service checks refused by `max_events`.
     pub events_dropped: AtomicU64,
+    /// Metric lines dropped by a mapping rule (`action = "drop"`).
+    pub lines_dropped_mapping: AtomicU64,
+    /// Mapping lookups answered by a reader's cache.
+    pub mapping_cache_hits: AtomicU64,
+    /// Mapping lookups that ran the rules.
+    pub mapping_cache_misses: AtomicU64,
+    /// Entries the readers' mapping caches dropped to stay bounded.
+    pub mapping_cache_evictions: AtomicU64,
 }
