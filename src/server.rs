@@ -85,6 +85,7 @@ pub async fn run(rt: Runtime, shutdown: impl Future<Output = ()>) -> Result<(), 
             sc_store.record(vec![result], Origin::ServiceCheckLine);
         })),
     );
+    aggregator.set_mapping(rt.mappings.clone());
     let telemetry = Arc::new(Telemetry::new(aggregator.stats().clone()));
     let stop_threads = Arc::new(AtomicBool::new(false));
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -427,6 +428,7 @@ fn reload(
         }
     }
     aggregator.set_limits(&new.limits());
+    aggregator.set_mapping(next.mappings.clone());
     // Keep what needs a restart at its running value, take the rest.
     let mut applied = next.clone();
     applied.interval = running.interval;

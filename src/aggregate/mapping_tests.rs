@@ -58,8 +58,15 @@ fn series(a: &Aggregator) -> Vec<String> {
 
 fn ingest(a: &Arc<Aggregator>, datagram: &str) {
     let mut i = Ingestor::new(a.clone());
-    crate::ingest::ingest_datagram(&mut i, datagram.as_bytes(), false);
+    feed(&mut i, datagram);
     i.commit();
+}
+
+/// The lines of `datagram`, one by one.
+fn feed(i: &mut Ingestor, datagram: &str) {
+    for line in datagram.lines() {
+        i.ingest_line(line.as_bytes());
+    }
 }
 
 const ROUTES: &str = r#"
@@ -140,19 +147,19 @@ fn drops_are_counted_and_events_and_checks_untouched() {
 fn rules_reload_at_commit() {
     let a = aggregator(ROUTES);
     let mut i = Ingestor::new(a.clone());
-    crate::ingest::ingest_datagram(&mut i, b"a.requests:1|c", false);
+    feed(&mut i, "a.requests:1|c");
     i.commit();
     a.set_mapping(rules(
         "[[mappings]]\nmatch = \"*.requests\"\nname = \"reqs.$1\"",
     ));
-    crate::ingest::ingest_datagram(&mut i, b"a.requests:1|c", false);
+    feed(&mut i, "a.requests:1|c");
     i.commit(); // the batch before the commit still used the old rules
-    crate::ingest::ingest_datagram(&mut i, b"a.requests:1|c", false);
+    feed(&mut i, "a.requests:1|c");
     i.commit();
     a.set_mapping(None);
-    crate::ingest::ingest_datagram(&mut i, b"a.requests:1|c", false);
+    feed(&mut i, "a.requests:1|c");
     i.commit();
-    crate::ingest::ingest_datagram(&mut i, b"a.requests:1|c", false);
+    feed(&mut i, "a.requests:1|c");
     i.commit();
     assert_eq!(
         series(&a),

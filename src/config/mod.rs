@@ -114,6 +114,9 @@ pub struct Config {
     pub health: HealthSection,
     /// Where flushes go.
     pub sinks: Vec<SinkConfig>,
+    /// `[[mappings]]` rules, in order (checked and compiled by validation, which names the
+    /// rule of an error).
+    pub mappings: Vec<toml::Table>,
 }
 
 /// `[ingest]`.
@@ -254,6 +257,7 @@ impl Default for Config {
             forward: ForwardSection::default(),
             health: HealthSection::default(),
             sinks: vec![SinkConfig::default()],
+            mappings: Vec::new(),
         }
     }
 }

@@ -39,6 +39,8 @@ pub struct Runtime {
     /// `[forward]` TLS for `https://` globals; `None` = reqwest's defaults (webpki roots, no
     /// client certificate).
     pub forward_tls: Option<Arc<rustls::ClientConfig>>,
+    /// The compiled `[[mappings]]` rules; `None` when there are none.
+    pub mappings: Option<Arc<crate::mapping::Rules>>,
     /// The file this came from (SIGHUP re-reads it); `None` on embedded defaults.
     pub source: Option<PathBuf>,
 }
