@@ -13,7 +13,7 @@ use smallvec::SmallVec;
 use super::{Aggregator, GaugeDeltas, Limits, OpValue};
 use crate::aggregate::key::{encode_key, encode_key_mapped, hash_key};
 use crate::aggregate::set::hash_member;
-use crate::mapping::{added_tags, Cached, MappingCache, Rules};
+use crate::mapping::{Cached, MappingCache, Rules};
 use crate::point::{unix_secs, Event, ServiceCheck};
 use crate::protocol::{
     parse_line_into, unescape_newlines, EventLine, MetricLine, MetricType, ParseError, ParsedLine,
@@ -221,16 +221,16 @@ impl Ingestor {
             return self.push_metric(m);
         };
         let start = self.keys.len();
-        match cache.resolve(m.name, m.kind) {
+        match cache.resolve(m.name, m.kind, hash_key(m.name)) {
             Cached::Unchanged => encode_key(&mut self.keys, m),
             Cached::Dropped => {
                 self.dropped_mapping += 1;
                 return;
             }
-            Cached::Mapped { name, tags } => {
+            Cached::Mapped(mapped) => {
                 let mut extra: SmallVec<[&[u8]; 8]> = SmallVec::new();
-                added_tags(tags, &m.tags, &mut extra);
-                encode_key_mapped(&mut self.keys, m, name, &extra);
+                mapped.added_tags(&m.tags, &mut extra);
+                encode_key_mapped(&mut self.keys, m, mapped.name(), &extra);
             }
         }
         self.push_encoded(start, m);

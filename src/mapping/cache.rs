@@ -7,7 +7,6 @@
 //! come back on their next line), which keeps it bounded under unbounded name churn at the
 //! cost of re-resolving. Hits, misses and evicted entries are counted for the self-metrics.
 
-use std::hash::BuildHasher;
 use std::sync::Arc;
 
 use hashbrown::hash_table::Entry;
@@ -30,12 +29,62 @@ pub enum Cached {
     /// Dropped by a rule.
     Dropped,
     /// Renamed and tagged.
-    Mapped {
-        /// The new name.
-        name: Box<[u8]>,
-        /// `key:value` tags with the length of their key.
-        tags: Box<[(Box<[u8]>, usize)]>,
-    },
+    Mapped(Box<MappedKey>),
+}
+
+/// A mapped name and its rule's tags in one allocation.
+#[derive(Debug)]
+pub struct MappedKey {
+    /// The name, then each `key:value` tag.
+    data: Box<[u8]>,
+    /// Where the name ends in `data`.
+    name_end: usize,
+    /// Each tag's range in `data` and the length of its key.
+    tags: SmallVec<[(u32, u32, u32); 4]>,
+}
+
+impl MappedKey {
+    fn new(name: &str, tags: &[String]) -> MappedKey {
+        let mut data = Vec::with_capacity(name.len() + tags.iter().map(String::len).sum::<usize>());
+        data.extend_from_slice(name.as_bytes());
+        let at = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        let mut spans = SmallVec::new();
+        for t in tags {
+            let start = data.len();
+            data.extend_from_slice(t.as_bytes());
+            let key = t.find(':').unwrap_or(t.len());
+            spans.push((at(start), at(data.len()), at(key)));
+        }
+        MappedKey {
+            data: data.into_boxed_slice(),
+            name_end: name.len(),
+            tags: spans,
+        }
+    }
+
+    /// The new name.
+    #[inline]
+    pub fn name(&self) -> &[u8] {
+        self.data.get(..self.name_end).unwrap_or_default()
+    }
+
+    /// Pushes onto `out` the rule's tags whose key no tag of `line` has (a line's own tag
+    /// wins over a rule's).
+    #[inline]
+    pub fn added_tags<'c>(&'c self, line: &[&[u8]], out: &mut SmallVec<[&'c [u8]; 8]>) {
+        for &(start, end, key_len) in &self.tags {
+            let Some(tag) = self.data.get(start as usize..end as usize) else {
+                continue;
+            };
+            let key = tag.get(..key_len as usize).unwrap_or_default();
+            let shadowed = line.iter().any(|t| {
+                t.starts_with(key) && (t.len() == key.len() || t.get(key.len()) == Some(&b':'))
+            });
+            if !shadowed {
+                out.push(tag);
+            }
+        }
+    }
 }
 
 impl Cached {
@@ -43,44 +92,19 @@ impl Cached {
         match o {
             Outcome::Unchanged | Outcome::Kept(_) => Cached::Unchanged,
             Outcome::Dropped(_) => Cached::Dropped,
-            Outcome::Mapped(m) => Cached::Mapped {
-                name: m.name.into_bytes().into_boxed_slice(),
-                tags: m
-                    .tags
-                    .into_iter()
-                    .map(|t| {
-                        let key = t.find(':').unwrap_or(t.len());
-                        (t.into_bytes().into_boxed_slice(), key)
-                    })
-                    .collect(),
-            },
+            Outcome::Mapped(m) => Cached::Mapped(Box::new(MappedKey::new(&m.name, &m.tags))),
         }
     }
 }
 
-/// Pushes onto `out` the rule tags of `tags` whose key no tag of `line` has (a line's own tag
-/// wins over a rule's).
-#[inline]
-pub fn added_tags<'c>(
-    tags: &'c [(Box<[u8]>, usize)],
-    line: &[&[u8]],
-    out: &mut SmallVec<[&'c [u8]; 8]>,
-) {
-    for (tag, key_len) in tags {
-        let key = tag.get(..*key_len).unwrap_or_default();
-        let shadowed = line.iter().any(|t| {
-            t.starts_with(key) && (t.len() == key.len() || t.get(key.len()) == Some(&b':'))
-        });
-        if !shadowed {
-            out.push(tag);
-        }
-    }
-}
+/// Names up to this long are held in the entry itself: a hit then reads one slot, with no
+/// pointer to follow to compare the name (criterion `mapping`).
+const INLINE_NAME: usize = 32;
 
 struct Slot {
     hash: u64,
+    name: SmallVec<[u8; INLINE_NAME]>,
     kind: MetricType,
-    name: Box<[u8]>,
     value: Cached,
 }
 
@@ -99,7 +123,6 @@ pub struct CacheCounts {
 pub struct MappingCache {
     rules: Arc<Rules>,
     table: HashTable<Slot>,
-    hasher: foldhash::fast::FixedState,
     capacity: usize,
     counts: CacheCounts,
 }
@@ -115,7 +138,6 @@ impl MappingCache {
         MappingCache {
             rules,
             table: HashTable::new(),
-            hasher: foldhash::fast::FixedState::with_seed(0x6d61_7070),
             capacity: capacity.max(1),
             counts: CacheCounts::default(),
         }
@@ -126,17 +148,18 @@ impl MappingCache {
         &self.rules
     }
 
-    /// What a line named `name` of type `kind` becomes.
+    /// What a line named `name` of type `kind` becomes; `hash` is any good 64-bit hash of
+    /// `name` (the caller's own, computed once).
     #[inline]
-    pub fn resolve(&mut self, name: &[u8], kind: MetricType) -> &Cached {
+    pub fn resolve(&mut self, name: &[u8], kind: MetricType, hash: u64) -> &Cached {
         if self.table.len() >= self.capacity {
             self.counts.evictions += self.table.len() as u64;
             self.table.clear();
         }
-        let hash = self.hasher.hash_one(name) ^ kind.index() as u64;
+        let hash = hash ^ kind.index() as u64;
         let entry = self.table.entry(
             hash,
-            |s| s.hash == hash && s.kind == kind && *s.name == *name,
+            |s| s.hash == hash && s.kind == kind && s.name.as_slice() == name,
             |s| s.hash,
         );
         match entry {
@@ -154,7 +177,7 @@ impl MappingCache {
                 let slot = Slot {
                     hash,
                     kind,
-                    name: name.into(),
+                    name: SmallVec::from_slice(name),
                     value,
                 };
                 &v.insert(slot).into_mut().value

@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use regex::Regex;
 use serde::{Deserialize, Serialize};
 
-pub use cache::{added_tags, CacheCounts, Cached, MappingCache, CACHE_CAPACITY};
+pub use cache::{CacheCounts, Cached, MappedKey, MappingCache, CACHE_CAPACITY};
 use glob::{Glob, GlobTrie};
 use template::{Captures, Template};
 

@@ -301,6 +301,21 @@ fn explain_prints_one_line_per_query() {
     assert_eq!(Rules::explain(None, "a|c").unwrap(), "a|c -> unchanged");
 }
 
+/// What a cached entry says, as text: `name [tags]`, `dropped` or `unchanged`.
+fn describe(c: &Cached) -> String {
+    match c {
+        Cached::Mapped(m) => {
+            let mut tags = smallvec::SmallVec::new();
+            m.added_tags(&[], &mut tags);
+            let tags: Vec<_> = tags.iter().map(|t| String::from_utf8_lossy(t)).collect();
+            format!("{} {tags:?}", String::from_utf8_lossy(m.name()))
+        }
+        Cached::Dropped => "dropped".to_owned(),
+        Cached::Unchanged => "unchanged".to_owned(),
+    }
+}
+
+/// Every name hashes alike here: the cache must still tell them apart by name and type.
 #[test]
 fn the_cache_answers_as_the_rules_and_stays_bounded() {
     let r = rules(
@@ -309,31 +324,14 @@ fn the_cache_answers_as_the_rules_and_stays_bounded() {
     .unwrap()
     .unwrap();
     let mut cache = MappingCache::with_capacity(Arc::new(r), 4);
-    let name_of = |c: &Cached| match c {
-        Cached::Mapped { name, tags } => {
-            let tags: Vec<_> = tags.iter().map(|(t, k)| (t.to_vec(), *k)).collect();
-            format!("{} {tags:?}", String::from_utf8_lossy(name))
-        }
-        Cached::Dropped => "dropped".to_owned(),
-        Cached::Unchanged => "unchanged".to_owned(),
-    };
-    assert_eq!(
-        name_of(cache.resolve(b"a.x", MetricType::Counter)),
-        format!("a {:?}", vec![(b"k:x".to_vec(), 1)])
-    );
-    assert_eq!(
-        name_of(cache.resolve(b"a.x", MetricType::Counter)),
-        format!("a {:?}", vec![(b"k:x".to_vec(), 1)])
-    );
-    assert_eq!(
-        name_of(cache.resolve(b"d.x", MetricType::Counter)),
-        "dropped"
-    );
-    assert_eq!(
-        name_of(cache.resolve(b"z", MetricType::Counter)),
-        "unchanged"
-    );
-    assert_eq!(name_of(cache.resolve(b"z", MetricType::Gauge)), "unchanged");
+    let mut ask = |name: &[u8], kind| describe(cache.resolve(name, kind, 7));
+    assert_eq!(ask(b"a.x", MetricType::Counter), "a [\"k:x\"]");
+    assert_eq!(ask(b"a.x", MetricType::Counter), "a [\"k:x\"]");
+    assert_eq!(ask(b"d.x", MetricType::Counter), "dropped");
+    assert_eq!(ask(b"z", MetricType::Counter), "unchanged");
+    assert_eq!(ask(b"z", MetricType::Gauge), "unchanged");
+    // A name longer than the entry holds in place.
+    let long = b"a.a-name-much-longer-than-thirty-two-bytes-in-one-segment";
     assert_eq!(
         cache.take_counts(),
         CacheCounts {
@@ -344,13 +342,17 @@ fn the_cache_answers_as_the_rules_and_stays_bounded() {
     );
     // Full: the next lookup starts over.
     assert_eq!(
-        name_of(cache.resolve(b"a.x", MetricType::Counter)),
-        format!("a {:?}", vec![(b"k:x".to_vec(), 1)])
+        describe(cache.resolve(long, MetricType::Counter, 7)),
+        "a [\"k:a-name-much-longer-than-thirty-two-bytes-in-one-segment\"]"
+    );
+    assert_eq!(
+        describe(cache.resolve(long, MetricType::Counter, 7)),
+        "a [\"k:a-name-much-longer-than-thirty-two-bytes-in-one-segment\"]"
     );
     assert_eq!(
         cache.take_counts(),
         CacheCounts {
-            hits: 0,
+            hits: 1,
             misses: 1,
             evictions: 4
         }
@@ -359,12 +361,16 @@ fn the_cache_answers_as_the_rules_and_stays_bounded() {
 
 #[test]
 fn a_line_tag_shadows_a_rule_tag_of_the_same_key() {
-    use smallvec::SmallVec;
-    let tags: Vec<(Box<[u8]>, usize)> = ["route:pay", "status:200", "env:x"]
-        .iter()
-        .map(|t| (t.as_bytes().into(), t.find(':').unwrap()))
-        .collect();
-    let mut out: SmallVec<[&[u8]; 8]> = SmallVec::new();
-    cache::added_tags(&tags, &[b"route:other", b"env", b"stat:1"], &mut out);
+    let r = rules(
+        "[[mappings]]\nmatch = \"*\"\nname = \"n\"\ntags = { route = \"pay\", status = \"200\", env = \"x\" }",
+    )
+    .unwrap()
+    .unwrap();
+    let mut cache = MappingCache::new(Arc::new(r));
+    let Cached::Mapped(m) = cache.resolve(b"a", MetricType::Counter, 1) else {
+        panic!("not mapped");
+    };
+    let mut out = smallvec::SmallVec::new();
+    m.added_tags(&[b"route:other", b"env", b"stat:1"], &mut out);
     assert_eq!(out.as_slice(), &[&b"status:200"[..]]);
 }
