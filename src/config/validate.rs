@@ -529,6 +529,14 @@ mod tests {
         assert!(none.mappings.is_none());
     }
 
+    /// The rule set `benches/ab.py --config-b` uses stays valid.
+    #[test]
+    fn the_bench_rule_set_is_valid() {
+        let text = include_str!("../../benches/mapping_rules.toml");
+        let rt = Config::from_toml(text).unwrap().validate(text).unwrap();
+        assert_eq!(rt.mappings.map(|r| r.len()), Some(47));
+    }
+
     #[test]
     fn tls_keys_come_in_pairs() {
         let m = refusal("[http]\ntls_cert = \"/x.crt\"\n");
