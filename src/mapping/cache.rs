@@ -9,7 +9,6 @@
 
 use std::sync::Arc;
 
-use hashbrown::hash_table::Entry;
 use hashbrown::HashTable;
 use smallvec::SmallVec;
 
@@ -157,17 +156,16 @@ impl MappingCache {
             self.table.clear();
         }
         let hash = hash ^ kind.index() as u64;
-        let entry = self.table.entry(
-            hash,
-            |s| s.hash == hash && s.kind == kind && s.name.as_slice() == name,
-            |s| s.hash,
-        );
-        match entry {
-            Entry::Occupied(o) => {
+        // `find_entry`, not `entry`: a hit neither reserves nor looks for an insert slot.
+        let found = self.table.find_entry(hash, |s| {
+            s.hash == hash && s.kind == kind && s.name.as_slice() == name
+        });
+        match found {
+            Ok(o) => {
                 self.counts.hits += 1;
                 &o.into_mut().value
             }
-            Entry::Vacant(v) => {
+            Err(absent) => {
                 self.counts.misses += 1;
                 // Parsed names are UTF-8; anything else is left alone.
                 let value = match std::str::from_utf8(name) {
@@ -180,7 +178,8 @@ impl MappingCache {
                     name: SmallVec::from_slice(name),
                     value,
                 };
-                &v.insert(slot).into_mut().value
+                let table = absent.into_table();
+                &table.insert_unique(hash, slot, |s| s.hash).into_mut().value
             }
         }
     }
