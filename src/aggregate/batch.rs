@@ -216,13 +216,18 @@ impl Ingestor {
     /// [`Ingestor::push_metric`] through the mapping rules: the line's key is encoded under its
     /// mapped name and tags (borrowed from the cache), or the line is dropped and counted.
     #[inline(never)]
+    #[cold]
     fn push_mapped(&mut self, m: &MetricLine<'_>) {
-        let Some(cache) = self.mapping.as_deref_mut() else {
-            return self.push_metric(m);
-        };
+        // Neither `encode_key`, `hash_key` nor `push_metric` is called from here, and this
+        // function is marked cold: the reader's plain path (no rules) then inlines as it did
+        // before mapping existed (`benches/instructions.sh` counts it).
         let start = self.keys.len();
-        match cache.resolve(m.name, m.kind, hash_key(m.name)) {
-            Cached::Unchanged => encode_key(&mut self.keys, m),
+        let Some(cache) = self.mapping.as_deref_mut() else {
+            encode_key_mapped(&mut self.keys, m, m.name, &[]);
+            return self.push_encoded(start, m);
+        };
+        match cache.resolve(m.name, m.kind) {
+            Cached::Unchanged => encode_key_mapped(&mut self.keys, m, m.name, &[]),
             Cached::Dropped => {
                 self.dropped_mapping += 1;
                 return;

@@ -340,7 +340,9 @@ fn line_ts(line: &MetricLine<'_>) -> Option<u64> {
 
 /// Appends the encoded key of `line` renamed to `name`, with the tags `extra` added to its own
 /// (a mapping rule's; the caller leaves out any whose key the line has). `host:` and magic tags
-/// among them count as on the line.
+/// among them count as on the line. Not inlined: the reader's plain path inlines
+/// [`encode_key`] alone.
+#[inline(never)]
 pub fn encode_key_mapped(out: &mut Vec<u8>, line: &MetricLine<'_>, name: &[u8], extra: &[&[u8]]) {
     if line.tags.is_empty() && line.container_id.is_none() && extra.is_empty() {
         let kind = line.kind.index() as u8;

@@ -7,6 +7,7 @@
 //! come back on their next line), which keeps it bounded under unbounded name churn at the
 //! cost of re-resolving. Hits, misses and evicted entries are counted for the self-metrics.
 
+use std::hash::BuildHasher;
 use std::sync::Arc;
 
 use hashbrown::HashTable;
@@ -122,6 +123,7 @@ pub struct CacheCounts {
 pub struct MappingCache {
     rules: Arc<Rules>,
     table: HashTable<Slot>,
+    hasher: foldhash::fast::FixedState,
     capacity: usize,
     counts: CacheCounts,
 }
@@ -137,6 +139,7 @@ impl MappingCache {
         MappingCache {
             rules,
             table: HashTable::new(),
+            hasher: foldhash::fast::FixedState::with_seed(0x6d61_7070),
             capacity: capacity.max(1),
             counts: CacheCounts::default(),
         }
@@ -147,15 +150,20 @@ impl MappingCache {
         &self.rules
     }
 
-    /// What a line named `name` of type `kind` becomes; `hash` is any good 64-bit hash of
-    /// `name` (the caller's own, computed once).
+    /// What a line named `name` of type `kind` becomes.
     #[inline]
-    pub fn resolve(&mut self, name: &[u8], kind: MetricType, hash: u64) -> &Cached {
+    pub fn resolve(&mut self, name: &[u8], kind: MetricType) -> &Cached {
+        let hash = self.hasher.hash_one(name) ^ kind.index() as u64;
+        self.resolve_hashed(name, kind, hash)
+    }
+
+    /// [`MappingCache::resolve`] with the hash given (the tests give colliding ones).
+    #[inline]
+    fn resolve_hashed(&mut self, name: &[u8], kind: MetricType, hash: u64) -> &Cached {
         if self.table.len() >= self.capacity {
             self.counts.evictions += self.table.len() as u64;
             self.table.clear();
         }
-        let hash = hash ^ kind.index() as u64;
         // `find_entry`, not `entry`: a hit neither reserves nor looks for an insert slot.
         let found = self.table.find_entry(hash, |s| {
             s.hash == hash && s.kind == kind && s.name.as_slice() == name
@@ -187,5 +195,18 @@ impl MappingCache {
     /// The counts since the last call, zeroed.
     pub fn take_counts(&mut self) -> CacheCounts {
         std::mem::take(&mut self.counts)
+    }
+}
+
+#[cfg(test)]
+impl MappingCache {
+    /// [`MappingCache::resolve`] with a chosen hash.
+    pub(crate) fn resolve_with_hash(
+        &mut self,
+        name: &[u8],
+        kind: MetricType,
+        hash: u64,
+    ) -> &Cached {
+        self.resolve_hashed(name, kind, hash)
     }
 }

@@ -324,7 +324,7 @@ fn the_cache_answers_as_the_rules_and_stays_bounded() {
     .unwrap()
     .unwrap();
     let mut cache = MappingCache::with_capacity(Arc::new(r), 4);
-    let mut ask = |name: &[u8], kind| describe(cache.resolve(name, kind, 7));
+    let mut ask = |name: &[u8], kind| describe(cache.resolve_with_hash(name, kind, 7));
     assert_eq!(ask(b"a.x", MetricType::Counter), "a [\"k:x\"]");
     assert_eq!(ask(b"a.x", MetricType::Counter), "a [\"k:x\"]");
     assert_eq!(ask(b"d.x", MetricType::Counter), "dropped");
@@ -342,11 +342,11 @@ fn the_cache_answers_as_the_rules_and_stays_bounded() {
     );
     // Full: the next lookup starts over.
     assert_eq!(
-        describe(cache.resolve(long, MetricType::Counter, 7)),
+        describe(cache.resolve_with_hash(long, MetricType::Counter, 7)),
         "a [\"k:a-name-much-longer-than-thirty-two-bytes-in-one-segment\"]"
     );
     assert_eq!(
-        describe(cache.resolve(long, MetricType::Counter, 7)),
+        describe(cache.resolve_with_hash(long, MetricType::Counter, 7)),
         "a [\"k:a-name-much-longer-than-thirty-two-bytes-in-one-segment\"]"
     );
     assert_eq!(
@@ -367,7 +367,7 @@ fn a_line_tag_shadows_a_rule_tag_of_the_same_key() {
     .unwrap()
     .unwrap();
     let mut cache = MappingCache::new(Arc::new(r));
-    let Cached::Mapped(m) = cache.resolve(b"a", MetricType::Counter, 1) else {
+    let Cached::Mapped(m) = cache.resolve(b"a", MetricType::Counter) else {
         panic!("not mapped");
     };
     let mut out = smallvec::SmallVec::new();
