@@ -3,6 +3,11 @@
 
     python3 benches/ab.py A/meterd B/meterd [--workload plain] [--types MIX] [--rate 1000000]
                           [--secs 8] [--rounds 5] [--load target/release/meterd-load] [--nice -10]
+                          [--config FILE] [--config-b FILE]
+
+`--config FILE` appends FILE's TOML (e.g. `[[mappings]]` tables; top-level tables only, as it
+follows the generated `[[sinks]]`) to both builds' config, `--config-b FILE` to B's alone: e.g.
+`--config-b benches/mapping_rules.toml` prices a realistic rule set against a build without it.
 
 Each round starts A, then B (the order alternates every round), each pinned to CPU 1 with the
 load generator on CPU 0, warms every series up, offers `--rate` lines/s for `--secs` seconds and
@@ -58,13 +63,15 @@ def lines_received(http):
     return float(m.group(1)) if m else 0.0
 
 
-def run(binary, a, work):
+def run(binary, a, work, extras=()):
     udp, http = free_port(socket.SOCK_DGRAM), f"127.0.0.1:{free_port(socket.SOCK_STREAM)}"
     conf = os.path.join(work, "meterd.toml")
     with open(conf, "w") as f:
         f.write(f'interval = "10s"\n[ingest]\nstatsd_udp = ["127.0.0.1:{udp}"]\nreaders = 1\n'
                 f'read_buffer_bytes = 4194304\n[http]\nlisten = "{http}"\n'
                 '[[sinks]]\ntype = "console"\nformat = "json"\n')
+        for extra in extras:
+            f.write("\n" + open(extra).read())
     proc = subprocess.Popen(["nice", "-n", str(a.nice), "taskset", "-c", "1", binary, "--config", conf],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -113,6 +120,8 @@ def main():
     p.add_argument("--types", default="", help="meterd-load --types, e.g. ms (timers only) or c:5,g:2")
     p.add_argument("--load", default="target/release/meterd-load")
     p.add_argument("--nice", type=int, default=0)
+    p.add_argument("--config", default="", help="TOML appended to both builds' config")
+    p.add_argument("--config-b", default="", help="TOML appended to B's config only")
     a = p.parse_args()
     if a.warm == 0:
         a.warm = 300_000 if a.workload == "dogstatsd" else 30_000
@@ -121,7 +130,8 @@ def main():
         for r in range(a.rounds):
             order = [("A", a.a), ("B", a.b)] if r % 2 == 0 else [("B", a.b), ("A", a.a)]
             for name, binary in order:
-                res = run(binary, a, work)
+                extras = [c for c in (a.config, a.config_b if name == "B" else "") if c]
+                res = run(binary, a, work, extras)
                 for g, v in res["per_line"].items():
                     results[g][name].append(v)
                 pl = res["per_line"]

@@ -36,6 +36,7 @@ pub mod forward;
 pub mod health;
 pub mod ingest;
 pub mod instance;
+pub mod mapping;
 pub mod point;
 pub mod protocol;
 pub mod release;

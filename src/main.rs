@@ -31,6 +31,10 @@ enum Command {
     CheckConfig {
         /// The file to check.
         file: PathBuf,
+        /// Instead of the effective config, print what the file's `[[mappings]]` make of
+        /// `NAME` or `NAME|TYPE` (TYPE: c g ms h d s; without it, any type); repeatable.
+        #[arg(long = "map", value_name = "NAME[|TYPE]")]
+        map: Vec<String>,
     },
     /// Print the commented default config (the same text as config.example.toml).
     DefaultConfig,
@@ -139,12 +143,19 @@ fn run(cli: Cli) -> Result<()> {
             print!("{DEFAULT_CONFIG}");
             Ok(())
         }
-        Some(Command::CheckConfig { file }) => {
+        Some(Command::CheckConfig { file, map }) => {
             let (config, text) = load(Some(&file))?;
             let rt = config
                 .validate(&text)
                 .with_context(|| format!("in {}", file.display()))?;
-            print!("{}", rt.config.to_effective_toml());
+            if map.is_empty() {
+                print!("{}", rt.config.to_effective_toml());
+            }
+            for query in &map {
+                let line = meterd::mapping::Rules::explain(rt.mappings.as_deref(), query)
+                    .map_err(anyhow::Error::msg)?;
+                println!("{line}");
+            }
             eprintln!("{}: ok", file.display());
             Ok(())
         }

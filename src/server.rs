@@ -90,6 +90,7 @@ pub async fn run(rt: Runtime, shutdown: impl Future<Output = ()>) -> Result<(), 
     let slo_set = crate::slo::SloSet::new(rt.slos.clone(), cfg.slo.state_file.clone());
     aggregator.set_slo_rules(crate::flush::slo::rules_of(&slo_set));
     let slos: crate::flush::slo::SharedSlos = Arc::new(std::sync::Mutex::new(slo_set));
+    aggregator.set_mapping(rt.mappings.clone());
     let telemetry = Arc::new(Telemetry::new(aggregator.stats().clone()));
     // Every reader holds the capture tap; the API subscribes to it.
     let tap = Arc::new(ingest::capture::Tap::new(telemetry.capture_dropped.clone()));
@@ -457,6 +458,7 @@ fn reload(
         .unwrap_or_else(PoisonError::into_inner)
         .reconfigure(next.slos.clone(), new.slo.state_file.clone());
     flusher.refresh_slo_rules();
+    aggregator.set_mapping(next.mappings.clone());
     // Keep what needs a restart at its running value, take the rest.
     let mut applied = next.clone();
     applied.interval = running.interval;

@@ -128,6 +128,22 @@ impl Telemetry {
         ] {
             out.push(tagged("series.dropped", "reason", reason, load(v), true));
         }
+        out.push(tagged(
+            "lines.dropped",
+            "reason",
+            "mapping",
+            load(&ingest.lines_dropped_mapping),
+            true,
+        ));
+        out.push(c("mapping.cache_hits", load(&ingest.mapping_cache_hits)));
+        out.push(c(
+            "mapping.cache_misses",
+            load(&ingest.mapping_cache_misses),
+        ));
+        out.push(c(
+            "mapping.cache_evictions",
+            load(&ingest.mapping_cache_evictions),
+        ));
         out.push(c("events.dropped", load(&ingest.events_dropped)));
         for (result, v) in [
             ("hit", &ingest.origin_hits),

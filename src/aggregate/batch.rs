@@ -5,12 +5,15 @@
 //! cleared, never re-created, so a steady stream of lines for known series allocates nothing.
 
 use std::ops::Range;
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use smallvec::SmallVec;
 
 use super::{Aggregator, GaugeDeltas, Limits, OpValue};
-use crate::aggregate::key::{encode_key, hash_key};
+use crate::aggregate::key::{encode_key, encode_key_mapped, hash_key};
 use crate::aggregate::set::hash_member;
+use crate::mapping::{Cached, MappingCache, Rules};
 use crate::point::{unix_secs, Event, ServiceCheck};
 use crate::protocol::{
     parse_line_into, unescape_newlines, EventLine, MetricLine, MetricType, ParseError, ParsedLine,
@@ -68,6 +71,33 @@ pub(crate) struct Op {
     pub value: OpValue,
 }
 
+/// The mapping rules in force and a generation that changes with them, so a reader checks one
+/// atomic per commit and locks only when they changed.
+#[derive(Debug, Default)]
+pub(crate) struct MappingSlot {
+    generation: AtomicU64,
+    rules: Mutex<Option<Arc<Rules>>>,
+}
+
+impl MappingSlot {
+    pub(crate) fn set(&self, rules: Option<Arc<Rules>>) {
+        let mut slot = self.rules.lock().unwrap_or_else(PoisonError::into_inner);
+        *slot = rules;
+        self.generation.fetch_add(1, Ordering::Release);
+    }
+
+    fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// A fresh cache over the current rules, and the generation it belongs to.
+    fn cache(&self) -> (Option<Box<MappingCache>>, u64) {
+        let slot = self.rules.lock().unwrap_or_else(PoisonError::into_inner);
+        let cache = slot.clone().map(|r| Box::new(MappingCache::new(r)));
+        (cache, self.generation())
+    }
+}
+
 /// Per-reader parse-and-batch state. Call [`Ingestor::commit`] after each receive batch.
 pub struct Ingestor {
     aggregator: Arc<Aggregator>,
@@ -85,6 +115,12 @@ pub struct Ingestor {
     etsy: bool,
     /// The aggregator's limits, refreshed at each commit (a reload applies from the next batch).
     limits: Limits,
+    /// The mapping rules' cache; `None` when there are no rules (one branch per line).
+    mapping: Option<Box<MappingCache>>,
+    /// The rules' generation `mapping` was made for.
+    mapping_generation: u64,
+    /// Lines dropped by a mapping rule since the last commit.
+    dropped_mapping: u64,
 }
 
 impl Ingestor {
@@ -92,7 +128,11 @@ impl Ingestor {
     pub fn new(aggregator: Arc<Aggregator>) -> Ingestor {
         let shards = aggregator.shard_count();
         let etsy = aggregator.config().gauge_deltas == GaugeDeltas::Etsy;
+        let (mapping, mapping_generation) = aggregator.mapping.cache();
         Ingestor {
+            mapping,
+            mapping_generation,
+            dropped_mapping: 0,
             limits: aggregator.limits(),
             aggregator,
             keys: Vec::with_capacity(64 * 1024),
@@ -140,7 +180,8 @@ impl Ingestor {
                     }
                 }
                 match self.check_limits(metric) {
-                    Ok(()) => self.push_metric(metric),
+                    Ok(()) if self.mapping.is_none() => self.push_metric(metric),
+                    Ok(()) => self.push_mapped(metric),
                     Err(e) => self.count_invalid(e),
                 }
             }
@@ -202,6 +243,40 @@ impl Ingestor {
     fn push_metric(&mut self, m: &MetricLine<'_>) {
         let start = self.keys.len();
         encode_key(&mut self.keys, m);
+        self.push_encoded(start, m);
+    }
+
+    /// [`Ingestor::push_metric`] through the mapping rules: the line's key is encoded under its
+    /// mapped name and tags (borrowed from the cache), or the line is dropped and counted.
+    #[inline(never)]
+    #[cold]
+    fn push_mapped(&mut self, m: &MetricLine<'_>) {
+        // Neither `encode_key`, `hash_key` nor `push_metric` is called from here, and this
+        // function is marked cold: the reader's plain path (no rules) then inlines as it did
+        // before mapping existed (`benches/instructions.sh` counts it).
+        let start = self.keys.len();
+        let Some(cache) = self.mapping.as_deref_mut() else {
+            encode_key_mapped(&mut self.keys, m, m.name, &[]);
+            return self.push_encoded(start, m);
+        };
+        match cache.resolve(m.name, m.kind) {
+            Cached::Unchanged => encode_key_mapped(&mut self.keys, m, m.name, &[]),
+            Cached::Dropped => {
+                self.dropped_mapping += 1;
+                return;
+            }
+            Cached::Mapped(mapped) => {
+                let mut extra: SmallVec<[&[u8]; 8]> = SmallVec::new();
+                mapped.added_tags(&m.tags, &mut extra);
+                encode_key_mapped(&mut self.keys, m, mapped.name(), &extra);
+            }
+        }
+        self.push_encoded(start, m);
+    }
+
+    /// Routes the ops of `m`, whose key was just encoded at `start..` in `keys`.
+    #[inline(always)]
+    fn push_encoded(&mut self, start: usize, m: &MetricLine<'_>) {
         let key = KeySpan::new(start..self.keys.len());
         let weight = m.weight;
         let etsy = self.etsy;
@@ -310,6 +385,33 @@ impl Ingestor {
             if *n > 0 {
                 counter.fetch_add(std::mem::take(n), Ordering::Relaxed);
             }
+        }
+        self.commit_mapping();
+    }
+}
+
+impl Ingestor {
+    /// Publishes the mapping counts, and takes new rules (with an empty cache) if they changed.
+    fn commit_mapping(&mut self) {
+        let t = self.aggregator.stats();
+        if self.dropped_mapping > 0 {
+            t.lines_dropped_mapping
+                .fetch_add(std::mem::take(&mut self.dropped_mapping), Ordering::Relaxed);
+        }
+        if let Some(cache) = self.mapping.as_deref_mut() {
+            let c = cache.take_counts();
+            for (counter, n) in [
+                (&t.mapping_cache_hits, c.hits),
+                (&t.mapping_cache_misses, c.misses),
+                (&t.mapping_cache_evictions, c.evictions),
+            ] {
+                if n > 0 {
+                    counter.fetch_add(n, Ordering::Relaxed);
+                }
+            }
+        }
+        if self.aggregator.mapping.generation() != self.mapping_generation {
+            (self.mapping, self.mapping_generation) = self.aggregator.mapping.cache();
         }
     }
 }

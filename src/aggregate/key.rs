@@ -236,12 +236,12 @@ impl std::fmt::Debug for SeriesKey {
 /// Sorts `line`'s tags into the `host:` value (the last one, as DogStatsD), the magic-tag
 /// scope, and the rest (handed to `rest` in their order).
 fn split_tags<'a>(
-    line: &MetricLine<'a>,
+    tags: impl Iterator<Item = &'a [u8]>,
     mut rest: impl FnMut(&'a [u8]),
 ) -> (Option<&'a [u8]>, Scope) {
     let mut host = None;
     let mut scope = Scope::Default;
-    for &t in &line.tags {
+    for t in tags {
         if let Some(h) = t.strip_prefix(b"host:") {
             host = Some(h);
         } else if is_magic(t, b"veneurglobalonly") {
@@ -338,15 +338,36 @@ fn line_ts(line: &MetricLine<'_>) -> Option<u64> {
     }
 }
 
+/// Appends the encoded key of `line` renamed to `name`, with the tags `extra` added to its own
+/// (a mapping rule's; the caller leaves out any whose key the line has). `host:` and magic tags
+/// among them count as on the line. Not inlined: the reader's plain path inlines
+/// [`encode_key`] alone.
+#[inline(never)]
+pub fn encode_key_mapped(out: &mut Vec<u8>, line: &MetricLine<'_>, name: &[u8], extra: &[&[u8]]) {
+    if line.tags.is_empty() && line.container_id.is_none() && extra.is_empty() {
+        let kind = line.kind.index() as u8;
+        push_head(out, kind, Scope::Default, line_ts(line), None, name);
+    } else {
+        encode_tagged_with(out, line, name, extra);
+    }
+}
+
 /// [`encode_key`] of a line with tags or a container id.
 #[inline(never)]
 fn encode_tagged(out: &mut Vec<u8>, line: &MetricLine<'_>) {
+    encode_tagged_with(out, line, line.name, &[]);
+}
+
+/// A tagged key under `name` with the line's tags and `extra`.
+#[inline(always)]
+fn encode_tagged_with(out: &mut Vec<u8>, line: &MetricLine<'_>, name: &[u8], extra: &[&[u8]]) {
     let (ts, kind) = (line_ts(line), line.kind.index() as u8);
     let mut tags: SmallVec<[&[u8]; 16]> = SmallVec::new();
-    let (host, scope) = split_tags(line, |t| tags.push(t));
+    let all = line.tags.iter().chain(extra).copied();
+    let (host, scope) = split_tags(all, |t| tags.push(t));
     tags.sort_unstable();
 
-    push_head(out, kind, scope, ts, host, line.name);
+    push_head(out, kind, scope, ts, host, name);
     let mut container = line.container_id;
     let mut prev: Option<&[u8]> = None;
     for t in tags {
@@ -603,7 +624,7 @@ mod tests {
     /// match byte for byte.
     fn encode_key_reference(out: &mut Vec<u8>, line: &MetricLine<'_>) {
         let mut tags: SmallVec<[TagRef<'_>; 16]> = SmallVec::new();
-        let (host, scope) = split_tags(line, |t| {
+        let (host, scope) = split_tags(line.tags.iter().copied(), |t| {
             tags.push(TagRef {
                 prefix: b"",
                 rest: t,

@@ -14,6 +14,8 @@ pub mod slo;
 
 mod batch;
 mod cardinality;
+#[cfg(test)]
+mod mapping_tests;
 mod stats;
 
 use std::collections::HashMap;
@@ -218,6 +220,8 @@ pub struct Aggregator {
     slo_rules: std::sync::RwLock<Arc<slo::SloRules>>,
     /// Whether any latency SLO exists: new histogram series are then offered to the rules.
     slo_on: std::sync::atomic::AtomicBool,
+    /// The mapping rules readers pick up at their next commit.
+    mapping: batch::MappingSlot,
 }
 
 /// Called on the reader's thread with every `_sc` line's check as it is parsed, before the check
@@ -261,7 +265,14 @@ impl Aggregator {
             on_service_check: None,
             slo_rules: std::sync::RwLock::default(),
             slo_on: std::sync::atomic::AtomicBool::new(false),
+            mapping: batch::MappingSlot::default(),
         }
+    }
+
+    /// Replaces the mapping rules (`None`: no mapping); readers take them from their next
+    /// batch on, with an empty cache.
+    pub fn set_mapping(&self, rules: Option<Arc<crate::mapping::Rules>>) {
+        self.mapping.set(rules);
     }
 
     /// The limits in force.

@@ -26,4 +26,12 @@ pub struct IngestStats {
     pub origin_hits: AtomicU64,
     /// Origin detection: datagrams whose sender's container was read from `/proc`.
     pub origin_misses: AtomicU64,
+    /// Metric lines dropped by a mapping rule (`action = "drop"`).
+    pub lines_dropped_mapping: AtomicU64,
+    /// Mapping lookups answered by a reader's cache.
+    pub mapping_cache_hits: AtomicU64,
+    /// Mapping lookups that ran the rules.
+    pub mapping_cache_misses: AtomicU64,
+    /// Entries the readers' mapping caches dropped to stay bounded.
+    pub mapping_cache_evictions: AtomicU64,
 }

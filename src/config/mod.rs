@@ -119,6 +119,9 @@ pub struct Config {
     pub slos: Vec<SloConfig>,
     /// Settings shared by every SLO.
     pub slo: SloSection,
+    /// `[[mappings]]` rules, in order (checked and compiled by validation, which names the
+    /// rule of an error).
+    pub mappings: Vec<toml::Table>,
 }
 
 /// `[ingest]`.
@@ -264,6 +267,7 @@ impl Default for Config {
             sinks: vec![SinkConfig::default()],
             slos: Vec::new(),
             slo: SloSection::default(),
+            mappings: Vec::new(),
         }
     }
 }

@@ -41,6 +41,8 @@ pub struct Runtime {
     pub forward_tls: Option<Arc<rustls::ClientConfig>>,
     /// Validated `[[slos]]`.
     pub slos: Vec<crate::slo::SloSpec>,
+    /// The compiled `[[mappings]]` rules; `None` when there are none.
+    pub mappings: Option<Arc<crate::mapping::Rules>>,
     /// The file this came from (SIGHUP re-reads it); `None` on embedded defaults.
     pub source: Option<PathBuf>,
 }

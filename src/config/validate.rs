@@ -184,8 +184,10 @@ impl Config {
             ingest.shards
         }
         .next_power_of_two();
+        let mappings = compile_mappings(&self.mappings, source)?;
         Ok(Runtime {
             slos,
+            mappings,
             http_tls,
             ingest_tls,
             forward_tls,
@@ -202,6 +204,53 @@ impl Config {
             config: self,
         })
     }
+}
+
+/// The keys a `[[mappings]]` table may hold.
+const MAPPING_KEYS: [&str; 6] = [
+    "match",
+    "match_type",
+    "match_metric_type",
+    "name",
+    "tags",
+    "action",
+];
+
+/// Checks and compiles `[[mappings]]`; an error names the rule (from 1) and its key.
+fn compile_mappings(
+    tables: &[toml::Table],
+    source: &str,
+) -> Result<Option<Arc<crate::mapping::Rules>>, ConfigError> {
+    let invalid = |rule: usize, field: &str, message: String| {
+        let key = format!("mappings[{}].{field}", rule - 1);
+        ConfigError::Invalid {
+            line: line_of(source, &key).map_or(String::new(), |l| format!(" (line {l})")),
+            key,
+            message: format!("rule {rule}: {message}"),
+        }
+    };
+    let mut rules = Vec::with_capacity(tables.len());
+    for (i, table) in tables.iter().enumerate() {
+        if let Some(k) = table.keys().find(|k| !MAPPING_KEYS.contains(&k.as_str())) {
+            let message = format!("unknown key (expected one of {})", MAPPING_KEYS.join(", "));
+            return Err(invalid(i + 1, k, message));
+        }
+        if !table.contains_key("match") {
+            return Err(invalid(i + 1, "match", "missing".into()));
+        }
+        let rule: crate::mapping::RuleConfig = table.clone().try_into().map_err(|e| {
+            let message = e.to_string();
+            let field = MAPPING_KEYS
+                .into_iter()
+                .find(|k| message.contains(&format!("`{k}`")) || message.contains(k))
+                .unwrap_or("match");
+            invalid(i + 1, field, message.trim().to_owned())
+        })?;
+        rules.push(rule);
+    }
+    crate::mapping::Rules::compile(&rules)
+        .map(|r| r.map(Arc::new))
+        .map_err(|e| invalid(e.rule, &e.key, e.message))
 }
 
 fn is_set(p: &Path) -> bool {
@@ -304,7 +353,7 @@ impl Config {
 /// The 1-based line where dotted `key` is set (`[section]` then `name = `), if it is.
 /// `sinks[N].name` looks inside the N-th `[[sinks]]` table.
 fn line_of(source: &str, key: &str) -> Option<usize> {
-    if let Some((table, rest)) = ["sinks", "slos"]
+    if let Some((table, rest)) = ["sinks", "slos", "mappings"]
         .iter()
         .find_map(|t| Some((*t, key.strip_prefix(t)?.strip_prefix('[')?)))
     {
@@ -438,6 +487,58 @@ mod tests {
             .map(|_| ())
             .unwrap_err()
             .to_string()
+    }
+
+    #[test]
+    fn mapping_errors_name_the_rule_key_and_line() {
+        let two = "[[mappings]]\nmatch = \"a.*\"\nname = \"a\"\n\n[[mappings]]\n";
+        assert_eq!(
+            refusal(&format!(
+                "{two}match = \"(\"\nmatch_type = \"regex\"\nname = \"x\"\n"
+            ))
+            .lines()
+            .next()
+            .unwrap_or(""),
+            "mappings[1].match (line 6): rule 2: invalid regex: regex parse error:"
+        );
+        assert_eq!(
+            refusal(&format!("{two}match = \"b.*\"\nname = \"$2\"\n")),
+            "mappings[1].name (line 7): rule 2: capture $2 does not exist (the pattern has 1)"
+        );
+        assert_eq!(
+            refusal(&format!("{two}match = \"b.*\"\nname = \"\"\n")),
+            "mappings[1].name (line 7): rule 2: the resulting name is empty"
+        );
+        assert_eq!(
+            refusal(&format!(
+                "{two}match = \"b.*\"\nname = \"b\"\ntags = {{ k = \"$3\" }}\n"
+            )),
+            "mappings[1].tags.k (line 8): rule 2: capture $3 does not exist (the pattern has 1)"
+        );
+        assert_eq!(
+            refusal(&format!("{two}match = \"b.*\"\nrename = \"b\"\n")),
+            "mappings[1].rename (line 7): rule 2: unknown key (expected one of match, \
+             match_type, match_metric_type, name, tags, action)"
+        );
+        assert!(
+            refusal(&format!("{two}match = \"b.*\"\naction = \"explode\"\n"))
+                .starts_with("mappings[1].action (line 7): rule 2: unknown variant `explode`")
+        );
+        assert!(refusal(&format!("{two}name = \"b\"\n"))
+            .starts_with("mappings[1].match: rule 2: missing"));
+        let one = "[[mappings]]\nmatch = \"a.*\"\nname = \"a\"\n";
+        let ok = Config::from_toml(one).unwrap().validate(one).unwrap();
+        assert_eq!(ok.mappings.map(|r| r.len()), Some(1));
+        let none = Config::default().validate("").unwrap();
+        assert!(none.mappings.is_none());
+    }
+
+    /// The rule set `benches/ab.py --config-b` uses stays valid.
+    #[test]
+    fn the_bench_rule_set_is_valid() {
+        let text = include_str!("../../benches/mapping_rules.toml");
+        let rt = Config::from_toml(text).unwrap().validate(text).unwrap();
+        assert_eq!(rt.mappings.map(|r| r.len()), Some(47));
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! `support` is the harness, not tests. Every other module is one topic:
 //!
 //! - what goes in: `statsd`, `fixtures`, `transports`, `origin`;
-//! - what aggregation makes of it: `aggregation`, `limits`, `flood`;
+//! - what aggregation makes of it: `aggregation`, `limits`, `mapping`, `flood`;
 //! - what goes out: `sinks`, `sink_keys`, `real_sinks`, `fleet`, `fleet_faults`, `tls`;
 //! - running meterd: `cli`, `health`, `shutdown`, `hardening`, `threads`, `capture`, `cardinality`, `slo`.
 
@@ -26,6 +26,8 @@ mod origin;
 mod aggregation;
 // `max_series`, per-metric series and input limits; non-finite aggregates dropped and counted.
 mod limits;
+// Mapping rules: dotted names renamed and tagged, merged, dropped; SIGHUP; check-config --map.
+mod mapping;
 // Ten million distinct series over TCP: memory stays bounded, established series stay exact.
 mod flood;
 
