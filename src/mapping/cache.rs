@@ -153,6 +153,9 @@ impl MappingCache {
     /// What a line named `name` of type `kind` becomes.
     #[inline]
     pub fn resolve(&mut self, name: &[u8], kind: MetricType) -> &Cached {
+        if !self.rules.may_match(name) {
+            return &Cached::Unchanged;
+        }
         let hash = self.hasher.hash_one(name) ^ kind.index() as u64;
         self.resolve_hashed(name, kind, hash)
     }

@@ -154,6 +154,12 @@ pub struct Rules {
     globs: GlobTrie,
     /// Indices of the regex rules, in order.
     regexes: Vec<usize>,
+    /// The first segments a name must start with to match any rule, when every rule is a glob
+    /// whose first segment is literal; `None` when a rule could match any first segment.
+    first_segments: Option<hashbrown::HashSet<Box<[u8]>, foldhash::fast::FixedState>>,
+    /// The first bytes of those segments, one bit each: most names are turned away by this
+    /// alone, without hashing.
+    first_bytes: [u64; 4],
 }
 
 /// What the rules make of one name.
@@ -195,6 +201,10 @@ impl Rules {
             rules: Vec::with_capacity(configs.len()),
             globs: GlobTrie::default(),
             regexes: Vec::new(),
+            first_segments: Some(hashbrown::HashSet::with_hasher(
+                foldhash::fast::FixedState::with_seed(0x6669_7273),
+            )),
+            first_bytes: [0; 4],
         };
         for (i, c) in configs.iter().enumerate() {
             let err = |key: &str, message: String| RuleError {
@@ -255,6 +265,16 @@ impl Rules {
                 tags.push((key.clone(), t));
             }
             let kind = c.match_metric_type.map(TypeName::kind);
+            let first = c.pattern.split('.').next().unwrap_or_default();
+            if c.match_type == MatchType::Regex || first.contains('*') {
+                rules.first_segments = None;
+            } else if let Some(set) = rules.first_segments.as_mut() {
+                set.insert(first.as_bytes().into());
+                let b = first.as_bytes().first().copied().unwrap_or(0);
+                if let Some(word) = rules.first_bytes.get_mut(usize::from(b >> 6)) {
+                    *word |= 1 << (b & 63);
+                }
+            }
             match &matcher {
                 Matcher::Glob(g) => rules.globs.insert(g, i, kind),
                 Matcher::Regex(_) => rules.regexes.push(i),
@@ -268,6 +288,29 @@ impl Rules {
             });
         }
         Ok(Some(rules))
+    }
+
+    /// Whether any rule could match `name`: false when every rule starts with a literal segment
+    /// and none is `name`'s first, so that such a name skips the readers' caches (most lines,
+    /// when the rules cover a few prefixes; `benches/mapping.rs`).
+    #[inline]
+    pub fn may_match(&self, name: &[u8]) -> bool {
+        match &self.first_segments {
+            None => true,
+            Some(set) => {
+                let b = name.first().copied().unwrap_or(0);
+                let word = self
+                    .first_bytes
+                    .get(usize::from(b >> 6))
+                    .copied()
+                    .unwrap_or(0);
+                if word & (1 << (b & 63)) == 0 {
+                    return false;
+                }
+                let first = name.split(|&b| b == b'.').next().unwrap_or(name);
+                set.contains(first)
+            }
+        }
     }
 
     /// How many rules the table has.

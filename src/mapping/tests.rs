@@ -374,3 +374,48 @@ fn a_line_tag_shadows_a_rule_tag_of_the_same_key() {
     m.added_tags(&[b"route:other", b"env", b"stat:1"], &mut out);
     assert_eq!(out.as_slice(), &[&b"status:200"[..]]);
 }
+
+/// With every rule starting with a literal segment, a name starting with none of them skips the
+/// cache (neither a hit nor a miss); a rule starting with `*`, or a regex rule, turns that off.
+#[test]
+fn names_outside_every_rules_first_segment_skip_the_cache() {
+    let r = rules(
+        "[[mappings]]\nmatch = \"api.*.latency\"\nname = \"api\"\n[[mappings]]\nmatch = \"jobs\"\naction = \"drop\"",
+    )
+    .unwrap()
+    .unwrap();
+    assert!(r.may_match(b"api.pay.latency"));
+    assert!(r.may_match(b"api"));
+    assert!(r.may_match(b"jobs"));
+    assert!(!r.may_match(b"apis.pay.latency"));
+    assert!(!r.may_match(b"load.c.m00001"));
+    let mut cache = MappingCache::new(Arc::new(r));
+    assert_eq!(
+        describe(cache.resolve(b"load.c.m1", MetricType::Counter)),
+        "unchanged"
+    );
+    assert_eq!(
+        describe(cache.resolve(b"api.pay.latency", MetricType::Counter)),
+        "api []"
+    );
+    assert_eq!(
+        describe(cache.resolve(b"jobs", MetricType::Counter)),
+        "dropped"
+    );
+    assert_eq!(
+        cache.take_counts(),
+        CacheCounts {
+            hits: 0,
+            misses: 2,
+            evictions: 0
+        }
+    );
+    for text in [
+        "[[mappings]]\nmatch = \"api.*\"\n[[mappings]]\nmatch = \"*.latency\"",
+        "[[mappings]]\nmatch = \"api.*\"\n[[mappings]]\nmatch = \"web-*.cpu\"",
+        "[[mappings]]\nmatch = \"api.*\"\n[[mappings]]\nmatch = 'load\\..*'\nmatch_type = \"regex\"",
+    ] {
+        let r = rules(text).unwrap().unwrap();
+        assert!(r.may_match(b"load.c.m00001"), "{text}");
+    }
+}
