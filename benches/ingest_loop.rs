@@ -8,7 +8,15 @@
 //! `load.g.m01234:77|g`; ~7,000 of 10k names, ~1400 bytes each) go through an `Ingestor` into an
 //! aggregator that already holds every series, as `aggregate_existing` does; only the function
 //! `measured` is counted. `cargo bench --bench ingest_loop` runs it once and prints ns per line.
-//! Arguments: `[ITERATIONS]` (default 100); cargo's `--bench` is ignored.
+//! Arguments: `[ITERATIONS] [SHAPE]` (default 100, `plain`); cargo's `--bench` is ignored.
+//!
+//! `SHAPE` prices one kind of line alone, on the same 10k series and ~1400-byte datagrams:
+//! `plain` (the mix above), `set` (`load.s.m01234:u42|s`, members from 100 per series),
+//! `histogram` / `distribution` (`|h` / `|d`, raw samples: each series gets under 100 per run),
+//! `sampled` (`load.c.m01234:2|c|@0.5`), `tagged` (counters with three tags, `env`, `region` and
+//! `az`, whose values follow the series), or `mixed` (meterd-load's `mixed` preset shares:
+//! counters 40 %, gauges, timers 15 %, histograms, sets, distributions 10 %; a tenth of the
+//! sampled types' series at `@0.5`). E.g. `cargo bench --bench ingest_loop -- 100 tagged`.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -21,7 +29,7 @@ const DATAGRAMS: usize = 100;
 /// Passes over the datagrams before the measured ones, so every series exists.
 const WARM_UP: usize = 3;
 
-fn datagrams() -> Vec<Vec<u8>> {
+fn datagrams(shape: &str) -> Vec<Vec<u8>> {
     let mut out = Vec::with_capacity(DATAGRAMS);
     let mut n = 0usize;
     let mut r = 12_345u64;
@@ -33,16 +41,44 @@ fn datagrams() -> Vec<Vec<u8>> {
                 .wrapping_mul(6_364_136_223_846_793_005)
                 .wrapping_add(1_442_695_040_888_963_407);
             let v = (r >> 33) % 10_000;
-            d.push_str(&match s % 10 {
-                0..=4 => format!("load.c.m{s:05}:{}|c\n", 1 + v % 3),
-                5..=7 => format!("load.ms.m{s:05}:{}|ms\n", 1 + v),
-                _ => format!("load.g.m{s:05}:{v}|g\n"),
-            });
+            d.push_str(&line(shape, s, v));
             n += 7919; // a prime stride spreads consecutive lines over the series
         }
         out.push(d.into_bytes());
     }
     out
+}
+
+/// Series `s`'s line of `shape` with the random `v`.
+fn line(shape: &str, s: usize, v: u64) -> String {
+    let rate = if s % 10 == 0 { "|@0.5" } else { "" };
+    match shape {
+        "set" => format!("load.s.m{s:05}:u{}|s\n", v % 100),
+        "histogram" => format!("load.h.m{s:05}:{}|h\n", 1 + v % 1000),
+        "distribution" => format!("load.d.m{s:05}:{}|d\n", 1 + v % 1000),
+        "sampled" => format!("load.c.m{s:05}:{}|c|@0.5\n", 1 + v % 3),
+        "tagged" => format!(
+            "load.c.m{:05}:{}|c|#env:e{},region:r{},az:z{}\n",
+            s / 64,
+            1 + v % 3,
+            s % 4,
+            s / 4 % 4,
+            s / 16 % 4
+        ),
+        "mixed" => match s % 20 {
+            0..=7 => format!("load.c.m{s:05}:{}|c{rate}\n", 1 + v % 3),
+            8..=10 => format!("load.g.m{s:05}:{}|g\n", v % 1000),
+            11..=13 => format!("load.ms.m{s:05}:{}|ms{rate}\n", 1 + v % 999),
+            14 | 15 => format!("load.h.m{s:05}:{}|h{rate}\n", 1 + v % 999),
+            16 | 17 => format!("load.s.m{s:05}:u{}|s\n", v % 100),
+            _ => format!("load.d.m{s:05}:{}|d{rate}\n", 1 + v % 999),
+        },
+        _ => match s % 10 {
+            0..=4 => format!("load.c.m{s:05}:{}|c\n", 1 + v % 3),
+            5..=7 => format!("load.ms.m{s:05}:{}|ms\n", 1 + v),
+            _ => format!("load.g.m{s:05}:{v}|g\n"),
+        },
+    }
 }
 
 /// The counted work: every datagram through the ingestor, then one commit.
@@ -55,11 +91,22 @@ fn measured(ing: &mut Ingestor, data: &[Vec<u8>]) {
 }
 
 fn main() {
-    let iterations: usize = std::env::args()
+    let args: Vec<String> = std::env::args()
         .skip(1)
-        .find(|a| !a.starts_with("--"))
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(100);
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let iterations: usize = args.first().and_then(|a| a.parse().ok()).unwrap_or(100);
+    let shape = args.get(1).map_or("plain", String::as_str);
+    const SHAPES: [&str; 7] = [
+        "plain",
+        "set",
+        "histogram",
+        "distribution",
+        "sampled",
+        "tagged",
+        "mixed",
+    ];
+    assert!(SHAPES.contains(&shape), "SHAPE must be one of {SHAPES:?}");
     let aggregator = Arc::new(Aggregator::new(AggregatorConfig {
         shards: 8,
         limits: Limits::default(),
@@ -67,7 +114,7 @@ fn main() {
         hostname: Arc::from("bench"),
         gauge_memory_flushes: 360,
     }));
-    let data = datagrams();
+    let data = datagrams(shape);
     let lines: usize = data
         .iter()
         .map(|d| d.iter().filter(|&&b| b == b'\n').count())
@@ -85,7 +132,7 @@ fn main() {
     let elapsed = start.elapsed();
     assert_eq!(aggregator.series_count(), series);
     println!(
-        "lines_per_pass {lines} passes {} ns_per_line {:.1}",
+        "shape {shape} lines_per_pass {lines} passes {} ns_per_line {:.1}",
         WARM_UP + iterations,
         elapsed.as_nanos() as f64 / (lines * iterations).max(1) as f64
     );
