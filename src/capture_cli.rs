@@ -3,7 +3,6 @@
 
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Write};
-use std::net::UdpSocket;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -166,15 +165,7 @@ pub fn replay(path: &Path, to: &str, pace: Pace, max_datagram: usize) -> Result<
             bail!("--speed must be a positive number");
         }
     }
-    let socket = UdpSocket::bind(if to.starts_with('[') {
-        "[::]:0"
-    } else {
-        "0.0.0.0:0"
-    })
-    .context("cannot open a UDP socket")?;
-    socket
-        .connect(to)
-        .with_context(|| format!("cannot resolve or reach {to}"))?;
+    let socket = crate::send::udp_to(to)?;
     let mut decoder = open(path)?;
     let mut s = ReplaySummary::default();
     let started = Instant::now();

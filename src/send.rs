@@ -13,6 +13,12 @@ const PACK_BYTES: usize = 1432;
 /// Sends `lines` (or stdin's lines when the only argument is `-`) to `to`, packing several lines
 /// per datagram. Returns the number of lines sent.
 pub fn send(lines: &[String], to: &str) -> Result<usize> {
+    let socket = udp_to(to)?;
+    send_packets(lines, to, |p| socket.send(p))
+}
+
+/// A UDP socket connected to `to` (`HOST:PORT`, `[V6]:PORT`), bound to the matching family.
+pub fn udp_to(to: &str) -> Result<UdpSocket> {
     let socket = UdpSocket::bind(if to.starts_with('[') {
         "[::]:0"
     } else {
@@ -22,7 +28,7 @@ pub fn send(lines: &[String], to: &str) -> Result<usize> {
     socket
         .connect(to)
         .with_context(|| format!("cannot resolve or reach {to}"))?;
-    send_packets(lines, to, |p| socket.send(p))
+    Ok(socket)
 }
 
 /// [`send`] to the Unix datagram socket at `path` (a `statsd_unix` listener).
