@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use meterd::ingest::capture::format::{Decoder, EndReason, Item, Trailer};
+use meterd::ingest::capture::format::{Decoder, EndReason, Item, Record, Trailer};
 use serde_json::Value;
 
 use crate::support::udp_to_http::config;
@@ -48,18 +48,37 @@ pub(crate) fn wait_capture_started(m: &Meterd) {
     });
 }
 
-/// The records' count and the trailer of a capture file.
-fn read_file(path: &Path) -> (u64, Option<Trailer>) {
+/// The records and the trailer of a capture file.
+pub(crate) fn read_file(path: &Path) -> (Vec<Record>, Option<Trailer>) {
     let bytes = std::fs::read(path).expect("read capture");
     let mut d = Decoder::new(&bytes[..]).expect("capture header");
-    let (mut records, mut trailer) = (0, None);
+    let (mut records, mut trailer) = (Vec::new(), None);
     while let Some(item) = d.next_item().expect("capture item") {
         match item {
-            Item::Record(_) => records += 1,
+            Item::Record(r) => records.push(r),
             Item::Trailer(t) => trailer = Some(t),
         }
     }
     (records, trailer)
+}
+
+/// Replays `file` flat out into a fresh meterd, waits for its `lines` and stops it; the sink
+/// that received its final flush.
+pub(crate) fn replay_into_fresh(file: &Path, lines: u64) -> CaptureServer {
+    let sink = CaptureServer::start(Behaviour::Ok);
+    let mut b = Meterd::start(&config(&sink.url(), "1h", "", ""));
+    let replay = Command::new(env!("CARGO_BIN_EXE_meterd"))
+        .arg("replay")
+        .arg(file)
+        .args(["--to", &b.addr("udp").to_string(), "--flat-out"])
+        .output()
+        .expect("run meterd replay");
+    let said = String::from_utf8_lossy(&replay.stderr);
+    assert!(replay.status.success(), "{said}");
+    assert!(said.contains("0 send error(s)"), "{said}");
+    b.wait_lines(lines);
+    assert!(b.terminate().success(), "{}", b.log());
+    sink
 }
 
 /// What a flush document says about the user's data, in a comparable order: metric points
@@ -158,24 +177,13 @@ fn replaying_a_capture_reproduces_the_aggregates_exactly() {
     assert!(said.contains("0 dropped"), "{said}");
     assert!(said.contains("ended: meterd shut down"), "{said}");
     let (records, trailer) = read_file(&file);
+    let records = records.len() as u64;
     let trailer = trailer.expect("a complete capture");
     assert_eq!(trailer.records, records);
     assert_eq!(trailer.reason, EndReason::Shutdown);
     assert!(records > 41, "{records} records");
 
-    let sink_b = CaptureServer::start(Behaviour::Ok);
-    let mut b = Meterd::start(&config(&sink_b.url(), "1h", "", ""));
-    let replay = Command::new(env!("CARGO_BIN_EXE_meterd"))
-        .arg("replay")
-        .arg(&file)
-        .args(["--to", &b.addr("udp").to_string(), "--flat-out"])
-        .output()
-        .expect("run meterd replay");
-    let said = String::from_utf8_lossy(&replay.stderr);
-    assert!(replay.status.success(), "{said}");
-    assert!(said.contains("0 send error(s)"), "{said}");
-    b.wait_lines(lines);
-    assert!(b.terminate().success(), "{}", b.log());
+    let sink_b = replay_into_fresh(&file, lines);
 
     let (points_a, events_a) = user_data(&sink_a);
     let (points_b, events_b) = user_data(&sink_b);
@@ -202,6 +210,7 @@ fn a_capture_ends_on_time() {
     assert!(took < Duration::from_secs(2) + DEADLINE / 2, "{took:?}");
     assert!(said.contains("ended: duration reached"), "{said}");
     let (records, trailer) = read_file(&file);
+    let records = records.len() as u64;
     let trailer = trailer.expect("a complete capture");
     assert_eq!(trailer.reason, EndReason::Deadline);
     assert_eq!(records, 1);
@@ -254,6 +263,7 @@ fn a_capture_stops_at_its_size_bound_and_one_runs_at_a_time() {
         "{size} bytes: stopped well before the bound"
     );
     let (records, trailer) = read_file(&file);
+    let records = records.len() as u64;
     assert_eq!(
         trailer.expect("a complete capture").reason,
         EndReason::MaxBytes

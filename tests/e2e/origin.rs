@@ -266,34 +266,17 @@ fn unix_senders_are_tagged_with_their_container() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let bytes = std::fs::read(&file).expect("read capture");
-    let mut decoder = ::meterd::ingest::capture::format::Decoder::new(&bytes[..]).expect("header");
-    let mut origins = Vec::new();
-    while let Some(item) = decoder.next_item().expect("capture item") {
-        if let ::meterd::ingest::capture::format::Item::Record(r) = item {
-            origins.push(String::from_utf8_lossy(&r.origin).into_owned());
-        }
-    }
+    let (records, _) = crate::capture::read_file(&file);
+    let mut origins: Vec<String> = records
+        .iter()
+        .map(|r| String::from_utf8_lossy(&r.origin).into_owned())
+        .collect();
     // The two senders' datagrams, in whichever order they arrived.
     origins.sort();
     let mut want = vec![ID.to_owned(), outside_origin];
     want.sort();
     assert_eq!(origins, want);
-    let sink_b = CaptureServer::start(Behaviour::Ok);
-    let mut b = Meterd::start(&config(&sink_b.url(), "1h", "", ""));
-    let replay = Command::new(env!("CARGO_BIN_EXE_meterd"))
-        .arg("replay")
-        .arg(&file)
-        .args(["--to", &b.addr("udp").to_string(), "--flat-out"])
-        .output()
-        .expect("run meterd replay");
-    assert!(
-        replay.status.success(),
-        "{}",
-        String::from_utf8_lossy(&replay.stderr)
-    );
-    b.wait_lines(4);
-    assert!(b.terminate().success(), "{}", b.log());
+    let sink_b = crate::capture::replay_into_fresh(&file, 4);
     assert_eq!(
         crate::capture::user_data(&capture),
         crate::capture::user_data(&sink_b)
