@@ -6,16 +6,13 @@ use std::sync::Arc;
 
 use super::key::{encode_key_parts, KeyParts, Scope};
 use super::{Aggregator, AggregatorConfig, GaugeDeltas, Ingestor, Limits, State};
-use crate::mapping::{RuleConfig, Rules};
 use crate::protocol::MetricType;
 
-fn rules(toml_text: &str) -> Option<Arc<Rules>> {
-    #[derive(serde::Deserialize)]
-    struct File {
-        mappings: Vec<RuleConfig>,
-    }
-    let f: File = toml::from_str(toml_text).unwrap();
-    Rules::compile(&f.mappings).unwrap().map(Arc::new)
+/// The compiled rules of `toml_text`, as the server installs them.
+fn rules(toml_text: &str) -> Option<Arc<crate::mapping::Rules>> {
+    crate::mapping::tests::rules(toml_text)
+        .unwrap()
+        .map(Arc::new)
 }
 
 fn aggregator(mapping: &str) -> Arc<Aggregator> {

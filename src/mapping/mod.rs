@@ -435,4 +435,4 @@ impl Rule {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

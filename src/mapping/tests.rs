@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use super::*;
 
-fn rules(toml_text: &str) -> Result<Option<Rules>, RuleError> {
+/// Compiles the `[[mappings]]` tables of `toml_text` (also the aggregate's mapping tests).
+pub(crate) fn rules(toml_text: &str) -> Result<Option<Rules>, RuleError> {
     #[derive(serde::Deserialize)]
     struct File {
         mappings: Vec<RuleConfig>,
