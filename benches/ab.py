@@ -18,11 +18,17 @@ and of its runtime threads (flush rendering, sinks, HTTP) and the lines it count
 build with the ratio B ÷ A. Interleaving matters on a shared machine: a neighbour's burst then
 hits both builds alike, where two back-to-back batches would charge it to one of them. Only
 127.0.0.1; every run is bounded by --secs.
+
+`--perf PREFIX` records each measured run with `perf record -g` (of the aggregator's process,
+kernel included) into PREFIX.A1.data, PREFIX.B1.data, … for `perf report -i`: the profile at
+the offered rate, e.g. `ab.py B B --rounds 1 --workload mixed --perf /tmp/mixed`. The recording
+costs CPU of its own, so take ns/line from runs without it.
 """
 import argparse
 import json
 import os
 import re
+import signal
 import socket
 import statistics
 import subprocess
@@ -63,7 +69,7 @@ def lines_received(http):
     return float(m.group(1)) if m else 0.0
 
 
-def run(binary, a, work, extras=()):
+def run(binary, a, work, extras=(), perf=None):
     udp, http = free_port(socket.SOCK_DGRAM), f"127.0.0.1:{free_port(socket.SOCK_STREAM)}"
     conf = os.path.join(work, "meterd.toml")
     with open(conf, "w") as f:
@@ -91,7 +97,14 @@ def run(binary, a, work, extras=()):
         time.sleep(0.5)
         cpu0, lines0 = cpu(proc.pid), lines_received(http)
         totals = os.path.join(work, "totals.json")
+        recorder = None
+        if perf:
+            recorder = subprocess.Popen(["perf", "record", "-q", "-g", "-F", "1999", "-p", str(proc.pid), "-o", perf],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         subprocess.run(load + ["--rate", str(a.rate), "--duration", str(a.secs), "--totals", totals], check=True)
+        if recorder:
+            recorder.send_signal(signal.SIGINT)
+            recorder.wait(timeout=60)
         sent = json.load(open(totals))["lines"]
         deadline = time.time() + 5
         while lines_received(http) - lines0 < sent and time.time() < deadline:
@@ -122,6 +135,7 @@ def main():
     p.add_argument("--nice", type=int, default=0)
     p.add_argument("--config", default="", help="TOML appended to both builds' config")
     p.add_argument("--config-b", default="", help="TOML appended to B's config only")
+    p.add_argument("--perf", default="", help="perf record each measured run into PERF.A1.data, PERF.B1.data, …")
     a = p.parse_args()
     if a.warm == 0:
         a.warm = 300_000 if a.workload == "dogstatsd" else 30_000
@@ -131,7 +145,8 @@ def main():
             order = [("A", a.a), ("B", a.b)] if r % 2 == 0 else [("B", a.b), ("A", a.a)]
             for name, binary in order:
                 extras = [c for c in (a.config, a.config_b if name == "B" else "") if c]
-                res = run(binary, a, work, extras)
+                perf = f"{a.perf}.{name}{r + 1}.data" if a.perf else None
+                res = run(binary, a, work, extras, perf)
                 for g, v in res["per_line"].items():
                     results[g][name].append(v)
                 pl = res["per_line"]

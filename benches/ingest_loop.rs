@@ -8,7 +8,7 @@
 //! `load.g.m01234:77|g`; ~7,000 of 10k names, ~1400 bytes each) go through an `Ingestor` into an
 //! aggregator that already holds every series, as `aggregate_existing` does; only the function
 //! `measured` is counted. `cargo bench --bench ingest_loop` runs it once and prints ns per line.
-//! Arguments: `[ITERATIONS] [SHAPE]` (default 100, `plain`); cargo's `--bench` is ignored.
+//! Arguments: `[ITERATIONS] [SHAPE] [cold]` (default 100, `plain`); cargo's `--bench` is ignored.
 //!
 //! `SHAPE` prices one kind of line alone, on the same 10k series and ~1400-byte datagrams:
 //! `plain` (the mix above), `set` (`load.s.m01234:u42|s`, members from 100 per series),
@@ -17,6 +17,12 @@
 //! `az`, whose values follow the series), or `mixed` (meterd-load's `mixed` preset shares:
 //! counters 40 %, gauges, timers 15 %, histograms, sets, distributions 10 %; a tenth of the
 //! sampled types' series at `@0.5`). E.g. `cargo bench --bench ingest_loop -- 100 tagged`.
+//!
+//! `cold` evicts the caches before each pass (by writing over a buffer larger than the last
+//! level cache, outside the timed part): at 1M lines/s a reader works in short bursts between
+//! which other work takes the caches, so the series it updates are cold, as they are not when
+//! the loop runs back to back (the table lookups then weighed four times as much in a profile at
+//! the offered rate: `benches/ab.py --perf`).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -28,6 +34,8 @@ const SERIES: usize = 10_000;
 const DATAGRAMS: usize = 100;
 /// Passes over the datagrams before the measured ones, so every series exists.
 const WARM_UP: usize = 3;
+/// What `cold` writes over before each pass: more than this machine's last level cache.
+const EVICT_BYTES: usize = 64 << 20;
 
 fn datagrams(shape: &str) -> Vec<Vec<u8>> {
     let mut out = Vec::with_capacity(DATAGRAMS);
@@ -97,6 +105,7 @@ fn main() {
         .collect();
     let iterations: usize = args.first().and_then(|a| a.parse().ok()).unwrap_or(100);
     let shape = args.get(1).map_or("plain", String::as_str);
+    let cold = args.get(2).is_some_and(|a| a == "cold");
     const SHAPES: [&str; 7] = [
         "plain",
         "set",
@@ -125,14 +134,21 @@ fn main() {
     }
     // Every measured line updates a series that exists.
     let series = aggregator.series_count();
-    let start = Instant::now();
-    for _ in 0..iterations {
+    let mut evict = vec![0u8; if cold { EVICT_BYTES } else { 0 }];
+    let mut elapsed = std::time::Duration::ZERO;
+    for i in 0..iterations {
+        for b in evict.iter_mut().step_by(64) {
+            *b = b.wrapping_add(i as u8);
+        }
+        std::hint::black_box(&mut evict);
+        let start = Instant::now();
         measured(&mut ing, &data);
+        elapsed += start.elapsed();
     }
-    let elapsed = start.elapsed();
     assert_eq!(aggregator.series_count(), series);
     println!(
-        "shape {shape} lines_per_pass {lines} passes {} ns_per_line {:.1}",
+        "shape {shape}{} lines_per_pass {lines} passes {} ns_per_line {:.1}",
+        if cold { " cold" } else { "" },
         WARM_UP + iterations,
         elapsed.as_nanos() as f64 / (lines * iterations).max(1) as f64
     );

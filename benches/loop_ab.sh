@@ -3,23 +3,28 @@
 # bench built from a base commit (A) and from the working tree (B), run in turns pinned to one
 # CPU, ns per line of each run, the medians and B ÷ A.
 #
-#   bash benches/loop_ab.sh [--base REV] [--rounds N] [--iters N] [--cpu N]
+#   bash benches/loop_ab.sh [--base REV] [--rounds N] [--iters N] [--cpu N] [--shape S] [--cold]
 #
 # The loop leaves out the kernel's receive and the interval's flushes, so it isolates the
 # user-space cost of parsing and aggregating: on this shared 2-core machine its medians move
 # ~2 % between runs where `benches/ab.py` (end to end, over the socket) moves ±5 %. Use it to
 # judge a hot-path change, then `ab.py` for what it does end to end. Defaults: --base HEAD,
-# 5 rounds of 2000 passes (~1 s each), CPU 1. Builds the base in a git worktree under /tmp with
-# its own target directory (the first build takes a minute or two).
+# 5 rounds of 2000 passes (~1 s each), CPU 1, shape plain, caches warm (`--cold` evicts them
+# before each pass, as a reader's bursts at 1M lines/s find them; use fewer passes with it, it
+# spends ~10 ms per pass evicting). Builds the base in a git worktree under /tmp with its own
+# target directory (the first build takes a minute or two), with the working tree's
+# benches/ingest_loop.rs, so that both sides run the same harness.
 set -euo pipefail
-BASE=HEAD ROUNDS=5 ITERS=2000 CPU=1
+BASE=HEAD ROUNDS=5 ITERS=2000 CPU=1 SHAPE=plain COLD=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --base) BASE="$2"; shift 2 ;;
     --rounds) ROUNDS="$2"; shift 2 ;;
     --iters) ITERS="$2"; shift 2 ;;
     --cpu) CPU="$2"; shift 2 ;;
-    *) echo "usage: benches/loop_ab.sh [--base REV] [--rounds N] [--iters N] [--cpu N]" >&2; exit 2 ;;
+    --shape) SHAPE="$2"; shift 2 ;;
+    --cold) COLD=cold; shift ;;
+    *) echo "usage: benches/loop_ab.sh [--base REV] [--rounds N] [--iters N] [--cpu N] [--shape S] [--cold]" >&2; exit 2 ;;
   esac
 done
 cd "$(dirname "$0")/.."
@@ -29,6 +34,7 @@ WT=/tmp/meterd-loop-ab-$REV
 if [ ! -d "$WT" ]; then
   git worktree add --detach --force "$WT" "$REV" >/dev/null
 fi
+cp benches/ingest_loop.rs "$WT/benches/ingest_loop.rs"
 # The executable cargo built (wherever CARGO_TARGET_DIR puts it).
 bench_exe() {
   (cd "$1" && CARGO_TARGET_DIR="$2" cargo bench --bench ingest_loop --no-run 2>&1) \
@@ -42,7 +48,7 @@ done
 # Fixed names so that the two are told apart in `ps` and never confused by a rebuild.
 cp "$A" /tmp/meterd-loop-ab-a
 cp "$B" /tmp/meterd-loop-ab-b
-run() { taskset -c "$CPU" "$1" "$ITERS" | sed -n 's/.*ns_per_line \([0-9.]*\).*/\1/p'; }
+run() { taskset -c "$CPU" "$1" "$ITERS" "$SHAPE" $COLD | sed -n 's/.*ns_per_line \([0-9.]*\).*/\1/p'; }
 RESULTS=""
 for r in $(seq 1 "$ROUNDS"); do
   # Alternate which goes first, so a neighbour's burst does not always land on one of them.
