@@ -409,7 +409,13 @@ impl Aggregator {
         // The values of one line are consecutive ops sharing its key's span; any other op starts
         // a line (each line's key is encoded at its own place in `keys`).
         let mut last = batch::KeySpan::NONE;
-        for op in ops {
+        for op in ops.iter().take(ENTRY_AHEAD) {
+            prefetch_entry(&shard.table, op.hash);
+        }
+        for (i, op) in ops.iter().enumerate() {
+            if let Some(ahead) = ops.get(i + ENTRY_AHEAD) {
+                prefetch_entry(&shard.table, ahead.hash);
+            }
             let new_line = op.key != last;
             last = op.key;
             let Some(key) = op.key.of(keys) else {
@@ -604,6 +610,20 @@ pub(crate) enum OpValue {
     SetMember(u64),
     /// Histogram sample with weight 1 ÷ rate.
     Sample(f64, f64),
+}
+
+/// How many ops ahead [`Aggregator::apply`] prefetches the table entry an op's key hashes to.
+const ENTRY_AHEAD: usize = 16;
+
+/// Prefetches the entries of `table` that a lookup of `hash` would compare: the probe reads
+/// only the control bytes, and the comparison hands each candidate's address to a prefetch
+/// instead of reading it.
+#[inline(always)]
+fn prefetch_entry(table: &HashTable<Series>, hash: u64) {
+    let _ = table.find(hash, |s| {
+        prefetch(std::ptr::from_ref(s).cast());
+        false
+    });
 }
 
 /// How many deferred samples ahead [`record_deferred`] prefetches a state.
