@@ -295,21 +295,32 @@ impl Rules {
     /// when the rules cover a few prefixes; `benches/mapping.rs`).
     #[inline]
     pub fn may_match(&self, name: &[u8]) -> bool {
+        self.may_match_first_byte(name) && self.may_match_first_part(name)
+    }
+
+    /// The first half of [`Rules::may_match`], one bit test: false when every rule starts with
+    /// a literal segment and none with `name`'s first byte.
+    #[inline]
+    pub fn may_match_first_byte(&self, name: &[u8]) -> bool {
+        if self.first_segments.is_none() {
+            return true;
+        }
+        let b = name.first().copied().unwrap_or(0);
+        let word = self
+            .first_bytes
+            .get(usize::from(b >> 6))
+            .copied()
+            .unwrap_or(0);
+        word & (1 << (b & 63)) != 0
+    }
+
+    /// The second half of [`Rules::may_match`], a set lookup: false when every rule starts with
+    /// a literal segment and none is `name`'s first.
+    #[inline]
+    pub fn may_match_first_part(&self, name: &[u8]) -> bool {
         match &self.first_segments {
             None => true,
-            Some(set) => {
-                let b = name.first().copied().unwrap_or(0);
-                let word = self
-                    .first_bytes
-                    .get(usize::from(b >> 6))
-                    .copied()
-                    .unwrap_or(0);
-                if word & (1 << (b & 63)) == 0 {
-                    return false;
-                }
-                let first = name.split(|&b| b == b'.').next().unwrap_or(name);
-                set.contains(first)
-            }
+            Some(set) => set.contains(name.split(|&b| b == b'.').next().unwrap_or(name)),
         }
     }
 

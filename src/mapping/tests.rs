@@ -329,8 +329,10 @@ fn the_cache_answers_as_the_rules_and_stays_bounded() {
     assert_eq!(ask(b"a.x", MetricType::Counter), "a [\"k:x\"]");
     assert_eq!(ask(b"a.x", MetricType::Counter), "a [\"k:x\"]");
     assert_eq!(ask(b"d.x", MetricType::Counter), "dropped");
+    assert_eq!(ask(b"a", MetricType::Counter), "unchanged");
+    assert_eq!(ask(b"a", MetricType::Gauge), "unchanged");
+    // No rule starts with `z`: answered without being cached or counted.
     assert_eq!(ask(b"z", MetricType::Counter), "unchanged");
-    assert_eq!(ask(b"z", MetricType::Gauge), "unchanged");
     // A name longer than the entry holds in place.
     let long = b"a.a-name-much-longer-than-thirty-two-bytes-in-one-segment";
     assert_eq!(
@@ -341,7 +343,7 @@ fn the_cache_answers_as_the_rules_and_stays_bounded() {
             evictions: 0
         }
     );
-    // Full: the next lookup starts over.
+    // Full: the next miss starts over.
     assert_eq!(
         describe(cache.resolve_with_hash(long, MetricType::Counter, 7)),
         "a [\"k:a-name-much-longer-than-thirty-two-bytes-in-one-segment\"]"
