@@ -14,7 +14,7 @@
 # series (all of them in one interval, none refused). A case whose lines were not all received
 # (kernel drops) is retried at half the rate, at most twice.
 #
-# Cases (--cases, default a,b,c,d,e,f):
+# Cases (--cases, default a,b,c,d,e,f,g):
 #   a  1M counter series, 1 line each
 #   b  1M gauge series, 1 line each
 #   c  100k timer series, 100 samples each (25 lines per datagram, so each series gets exactly
@@ -23,6 +23,8 @@
 #      traffic (10k series) from 2 s before the boundary to 4 s after; lost = sent - received
 #   e  10k timer series, 2000 samples each: the HDR form (beyond 1024 raw samples)
 #   f  10k timer series, 1000 samples each: the largest raw form
+#   g  20k set series, 500 lines each drawing from 100 members: ~100 distinct members each
+#      (99.3 expected; a ring of every line, ~250 MB in meterd-load), the exact form's largest use
 # Cases a and b also send their lines again in the second interval and report the steady state:
 # tables sized by the last interval, gauges' last values kept for `+N`, allocator leftovers.
 #
@@ -35,7 +37,7 @@ usage: benches/memory.sh [--build] [--out FILE] [options]
   --build            cargo build --release --workspace --bins first
   --meterd PATH      meterd binary (default $CARGO_TARGET_DIR or target/release/meterd)
   --load PATH        meterd-load binary (default next to meterd)
-  --cases LIST       a,b,c,d,e,f (default all; d runs within a)
+  --cases LIST       a,b,c,d,e,f,g (default all; d runs within a)
   --rate N           lines/s of the measured load (default 400000)
   --flush-rate N     lines/s sent across the flush in case d (default 300000)
   --scale N          divide every series count by N (quick trial runs; default 1)
@@ -46,7 +48,7 @@ EOF
 
 BUILD=0
 OUT=""
-CASES="a,b,c,d,e,f"
+CASES="a,b,c,d,e,f,g"
 RATE=400000
 FLUSH_RATE=300000
 SCALE=1
