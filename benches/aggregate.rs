@@ -70,19 +70,29 @@ fn bench_existing(c: &mut Criterion) {
     for series in [10_000usize, 1_000_000] {
         let agg = aggregator(2_000_000);
         populate(&agg, series);
-        let data = datagrams(series, 0);
-        let mut ing = Ingestor::new(agg.clone());
-        g.bench_function(format!("{series}_series"), |b| {
-            b.iter(|| {
-                for d in &data {
-                    meterd::ingest::ingest_datagram(&mut ing, d, false);
-                }
-                ing.commit();
-            })
-        });
+        bench_ingest(&mut g, &agg, series);
         assert_eq!(agg.series_count(), series);
     }
     g.finish();
+}
+
+/// Benches `{series}_series` in `g`: the datagrams over `series` names through one ingestor
+/// into `agg`, and a commit.
+fn bench_ingest(
+    g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    agg: &Arc<Aggregator>,
+    series: usize,
+) {
+    let data = datagrams(series, 0);
+    let mut ing = Ingestor::new(agg.clone());
+    g.bench_function(format!("{series}_series"), |b| {
+        b.iter(|| {
+            for d in &data {
+                meterd::ingest::ingest_datagram(&mut ing, d, false);
+            }
+            ing.commit();
+        })
+    });
 }
 
 /// The parsing share of `aggregate_existing`: the same datagrams, split and parsed only, so
@@ -207,16 +217,7 @@ fn bench_existing_slo(c: &mut Criterion) {
         ratio: Vec::new(),
     });
     populate(&agg, series);
-    let data = datagrams(series, 0);
-    let mut ing = Ingestor::new(agg.clone());
-    g.bench_function(format!("{series}_series"), |b| {
-        b.iter(|| {
-            for d in &data {
-                meterd::ingest::ingest_datagram(&mut ing, d, false);
-            }
-            ing.commit();
-        })
-    });
+    bench_ingest(&mut g, &agg, series);
     g.finish();
 }
 
