@@ -21,8 +21,8 @@
 //! `cold` evicts the caches before each pass (by writing over a buffer larger than the last
 //! level cache, outside the timed part): at 1M lines/s a reader works in short bursts between
 //! which other work takes the caches, so the series it updates are cold, as they are not when
-//! the loop runs back to back (the table lookups then weighed four times as much in a profile at
-//! the offered rate: `benches/ab.py --perf`).
+//! the loop runs back to back (the table lookups then weighed far more in a profile at the
+//! offered rate: `benches/ab.py --perf`).
 
 use std::sync::Arc;
 use std::time::Instant;

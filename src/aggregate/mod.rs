@@ -384,7 +384,10 @@ impl Aggregator {
     /// where it is found waited for two cache misses (a large share of the reader's time in the
     /// plain workload's profile), one after the other and one line at a time. Recorded together,
     /// each state and the slot its sample goes to are prefetched a few samples ahead, so the misses
-    /// overlap.
+    /// overlap. Each op's table entry is prefetched [`ENTRY_AHEAD`] ops ahead too: a reader at a
+    /// moderate rate works in bursts and finds the table out of its caches, where the entry
+    /// loads dominated this function (`benches/ab.py --perf`; `benches/ingest_loop.rs` with
+    /// `cold`).
     fn apply(&self, shard: usize, keys: &[u8], ops: &[batch::Op]) -> (u64, u64) {
         let Some(m) = self.shards.get(shard) else {
             return (0, 0);

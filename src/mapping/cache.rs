@@ -151,12 +151,12 @@ impl MappingCache {
     }
 
     /// What a line named `name` of type `kind` becomes.
-    #[inline]
     ///
     /// A name whose first byte no rule starts with is answered before any lookup. Others look
     /// in the cache first, and only a name not cached is checked against the rules' first parts
     /// (a set lookup, which a cached mapped name then never pays: `benches/mapping.rs`); one
     /// that no rule's first part matches is answered without being cached or counted.
+    #[inline]
     pub fn resolve(&mut self, name: &[u8], kind: MetricType) -> &Cached {
         if !self.rules.may_match_first_byte(name) {
             return &Cached::Unchanged;
