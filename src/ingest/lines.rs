@@ -23,18 +23,7 @@ pub fn for_each_line<'a>(data: &'a [u8], mut line: impl FnMut(&'a [u8])) -> &'a 
 /// instead, the complete lines before it are kept.
 #[inline]
 pub fn ingest_datagram(ingestor: &mut Ingestor, data: &[u8], truncated: bool) {
-    ingestor.count_packet();
-    // One parse target for every line of the datagram: filled in place, never moved.
-    let mut metric = MetricLine::new();
-    let tail = for_each_line(data, |line| ingestor.ingest_line_into(line, &mut metric));
-    if tail.is_empty() {
-        return;
-    }
-    if truncated {
-        ingestor.count_refused_line(ParseError::Truncated);
-    } else {
-        ingestor.ingest_line_into(tail, &mut metric);
-    }
+    ingest_lines(ingestor, data, truncated, None);
 }
 
 /// [`ingest_datagram`] for a datagram whose sender's container is known (`origin`, from origin
@@ -42,9 +31,16 @@ pub fn ingest_datagram(ingestor: &mut Ingestor, data: &[u8], truncated: bool) {
 /// and service checks without a `container_id:` tag, that tag).
 #[inline]
 pub fn ingest_datagram_from(ingestor: &mut Ingestor, data: &[u8], truncated: bool, origin: &[u8]) {
+    ingest_lines(ingestor, data, truncated, Some(origin));
+}
+
+/// Both of the above: `origin` is set once per datagram, in the line's parse target.
+#[inline(always)]
+fn ingest_lines(ingestor: &mut Ingestor, data: &[u8], truncated: bool, origin: Option<&[u8]>) {
     ingestor.count_packet();
+    // One parse target for every line of the datagram: filled in place, never moved.
     let mut metric = MetricLine::new();
-    metric.origin = Some(origin);
+    metric.origin = origin;
     let tail = for_each_line(data, |line| ingestor.ingest_line_into(line, &mut metric));
     if tail.is_empty() {
         return;
