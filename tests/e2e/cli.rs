@@ -9,13 +9,9 @@ use serde_json::json;
 use crate::support::udp_to_http::one_flush;
 use crate::support::*;
 
-fn meterd() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_meterd"))
-}
-
 #[test]
 fn default_config_prints_the_example_file() {
-    let out = meterd().arg("default-config").output().unwrap();
+    let out = meterd_cli().arg("default-config").output().unwrap();
     assert!(out.status.success());
     let example =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.toml"))
@@ -25,7 +21,7 @@ fn default_config_prints_the_example_file() {
 
 #[test]
 fn check_config_accepts_the_example() {
-    let out = meterd()
+    let out = meterd_cli()
         .arg("check-config")
         .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.toml"))
         .output()
@@ -48,21 +44,17 @@ fn check_config_names_the_bad_key_and_line() {
         "interval = \"10s\"\n[ingest]\nreaders = 2\nshardz = 4\n",
     )
     .unwrap();
-    let out = meterd().arg("check-config").arg(&path).output().unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = check_config_refused(&path);
     assert!(err.contains("shardz") && err.contains("line 4"), "{err}");
 
     std::fs::write(&path, "[http]\nmax_body_bytes = \"big\"\n").unwrap();
-    let out = meterd().arg("check-config").arg(&path).output().unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = check_config_refused(&path);
     assert!(err.contains("http.max_body_bytes (line 2)"), "{err}");
 }
 
 #[test]
 fn help_explains_each_command() {
-    let out = meterd().arg("--help").output().unwrap();
+    let out = meterd_cli().arg("--help").output().unwrap();
     let text = String::from_utf8(out.stdout).unwrap();
     for cmd in ["check-config", "default-config", "send", "top", "--config"] {
         assert!(text.contains(cmd), "{cmd} missing from --help:\n{text}");

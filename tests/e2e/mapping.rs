@@ -2,8 +2,6 @@
 //! one series, drop rules counted, events untouched, rules reloaded on SIGHUP,
 //! `check-config --map` and a bad rule refused.
 
-use std::process::Command;
-
 use crate::support::udp_to_http::one_flush;
 use crate::support::*;
 
@@ -29,10 +27,6 @@ tags = { service = "${service}" }
 match = "debug.*"
 action = "drop"
 "#;
-
-fn meterd() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_meterd"))
-}
 
 #[test]
 fn dotted_names_arrive_renamed_tagged_and_merged() {
@@ -150,7 +144,7 @@ fn check_config_map_prints_what_names_become() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("rules.toml");
     std::fs::write(&path, RULES).unwrap();
-    let out = meterd()
+    let out = meterd_cli()
         .arg("check-config")
         .arg(&path)
         .args(["--map", "api.pay.POST.latency|ms"])
@@ -182,9 +176,7 @@ fn check_config_refuses_a_bad_rule_naming_rule_and_key() {
         format!("{RULES}\n[[mappings]]\nmatch = \"x.*\"\nname = \"x.$2\"\n"),
     )
     .unwrap();
-    let out = meterd().arg("check-config").arg(&path).output().unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = check_config_refused(&path);
     assert!(
         err.contains("mappings[4].name") && err.contains("rule 5") && err.contains("$2"),
         "{err}"
@@ -194,9 +186,7 @@ fn check_config_refuses_a_bad_rule_naming_rule_and_key() {
         "[[mappings]]\nmatch = '(x'\nmatch_type = \"regex\"\nname = \"y\"\n",
     )
     .unwrap();
-    let out = meterd().arg("check-config").arg(&path).output().unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = check_config_refused(&path);
     assert!(
         err.contains("mappings[0].match (line 2): rule 1: invalid regex"),
         "{err}"

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::support::udp_to_http::config;
+use crate::support::udp_to_http::start_unix;
 use crate::support::*;
 
 /// The container id the test's cgroup names.
@@ -184,15 +184,7 @@ fn unix_senders_are_tagged_with_their_container() {
             return;
         }
     };
-    avoid_boundary(Duration::from_secs(3600), Duration::from_secs(10));
-    let capture = CaptureServer::start(Behaviour::Ok);
-    let mut m = Meterd::start(&config(
-        &capture.url(),
-        "1h",
-        "",
-        "statsd_unix = [\"@DIR@/meterd.sock\"]\norigin_detection = true",
-    ));
-    let path = m.dir.path().join("meterd.sock");
+    let (mut m, capture, path) = start_unix("origin_detection = true");
 
     let mut inside = Sender::spawn(&path);
     if let Err(e) = cgroup.add(inside.pid()) {

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::support::udp_to_http::{config, one_flush};
+use crate::support::udp_to_http::{config, one_flush, start_unix};
 use crate::support::*;
 
 #[test]
@@ -106,15 +106,7 @@ fn tcp_over_long_line_is_dropped_alone_and_the_connection_stays_open() {
 
 #[test]
 fn unix_datagram_socket_ingest() {
-    avoid_boundary(Duration::from_secs(3600), Duration::from_secs(10));
-    let capture = CaptureServer::start(Behaviour::Ok);
-    let mut m = Meterd::start(&config(
-        &capture.url(),
-        "1h",
-        "",
-        "statsd_unix = [\"@DIR@/meterd.sock\"]",
-    ));
-    let path = m.dir.path().join("meterd.sock");
+    let (mut m, capture, path) = start_unix("");
     assert_eq!(
         m.addrs.get("unix"),
         Some(&vec![path.display().to_string()]),

@@ -249,3 +249,21 @@ pub fn send_udp(addr: SocketAddr, datagrams: &[&[u8]]) {
         s.send_to(d, addr).expect("send");
     }
 }
+
+/// The `meterd` binary as a command, for its subcommands (`check-config`, `send`, …).
+pub fn meterd_cli() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_meterd"))
+}
+
+/// Runs `meterd check-config PATH`, asserts that it refuses the file (exit status 1) and returns
+/// what it printed on stderr.
+pub fn check_config_refused(path: &std::path::Path) -> String {
+    let out = meterd_cli().arg("check-config").arg(path).output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "check-config accepted {}",
+        path.display()
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}

@@ -50,6 +50,18 @@ url = "{url}/series"
     )
 }
 
+/// A meterd on [`config`] with a one-hour interval (started away from its boundary) that also
+/// listens on the Unix datagram socket `meterd.sock` in its directory, `ingest` added to
+/// `[ingest]`, and sinks to a new capture server; and that socket's path.
+pub fn start_unix(ingest: &str) -> (Meterd, CaptureServer, std::path::PathBuf) {
+    avoid_boundary(Duration::from_secs(3600), Duration::from_secs(10));
+    let capture = CaptureServer::start(Behaviour::Ok);
+    let ingest = format!("statsd_unix = [\"@DIR@/meterd.sock\"]\n{ingest}");
+    let m = Meterd::start(&config(&capture.url(), "1h", "", &ingest));
+    let path = m.dir.path().join("meterd.sock");
+    (m, capture, path)
+}
+
 /// The final-flush pattern with a one-hour interval; returns every metric point.
 pub fn one_flush(extra: &str, ingest: &str, send: impl FnOnce(&Meterd)) -> Vec<Value> {
     avoid_boundary(Duration::from_secs(3600), Duration::from_secs(10));
