@@ -10,7 +10,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
-use meterd::aggregate::{Aggregator, AggregatorConfig, GaugeDeltas, Ingestor, Limits};
+use meterd::aggregate::{Aggregator, AggregatorConfig, Ingestor};
 use meterd::ingest::capture::{Datagram, Tap, Transport, QUEUE_RECORDS};
 
 /// Datagrams per receive batch (the reader's `recvmmsg` batch).
@@ -37,13 +37,7 @@ fn datagrams() -> Vec<Vec<u8>> {
 }
 
 fn ingestor() -> Ingestor {
-    let aggregator = Arc::new(Aggregator::new(AggregatorConfig {
-        shards: 8,
-        limits: Limits::default(),
-        gauge_deltas: GaugeDeltas::Dogstatsd,
-        hostname: Arc::from("bench"),
-        gauge_memory_flushes: 360,
-    }));
+    let aggregator = Arc::new(Aggregator::new(AggregatorConfig::default()));
     let mut ing = Ingestor::new(aggregator);
     for d in datagrams() {
         meterd::ingest::ingest_datagram(&mut ing, &d, false);

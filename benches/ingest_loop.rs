@@ -116,6 +116,8 @@ fn main() {
         "mixed",
     ];
     assert!(SHAPES.contains(&shape), "SHAPE must be one of {SHAPES:?}");
+    // Spelled out, not `AggregatorConfig::default()`: `loop_ab.sh` builds this harness against
+    // older commits too, which lack it.
     let aggregator = Arc::new(Aggregator::new(AggregatorConfig {
         shards: 8,
         limits: Limits::default(),

@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use meterd::aggregate::{Aggregator, AggregatorConfig, GaugeDeltas, Ingestor, Limits};
+use meterd::aggregate::{Aggregator, AggregatorConfig, Ingestor};
 use meterd::mapping::{RuleConfig, Rules, TypeName};
 
 const SERIES: usize = 10_000;
@@ -145,13 +145,7 @@ fn bench(c: &mut Criterion) {
         group.throughput(Throughput::Elements(lines as u64));
         for &(case, with_rules) in cases {
             let with_rules = with_rules.then(|| rules.clone());
-            let aggregator = Arc::new(Aggregator::new(AggregatorConfig {
-                shards: 8,
-                limits: Limits::default(),
-                gauge_deltas: GaugeDeltas::Dogstatsd,
-                hostname: Arc::from("bench"),
-                gauge_memory_flushes: 360,
-            }));
+            let aggregator = Arc::new(Aggregator::new(AggregatorConfig::default()));
             aggregator.set_mapping(with_rules);
             let mut ing = Ingestor::new(aggregator.clone());
             for _ in 0..3 {

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
-use meterd::aggregate::{Aggregator, AggregatorConfig, GaugeDeltas, Ingestor, Limits};
+use meterd::aggregate::{Aggregator, AggregatorConfig, Ingestor};
 use meterd::ingest::datagram::{RecvBatch, BATCH};
 use meterd::ingest::lines::{ingest_datagram, ingest_datagram_from};
 use meterd::ingest::origin::OriginCache;
@@ -28,13 +28,7 @@ const SLOT: usize = 8192;
 const ID: &[u8] = b"3e74d3fd9db4c9dd921ae05c2502fb984d0cde1b36e581b13f79c639da4518a1";
 
 fn aggregator() -> Arc<Aggregator> {
-    Arc::new(Aggregator::new(AggregatorConfig {
-        shards: 8,
-        limits: Limits::default(),
-        gauge_deltas: GaugeDeltas::Dogstatsd,
-        hostname: Arc::from("bench"),
-        gauge_memory_flushes: 360,
-    }))
+    Arc::new(Aggregator::new(AggregatorConfig::default()))
 }
 
 /// `BATCH` datagrams over 1,000 series of counters, gauges and timers.

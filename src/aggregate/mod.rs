@@ -125,6 +125,21 @@ pub struct AggregatorConfig {
     pub gauge_memory_flushes: u64,
 }
 
+impl Default for AggregatorConfig {
+    /// For tests and benches: 8 shards, the default limits, DogStatsD's `-N`, hostname
+    /// `localhost`, gauges remembered 360 flushes (an hour at the default 10 s interval). A
+    /// server builds its own from the config.
+    fn default() -> AggregatorConfig {
+        AggregatorConfig {
+            shards: 8,
+            limits: Limits::default(),
+            gauge_deltas: GaugeDeltas::Dogstatsd,
+            hostname: Arc::from("localhost"),
+            gauge_memory_flushes: 360,
+        }
+    }
+}
+
 /// The aggregate state of one series over one interval.
 #[derive(Debug, Clone)]
 pub enum State {
