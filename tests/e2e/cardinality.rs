@@ -75,11 +75,7 @@ fn series_lines_and_tag_keys_of_the_interval() {
     let api = m.addr("http").to_string();
     let out = top_once(&api);
     let table = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_succeeded(&out);
     assert!(table.contains("series this interval: 6"), "{table}");
     for name in ["web.req", "db.q", "solo", "TAG KEY", "canary"] {
         assert!(table.contains(name), "{name} missing:\n{table}");

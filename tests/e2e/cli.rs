@@ -26,11 +26,7 @@ fn check_config_accepts_the_example() {
         .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.toml"))
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_succeeded(&out);
     let stdout = String::from_utf8(out.stdout).unwrap();
     assert!(stdout.contains("interval = \"10s\""), "{stdout}");
 }
@@ -102,11 +98,7 @@ fn meterd_send_delivers_arguments_and_stdin() {
             .args(["send", "--to", &to, "cli.a:1|c", "cli.b:2|g|#k:v"])
             .output()
             .expect("run meterd send");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert_succeeded(&out);
         assert!(String::from_utf8_lossy(&out.stderr).contains("sent 2 line(s)"));
 
         let mut child = Command::new(env!("CARGO_BIN_EXE_meterd"))
@@ -123,11 +115,7 @@ fn meterd_send_delivers_arguments_and_stdin() {
             .write_all(b"cli.a:3|c\n\ncli.c:1|c|#x:y\r\n")
             .unwrap();
         let out = child.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert_succeeded(&out);
         assert!(String::from_utf8_lossy(&out.stderr).contains("sent 2 line(s)"));
         m.wait_lines(4);
     });

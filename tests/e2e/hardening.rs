@@ -153,11 +153,7 @@ headers = {{ Authorization = "${{METERD_TEST_DD}}" }}
         .envs(env)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_succeeded(&out);
     let printed =
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     assert!(printed.contains("${METERD_TEST_DD}"), "{printed}");

@@ -366,11 +366,7 @@ fn meterd_checks_itself_and_the_cli_shows_it() {
         .arg(m.addr("http").to_string())
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_succeeded(&out);
     let table = String::from_utf8(out.stdout).unwrap();
     assert!(table.starts_with("SERVICE"), "{table}");
     assert!(
@@ -434,11 +430,7 @@ fn status_page_in_chromium() {
         .arg(&url)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_succeeded(&out);
     let dom = String::from_utf8_lossy(&out.stdout).into_owned();
     // What a person sees: meterd's own group first, then the service, statuses in words.
     let meterd_at = dom.find("<h2>meterd</h2>").expect("meterd group");
@@ -460,11 +452,7 @@ fn status_page_in_chromium() {
         .arg(&url)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_succeeded(&out);
     let png = std::fs::read(&shot).expect("screenshot written");
     assert!(png.starts_with(b"\x89PNG"), "a PNG screenshot");
     if let Ok(keep) = std::env::var("METERD_SCREENSHOT") {

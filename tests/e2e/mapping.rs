@@ -153,11 +153,7 @@ fn check_config_map_prints_what_names_become() {
         .args(["--map", "debug.noise|g"])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_succeeded(&out);
     assert_eq!(
         String::from_utf8(out.stdout).unwrap(),
         "api.pay.POST.latency|ms -> api.latency method:POST,route:pay (rule 1)\n\

@@ -253,11 +253,7 @@ fn unix_senders_are_tagged_with_their_container() {
     // (or with whatever id its cgroup names); replayed into a meterd without origin detection,
     // the same series and events come out, tagged alike.
     let out = crate::capture::wait_child(cli, "meterd capture");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_succeeded(&out);
     let (records, _) = crate::capture::read_file(&file);
     let mut origins: Vec<String> = records
         .iter()

@@ -267,3 +267,12 @@ pub fn check_config_refused(path: &std::path::Path) -> String {
     );
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
+
+/// Asserts that a command exited successfully, showing its stderr if not.
+pub fn assert_succeeded(out: &std::process::Output) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
