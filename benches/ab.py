@@ -3,11 +3,14 @@
 
     python3 benches/ab.py A/meterd B/meterd [--workload plain] [--types MIX] [--rate 1000000]
                           [--secs 8] [--rounds 5] [--load target/release/meterd-load] [--nice -10]
-                          [--config FILE] [--config-b FILE]
+                          [--config FILE] [--config-b FILE] [--ingest LINE] [--ingest-b LINE]
 
 `--config FILE` appends FILE's TOML (e.g. `[[mappings]]` tables; top-level tables only, as it
 follows the generated `[[sinks]]`) to both builds' config, `--config-b FILE` to B's alone: e.g.
 `--config-b benches/mapping_rules.toml` prices a realistic rule set against a build without it.
+`--ingest LINE` / `--ingest-b LINE` (repeatable) add a key to the generated `[ingest]` table of
+both builds / of B alone: e.g. `ab.py M M --ingest-b 'read_coalesce = "20ms"'` prices a setting
+on one build.
 
 Each round starts A, then B (the order alternates every round), each pinned to CPU 1 with the
 load generator on CPU 0, warms every series up, offers `--rate` lines/s for `--secs` seconds and
@@ -69,12 +72,13 @@ def lines_received(http):
     return float(m.group(1)) if m else 0.0
 
 
-def run(binary, a, work, extras=(), perf=None):
+def run(binary, a, work, extras=(), perf=None, ingest=()):
     udp, http = free_port(socket.SOCK_DGRAM), f"127.0.0.1:{free_port(socket.SOCK_STREAM)}"
     conf = os.path.join(work, "meterd.toml")
     with open(conf, "w") as f:
         f.write(f'interval = "10s"\n[ingest]\nstatsd_udp = ["127.0.0.1:{udp}"]\nreaders = 1\n'
-                f'read_buffer_bytes = 4194304\n[http]\nlisten = "{http}"\n'
+                f'read_buffer_bytes = 4194304\n' + "".join(f"{line}\n" for line in ingest) +
+                f'[http]\nlisten = "{http}"\n'
                 '[[sinks]]\ntype = "console"\nformat = "json"\n')
         for extra in extras:
             f.write("\n" + open(extra).read())
@@ -135,6 +139,8 @@ def main():
     p.add_argument("--nice", type=int, default=0)
     p.add_argument("--config", default="", help="TOML appended to both builds' config")
     p.add_argument("--config-b", default="", help="TOML appended to B's config only")
+    p.add_argument("--ingest", action="append", default=[], help="a line for both builds' [ingest] table")
+    p.add_argument("--ingest-b", action="append", default=[], help="a line for B's [ingest] table only")
     p.add_argument("--perf", default="", help="perf record each measured run into PERF.A1.data, PERF.B1.data, …")
     a = p.parse_args()
     if a.warm == 0:
@@ -146,7 +152,8 @@ def main():
             for name, binary in order:
                 extras = [c for c in (a.config, a.config_b if name == "B" else "") if c]
                 perf = f"{a.perf}.{name}{r + 1}.data" if a.perf else None
-                res = run(binary, a, work, extras, perf)
+                ingest = a.ingest + (a.ingest_b if name == "B" else [])
+                res = run(binary, a, work, extras, perf, ingest)
                 for g, v in res["per_line"].items():
                     results[g][name].append(v)
                 pl = res["per_line"]

@@ -1,0 +1,126 @@
+#!/usr/bin/env python3
+"""When a meterd near its capacity drops datagrams: the kernel's drops over time, by phase.
+
+    python3 benches/loss_timing.py target/release/meterd [--workload dogstatsd] [--rate 2200000]
+                                   [--secs 30] [--load target/release/meterd-load] [--nice -10]
+                                   [--ingest LINE]
+
+Starts BINARY pinned to CPU 1 (one reader, 10 s interval, console JSON sink, the debug log for
+each flush's end), offers `--rate` lines/s from meterd-load on CPU 0 for `--secs` seconds, and
+reads the socket's drop counter (`/proc/net/udp`) every 20 ms. Prints each change with its time
+in the interval, then the drops by phase: in the first second of an interval (the swap, the new
+series of the next interval and the render beside them), in the half second after a flush ended
+(its tables freed, its heap trimmed), and elsewhere. `meterd_udp_kernel_drops_total` on /metrics
+cannot tell these apart: it is read once per flush. Only 127.0.0.1; bounded by --secs.
+"""
+import argparse
+import datetime
+import os
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+FLUSHED = re.compile(r"^(\S+?)Z\s+DEBUG meterd::flush: flushed points=(\d+) ms=(\d+)")
+
+
+def free_port(kind):
+    s = socket.socket(socket.AF_INET, kind)
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def udp_drops(port):
+    """The drops column of the IPv4 UDP socket bound to `port`, or None."""
+    want = f":{port:04X}"
+    with open("/proc/net/udp") as f:
+        for line in f:
+            cols = line.split()
+            if len(cols) > 12 and cols[1].endswith(want):
+                return int(cols[-1])
+    return None
+
+
+def flush_ends(log):
+    """Unix times at which flushes that rendered points ended (the debug log's `flushed`)."""
+    ends = []
+    for line in log.splitlines():
+        m = FLUSHED.match(line)
+        if m and int(m.group(2)) > 100:
+            at = datetime.datetime.fromisoformat(m.group(1)).replace(tzinfo=datetime.timezone.utc)
+            ends.append(at.timestamp())
+    return ends
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("binary")
+    p.add_argument("--workload", default="dogstatsd")
+    p.add_argument("--rate", type=int, default=2_200_000)
+    p.add_argument("--secs", type=int, default=30)
+    p.add_argument("--load", default="target/release/meterd-load")
+    p.add_argument("--nice", type=int, default=0)
+    p.add_argument("--ingest", action="append", default=[], help="a line for the [ingest] table")
+    a = p.parse_args()
+    if not 1 <= a.secs <= 600:
+        sys.exit("loss_timing.py: --secs must be 1..600")
+    interval = 10.0
+    udp, http = free_port(socket.SOCK_DGRAM), f"127.0.0.1:{free_port(socket.SOCK_STREAM)}"
+    with tempfile.TemporaryDirectory(prefix="meterd-loss.") as work:
+        conf, log_path = os.path.join(work, "meterd.toml"), os.path.join(work, "meterd.log")
+        with open(conf, "w") as f:
+            f.write(f'interval = "10s"\n[ingest]\nstatsd_udp = ["127.0.0.1:{udp}"]\nreaders = 1\n'
+                    'read_buffer_bytes = 4194304\n' + "".join(f"{line}\n" for line in a.ingest) +
+                    f'[http]\nlisten = "{http}"\n[[sinks]]\ntype = "console"\nformat = "json"\n')
+        env = dict(os.environ, RUST_LOG="meterd=debug")
+        with open(log_path, "w") as log:
+            proc = subprocess.Popen(["nice", "-n", str(a.nice), "taskset", "-c", "1", a.binary, "--config", conf],
+                                    stdout=subprocess.DEVNULL, stderr=log, env=env)
+        try:
+            deadline = time.time() + 10
+            while udp_drops(udp) is None:
+                if time.time() > deadline or proc.poll() is not None:
+                    sys.exit(f"loss_timing.py: {a.binary} did not start")
+                time.sleep(0.05)
+            load = subprocess.Popen(["nice", "-n", str(a.nice), a.load, "--to", f"127.0.0.1:{udp}",
+                                     "--workload", a.workload, "--cpu", "0", "--quiet",
+                                     "--rate", str(a.rate), "--duration", str(a.secs)])
+            changes, last = [], udp_drops(udp) or 0
+            stop = time.time() + a.secs + 2
+            while time.time() < stop:
+                now, drops = time.time(), udp_drops(udp)
+                if drops is not None and drops != last:
+                    changes.append((now, drops - last))
+                    last = drops
+                time.sleep(0.02)
+            load.wait(timeout=30)
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        ends = flush_ends(open(log_path).read())
+    phases = {"first 1 s of an interval": 0, "0.5 s after a flush ended": 0, "elsewhere": 0}
+    for at, n in changes:
+        into = at % interval
+        print(f"{time.strftime('%H:%M:%S', time.gmtime(at))}.{int(at % 1 * 1000):03d} "
+              f"({into:5.2f} s into the interval): +{n} datagrams")
+        if into < 1.0:
+            phases["first 1 s of an interval"] += n
+        elif any(0 <= at - e < 0.5 for e in ends):
+            phases["0.5 s after a flush ended"] += n
+        else:
+            phases["elsewhere"] += n
+    durations = ", ".join(f"{e % interval:.2f}" for e in ends)
+    print(f"{a.workload} at {a.rate:,} lines/s for {a.secs} s: {sum(phases.values())} datagrams dropped; "
+          + "; ".join(f"{k}: {v}" for k, v in phases.items())
+          + f" (flushes ended {durations} s into their intervals)")
+
+
+if __name__ == "__main__":
+    main()
