@@ -41,15 +41,7 @@ import time
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_common import threads  # noqa: E402
-
-
-def free_port(kind):
-    s = socket.socket(socket.AF_INET, kind)
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+from bench_common import free_port, meterd_toml, stop, threads  # noqa: E402
 
 
 # What each run reports, by thread name prefix ("" = every thread).
@@ -76,10 +68,7 @@ def run(binary, a, work, extras=(), perf=None, ingest=()):
     udp, http = free_port(socket.SOCK_DGRAM), f"127.0.0.1:{free_port(socket.SOCK_STREAM)}"
     conf = os.path.join(work, "meterd.toml")
     with open(conf, "w") as f:
-        f.write(f'interval = "10s"\n[ingest]\nstatsd_udp = ["127.0.0.1:{udp}"]\nreaders = 1\n'
-                f'read_buffer_bytes = 4194304\n' + "".join(f"{line}\n" for line in ingest) +
-                f'[http]\nlisten = "{http}"\n'
-                '[[sinks]]\ntype = "console"\nformat = "json"\n')
+        f.write(meterd_toml(udp, http, ingest))
         for extra in extras:
             f.write("\n" + open(extra).read())
     proc = subprocess.Popen(["nice", "-n", str(a.nice), "taskset", "-c", "1", binary, "--config", conf],
@@ -118,11 +107,7 @@ def run(binary, a, work, extras=(), perf=None, ingest=()):
         per_line = {g: (cpu1[g] - cpu0[g]) * 1e9 / lines if lines else float("nan") for g in GROUPS}
         return {"per_line": per_line, "loss": 1 - lines / sent}
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc)
 
 
 def main():

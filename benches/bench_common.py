@@ -1,13 +1,43 @@
-"""What benches/ab.py, throughput.sh and soak.sh read from /proc, in one place.
+"""What benches/ab.py, loss_timing.py, throughput.sh and soak.sh read from /proc, in one place,
+and the meterd configuration ab.py and loss_timing.py run.
 
-ab.py and the scripts' helpers (throughput_helper.py, soak_helper.py) import it from beside
-themselves. Linux only.
+ab.py, loss_timing.py and the scripts' helpers (throughput_helper.py, soak_helper.py) import it
+from beside themselves. Linux only.
 """
 import glob
 import os
+import socket
+import subprocess
 import sys
 
 CLK = os.sysconf("SC_CLK_TCK")
+
+
+def free_port(kind):
+    """A free 127.0.0.1 port for `kind` (socket.SOCK_DGRAM or SOCK_STREAM)."""
+    s = socket.socket(socket.AF_INET, kind)
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def meterd_toml(udp, http, ingest=()):
+    """One reader on 127.0.0.1:`udp` (4 MiB asked, 8 MiB as the kernel reports it: the full
+    nap), the API on `http`, a 10 s interval, a console JSON sink; `ingest` lines join the
+    `[ingest]` table."""
+    return (f'interval = "10s"\n[ingest]\nstatsd_udp = ["127.0.0.1:{udp}"]\nreaders = 1\n'
+            'read_buffer_bytes = 4194304\n' + "".join(f"{line}\n" for line in ingest) +
+            f'[http]\nlisten = "{http}"\n[[sinks]]\ntype = "console"\nformat = "json"\n')
+
+
+def stop(proc):
+    """Terminates `proc`, killing it after 15 s."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
 
 
 def say(msg):

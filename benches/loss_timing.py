@@ -23,26 +23,16 @@ import sys
 import tempfile
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_common import free_port, meterd_toml, stop, udp_stat  # noqa: E402
+
 FLUSHED = re.compile(r"^(\S+?)Z\s+DEBUG meterd::flush: flushed points=(\d+) ms=(\d+)")
 
 
-def free_port(kind):
-    s = socket.socket(socket.AF_INET, kind)
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 def udp_drops(port):
-    """The drops column of the IPv4 UDP socket bound to `port`, or None."""
-    want = f":{port:04X}"
-    with open("/proc/net/udp") as f:
-        for line in f:
-            cols = line.split()
-            if len(cols) > 12 and cols[1].endswith(want):
-                return int(cols[-1])
-    return None
+    """The drops of the UDP socket bound to `port`, or None before it is bound."""
+    stat = udp_stat(port)
+    return stat["drops"] if stat["sockets"] else None
 
 
 def flush_ends(log):
@@ -73,9 +63,7 @@ def main():
     with tempfile.TemporaryDirectory(prefix="meterd-loss.") as work:
         conf, log_path = os.path.join(work, "meterd.toml"), os.path.join(work, "meterd.log")
         with open(conf, "w") as f:
-            f.write(f'interval = "10s"\n[ingest]\nstatsd_udp = ["127.0.0.1:{udp}"]\nreaders = 1\n'
-                    'read_buffer_bytes = 4194304\n' + "".join(f"{line}\n" for line in a.ingest) +
-                    f'[http]\nlisten = "{http}"\n[[sinks]]\ntype = "console"\nformat = "json"\n')
+            f.write(meterd_toml(udp, http, a.ingest))
         env = dict(os.environ, RUST_LOG="meterd=debug")
         with open(log_path, "w") as log:
             proc = subprocess.Popen(["nice", "-n", str(a.nice), "taskset", "-c", "1", a.binary, "--config", conf],
@@ -90,8 +78,8 @@ def main():
                                      "--workload", a.workload, "--cpu", "0", "--quiet",
                                      "--rate", str(a.rate), "--duration", str(a.secs)])
             changes, last = [], udp_drops(udp) or 0
-            stop = time.time() + a.secs + 2
-            while time.time() < stop:
+            until = time.time() + a.secs + 2
+            while time.time() < until:
                 now, drops = time.time(), udp_drops(udp)
                 if drops is not None and drops != last:
                     changes.append((now, drops - last))
@@ -99,11 +87,7 @@ def main():
                 time.sleep(0.02)
             load.wait(timeout=30)
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            stop(proc)
         ends = flush_ends(open(log_path).read())
     phases = {"first 1 s of an interval": 0, "0.5 s after a flush ended": 0, "elsewhere": 0}
     for at, n in changes:
