@@ -34,6 +34,8 @@ usage: benches/throughput.sh [--smoke] [--out FILE] [options]
   --cpu-rate N         offered rate of the CPU measurement (default 1000000)
   --lo-rate N          lowest rate the search tries (default 20000)
   --meterd-readers N   meterd's [ingest] readers (default 1: it gets one core)
+  --meterd-ingest LINE a line for meterd's [ingest] table, e.g. 'read_coalesce = "20ms"'
+                       (repeatable)
   --nice N             run the generator and the aggregators at this nice value, and give the
                        script's scheduler autogroup the same (restored on exit: with
                        sched_autogroup a process's nice only counts within its session), so that
@@ -53,6 +55,7 @@ STEPS=6
 CPU_RATE=1000000
 LO_RATE=20000
 READERS=1
+INGEST_LINES=()
 PERF=0
 NICE=0
 KEEP=0
@@ -71,6 +74,7 @@ while [[ $# -gt 0 ]]; do
     --cpu-rate) CPU_RATE="$2"; shift ;;
     --lo-rate) LO_RATE="$2"; shift ;;
     --meterd-readers) READERS="$2"; shift ;;
+    --meterd-ingest) INGEST_LINES+=("$2"); shift ;;
     --perf) PERF=1 ;;
     --nice) NICE="$2"; shift ;;
     --keep) KEEP=1 ;;
@@ -163,6 +167,7 @@ readers = $READERS
 # The kernel doubles SO_RCVBUF(FORCE) requests: half of RCVBUF gives a socket buffer of RCVBUF,
 # the same as the peers get from net.core.rmem_default.
 read_buffer_bytes = $((RCVBUF / 2))
+$(printf '%s\n' "${INGEST_LINES[@]}")
 [http]
 listen = "127.0.0.1:$HPORT"
 [[sinks]]
@@ -369,7 +374,7 @@ CPU_MODEL=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
   PEER_DESC=""
   [[ ,$PEERS, == *,collectd,* ]] && PEER_DESC+="${COLLECTD_VERSION:-collectd} (Debian collectd-core), "
   [[ ,$PEERS, == *,statsd,* ]] && PEER_DESC+="Etsy statsd 0.9.0 on Node $(node --version 2>/dev/null || echo '?'), "
-  echo "meterd readers = $READERS, console JSON sink; peers: ${PEER_DESC:-none, }"
+  echo "meterd readers = $READERS${INGEST_LINES[*]:+, [ingest] ${INGEST_LINES[*]}}, console JSON sink; peers: ${PEER_DESC:-none, }"
   echo "configured as in shared/bench-peers (ports, and collectd's CSV directory, moved). Held rate: the lowest rate ($LO_RATE lines/s) must pass; then 1.3 × the flooded rate,"
   echo "raised 1.5× while it passes, and a log bisection of $STEPS steps between the last passing and the first failing rate;"
   echo "a step passes when loss < 0.1 %, and the rate held is the one the generator achieved in it. Loss = 1 − processed ÷ sent (meterd: /metrics lines received;"
