@@ -377,7 +377,7 @@ CPU_MODEL=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
   echo "meterd readers = $READERS${INGEST_LINES[*]:+, [ingest] ${INGEST_LINES[*]}}, console JSON sink; peers: ${PEER_DESC:-none, }"
   echo "configured as in shared/bench-peers (ports, and collectd's CSV directory, moved). Held rate: the lowest rate ($LO_RATE lines/s) must pass; then 1.3 × the flooded rate,"
   echo "raised 1.5× while it passes, and a log bisection of $STEPS steps between the last passing and the first failing rate;"
-  echo "a step passes when loss < 0.1 %, and the rate held is the one the generator achieved in it. Loss = 1 − processed ÷ sent (meterd: /metrics lines received;"
+  echo "a step passes when loss < 0.1 % in its run or, failing that, in a second run at the same rate; the rate held is the one the generator achieved in it. Loss = 1 − processed ÷ sent (meterd: /metrics lines received;"
   echo "statsd: sumlog metrics_received; collectd: counter totals and timer counts from its CSV files, scaled to lines)."
   echo "\"On CPU\": the share of the time the aggregator was runnable that it spent on a CPU (/proc/PID/task/*/schedstat); below 100 % other work took its core."
   for w in ${WORKLOADS//,/ }; do
