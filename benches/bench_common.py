@@ -22,12 +22,12 @@ def free_port(kind):
     return port
 
 
-def meterd_toml(udp, http, ingest=()):
-    """One reader on 127.0.0.1:`udp` (4 MiB asked, 8 MiB as the kernel reports it: the full
-    nap), the API on `http`, a 10 s interval, a console JSON sink; `ingest` lines join the
-    `[ingest]` table."""
+def meterd_toml(udp, http, ingest=(), buffer=4194304):
+    """One reader on 127.0.0.1:`udp` (`buffer` bytes asked; the default, 4 MiB, is 8 MiB as the
+    kernel reports it: the full nap), the API on `http`, a 10 s interval, a console JSON sink;
+    `ingest` lines join the `[ingest]` table."""
     return (f'interval = "10s"\n[ingest]\nstatsd_udp = ["127.0.0.1:{udp}"]\nreaders = 1\n'
-            'read_buffer_bytes = 4194304\n' + "".join(f"{line}\n" for line in ingest) +
+            f'read_buffer_bytes = {buffer}\n' + "".join(f"{line}\n" for line in ingest) +
             f'[http]\nlisten = "{http}"\n[[sinks]]\ntype = "console"\nformat = "json"\n')
 
 

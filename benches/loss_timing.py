@@ -2,16 +2,19 @@
 """When a meterd near its capacity drops datagrams: the kernel's drops over time, by phase.
 
     python3 benches/loss_timing.py target/release/meterd [--workload dogstatsd] [--rate 2200000]
-                                   [--secs 30] [--load target/release/meterd-load] [--nice -10]
-                                   [--ingest LINE]
+                                   [--secs 30] [--runs 1] [--load target/release/meterd-load]
+                                   [--nice -10] [--buffer 4194304] [--ingest LINE]
 
 Starts BINARY pinned to CPU 1 (one reader, 10 s interval, console JSON sink, the debug log for
-each flush's end), offers `--rate` lines/s from meterd-load on CPU 0 for `--secs` seconds, and
-reads the socket's drop counter (`/proc/net/udp`) every 20 ms. Prints each change with its time
-in the interval, then the drops by phase: in the first second of an interval (the swap, the new
-series of the next interval and the render beside them), in the half second after a flush ended
-(its tables freed, its heap trimmed), and elsewhere. `meterd_udp_kernel_drops_total` on /metrics
-cannot tell these apart: it is read once per flush. Only 127.0.0.1; bounded by --secs.
+each flush's end), sends every series once, then offers `--rate` lines/s from meterd-load on
+CPU 0 for `--secs` seconds, `--runs` times with 2 s of quiet before each, and reads the socket's
+drop counter (`/proc/net/udp`) every 20 ms. Prints each change with its time in the interval,
+each run's drops (all, and in its first 0.3 s: the nap taken at the quiet rate before), then the
+drops by phase: in the first second of an interval (the swap, the new series of the next
+interval and the render beside them), in the half second after a flush ended (its tables freed,
+its heap trimmed), and elsewhere. `meterd_udp_kernel_drops_total` on /metrics cannot tell these
+apart: it is read once per flush. `--buffer`: bytes of socket buffer asked (throughput.sh asks
+8388608). Only 127.0.0.1; bounded by --secs and --runs.
 """
 import argparse
 import datetime
@@ -52,18 +55,22 @@ def main():
     p.add_argument("--workload", default="dogstatsd")
     p.add_argument("--rate", type=int, default=2_200_000)
     p.add_argument("--secs", type=int, default=30)
+    p.add_argument("--runs", type=int, default=1)
+    p.add_argument("--buffer", type=int, default=4194304)
     p.add_argument("--load", default="target/release/meterd-load")
     p.add_argument("--nice", type=int, default=0)
     p.add_argument("--ingest", action="append", default=[], help="a line for the [ingest] table")
     a = p.parse_args()
     if not 1 <= a.secs <= 600:
         sys.exit("loss_timing.py: --secs must be 1..600")
+    if not 1 <= a.runs <= 20:
+        sys.exit("loss_timing.py: --runs must be 1..20")
     interval = 10.0
     udp, http = free_port(socket.SOCK_DGRAM), f"127.0.0.1:{free_port(socket.SOCK_STREAM)}"
     with tempfile.TemporaryDirectory(prefix="meterd-loss.") as work:
         conf, log_path = os.path.join(work, "meterd.toml"), os.path.join(work, "meterd.log")
         with open(conf, "w") as f:
-            f.write(meterd_toml(udp, http, a.ingest))
+            f.write(meterd_toml(udp, http, a.ingest, a.buffer))
         env = dict(os.environ, RUST_LOG="meterd=debug")
         with open(log_path, "w") as log:
             proc = subprocess.Popen(["nice", "-n", str(a.nice), "taskset", "-c", "1", a.binary, "--config", conf],
@@ -74,18 +81,25 @@ def main():
                 if time.time() > deadline or proc.poll() is not None:
                     sys.exit(f"loss_timing.py: {a.binary} did not start")
                 time.sleep(0.05)
-            load = subprocess.Popen(["nice", "-n", str(a.nice), a.load, "--to", f"127.0.0.1:{udp}",
-                                     "--workload", a.workload, "--cpu", "0", "--quiet",
-                                     "--rate", str(a.rate), "--duration", str(a.secs)])
-            changes, last = [], udp_drops(udp) or 0
-            until = time.time() + a.secs + 2
-            while time.time() < until:
-                now, drops = time.time(), udp_drops(udp)
-                if drops is not None and drops != last:
-                    changes.append((now, drops - last))
-                    last = drops
-                time.sleep(0.02)
-            load.wait(timeout=30)
+            load = ["nice", "-n", str(a.nice), a.load, "--to", f"127.0.0.1:{udp}", "--workload", a.workload,
+                    "--cpu", "0", "--quiet"]
+            # Every series once, so that the runs update series rather than make them.
+            subprocess.run(load + ["--rate", "200000", "--count", "200000"], check=True, timeout=60)
+            changes, last, runs = [], udp_drops(udp) or 0, []
+            for _ in range(a.runs):
+                time.sleep(2)
+                start = time.time()
+                gen = subprocess.Popen(load + ["--rate", str(a.rate), "--duration", str(a.secs)])
+                ours = len(changes)
+                while time.time() < start + a.secs + 1 or gen.poll() is None:
+                    now, drops = time.time(), udp_drops(udp)
+                    if drops is not None and drops != last:
+                        changes.append((now, drops - last))
+                        last = drops
+                    time.sleep(0.02)
+                gen.wait(timeout=30)
+                mine = changes[ours:]
+                runs.append((sum(n for _, n in mine), sum(n for at, n in mine if at - start < 0.3)))
         finally:
             stop(proc)
         ends = flush_ends(open(log_path).read())
@@ -100,8 +114,10 @@ def main():
             phases["0.5 s after a flush ended"] += n
         else:
             phases["elsewhere"] += n
+    for i, (n, early) in enumerate(runs):
+        print(f"run {i + 1}: {n} datagrams dropped, {early} in its first 0.3 s")
     durations = ", ".join(f"{e % interval:.2f}" for e in ends)
-    print(f"{a.workload} at {a.rate:,} lines/s for {a.secs} s: {sum(phases.values())} datagrams dropped; "
+    print(f"{a.workload} at {a.rate:,} lines/s for {a.runs} × {a.secs} s: {sum(phases.values())} datagrams dropped; "
           + "; ".join(f"{k}: {v}" for k, v in phases.items())
           + f" (flushes ended {durations} s into their intervals)")
 
