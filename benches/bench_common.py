@@ -63,6 +63,20 @@ def threads(pid):
     return out
 
 
+def thread_faults(pid):
+    """Per live thread of `pid`: (name, on-CPU ns, minor page faults), by tid."""
+    out = {}
+    for task in glob.glob(f"/proc/{pid}/task/*"):
+        try:
+            comm = open(f"{task}/comm").read().strip()
+            run = int(open(f"{task}/schedstat").read().split()[0])
+            stat = open(f"{task}/stat").read()
+        except (OSError, ValueError, IndexError):
+            continue  # the thread ended meanwhile
+        out[os.path.basename(task)] = (comm, run, int(stat[stat.rindex(")") + 2:].split()[7]))
+    return out
+
+
 def proc(pid):
     """CPU (ticks and schedstat), memory and thread count of process `pid`."""
     s = open(f"/proc/{pid}/stat").read()

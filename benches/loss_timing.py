@@ -3,7 +3,7 @@
 
     python3 benches/loss_timing.py target/release/meterd [--workload dogstatsd] [--rate 2200000]
                                    [--secs 30] [--runs 1] [--load target/release/meterd-load]
-                                   [--nice -10] [--buffer 4194304] [--ingest LINE]
+                                   [--nice -10] [--buffer 4194304] [--ingest LINE] [--threads]
 
 Starts BINARY pinned to CPU 1 (one reader, 10 s interval, console JSON sink, the debug log for
 each flush's end), sends every series once, then offers `--rate` lines/s from meterd-load on
@@ -14,7 +14,9 @@ drops by phase: in the first second of an interval (the swap, the new series of 
 interval and the render beside them), in the half second after a flush ended (its tables freed,
 its heap trimmed), and elsewhere. `meterd_udp_kernel_drops_total` on /metrics cannot tell these
 apart: it is read once per flush. `--buffer`: bytes of socket buffer asked (throughput.sh asks
-8388608). Only 127.0.0.1; bounded by --secs and --runs.
+8388608). `--threads`: also each thread's CPU time and minor page faults every 100 ms, summed
+over the runs by half second of the interval (what the reader did where the drops fell). Only
+127.0.0.1; bounded by --secs and --runs.
 """
 import argparse
 import datetime
@@ -27,7 +29,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_common import free_port, meterd_toml, stop, udp_stat  # noqa: E402
+from bench_common import free_port, meterd_toml, stop, thread_faults, udp_stat  # noqa: E402
 
 FLUSHED = re.compile(r"^(\S+?)Z\s+DEBUG meterd::flush: flushed points=(\d+) ms=(\d+)")
 
@@ -60,6 +62,7 @@ def main():
     p.add_argument("--load", default="target/release/meterd-load")
     p.add_argument("--nice", type=int, default=0)
     p.add_argument("--ingest", action="append", default=[], help="a line for the [ingest] table")
+    p.add_argument("--threads", action="store_true", help="each thread's CPU and page faults by half second")
     a = p.parse_args()
     if not 1 <= a.secs <= 600:
         sys.exit("loss_timing.py: --secs must be 1..600")
@@ -85,17 +88,27 @@ def main():
                     "--cpu", "0", "--quiet"]
             # Every series once, so that the runs update series rather than make them.
             subprocess.run(load + ["--rate", "200000", "--count", "200000"], check=True, timeout=60)
-            changes, last, runs = [], udp_drops(udp) or 0, []
+            changes, last, runs, bins = [], udp_drops(udp) or 0, [], {}
             for _ in range(a.runs):
                 time.sleep(2)
                 start = time.time()
                 gen = subprocess.Popen(load + ["--rate", str(a.rate), "--duration", str(a.secs)])
                 ours = len(changes)
+                seen, seen_at = thread_faults(proc.pid), time.time()
                 while time.time() < start + a.secs + 1 or gen.poll() is None:
                     now, drops = time.time(), udp_drops(udp)
                     if drops is not None and drops != last:
                         changes.append((now, drops - last))
                         last = drops
+                    if a.threads and now - seen_at >= 0.1:
+                        cur = thread_faults(proc.pid)
+                        half = int(now % interval * 2) / 2
+                        for tid, (comm, run, faults) in cur.items():
+                            if tid in seen:
+                                b = bins.setdefault((half, comm), [0, 0])
+                                b[0] += run - seen[tid][1]
+                                b[1] += faults - seen[tid][2]
+                        seen, seen_at = cur, now
                     time.sleep(0.02)
                 gen.wait(timeout=30)
                 mine = changes[ours:]
@@ -114,6 +127,12 @@ def main():
             phases["0.5 s after a flush ended"] += n
         else:
             phases["elsewhere"] += n
+    if bins:
+        comms = sorted({c for _, c in bins})
+        print("s into the interval | " + " | ".join(f"{c}: CPU ms, faults" for c in comms))
+        for half in sorted({h for h, _ in bins}):
+            cells = (bins.get((half, c), [0, 0]) for c in comms)
+            print(f"{half:4.1f} | " + " | ".join(f"{run / 1e6:7.0f} {faults:7d}" for run, faults in cells))
     for i, (n, early) in enumerate(runs):
         print(f"run {i + 1}: {n} datagrams dropped, {early} in its first 0.3 s")
     durations = ", ".join(f"{e % interval:.2f}" for e in ends)
