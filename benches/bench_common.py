@@ -49,31 +49,22 @@ def loadavg():
     return open("/proc/loadavg").read().split()[:3]
 
 
-def threads(pid):
-    """Per live thread of `pid`: (name, on-CPU ns, runqueue-wait ns) from schedstat, by tid.
-    schedstat counts nanoseconds; utime + stime count 10 ms ticks, too coarse for a short run."""
+def threads(pid, faults=False):
+    """Per live thread of `pid`: (name, on-CPU ns, runqueue-wait ns) from schedstat, by tid, and
+    with `faults` its minor page faults fourth (from its stat). schedstat counts nanoseconds;
+    utime + stime count 10 ms ticks, too coarse for a short run."""
     out = {}
     for task in glob.glob(f"/proc/{pid}/task/*"):
         try:
             comm = open(f"{task}/comm").read().strip()
             run, wait = open(f"{task}/schedstat").read().split()[:2]
-        except (OSError, ValueError):
-            continue  # the thread ended meanwhile
-        out[os.path.basename(task)] = (comm, int(run), int(wait))
-    return out
-
-
-def thread_faults(pid):
-    """Per live thread of `pid`: (name, on-CPU ns, minor page faults), by tid."""
-    out = {}
-    for task in glob.glob(f"/proc/{pid}/task/*"):
-        try:
-            comm = open(f"{task}/comm").read().strip()
-            run = int(open(f"{task}/schedstat").read().split()[0])
-            stat = open(f"{task}/stat").read()
+            row = (comm, int(run), int(wait))
+            if faults:
+                stat = open(f"{task}/stat").read()
+                row += (int(stat[stat.rindex(")") + 2:].split()[7]),)
         except (OSError, ValueError, IndexError):
             continue  # the thread ended meanwhile
-        out[os.path.basename(task)] = (comm, run, int(stat[stat.rindex(")") + 2:].split()[7]))
+        out[os.path.basename(task)] = row
     return out
 
 

@@ -29,7 +29,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_common import free_port, meterd_toml, stop, thread_faults, udp_stat  # noqa: E402
+from bench_common import free_port, meterd_toml, stop, threads, udp_stat  # noqa: E402
 
 FLUSHED = re.compile(r"^(\S+?)Z\s+DEBUG meterd::flush: flushed points=(\d+) ms=(\d+)")
 
@@ -49,6 +49,18 @@ def flush_ends(log):
             at = datetime.datetime.fromisoformat(m.group(1)).replace(tzinfo=datetime.timezone.utc)
             ends.append(at.timestamp())
     return ends
+
+
+def add_thread_deltas(bins, half, seen, pid):
+    """Adds each thread's CPU ns and minor faults since `seen` to `bins[(half, name)]`; returns
+    the new snapshot."""
+    now = threads(pid, faults=True)
+    for tid, (comm, run, _, faults) in now.items():
+        if tid in seen:
+            b = bins.setdefault((half, comm), [0, 0])
+            b[0] += run - seen[tid][1]
+            b[1] += faults - seen[tid][3]
+    return now
 
 
 def main():
@@ -94,21 +106,14 @@ def main():
                 start = time.time()
                 gen = subprocess.Popen(load + ["--rate", str(a.rate), "--duration", str(a.secs)])
                 ours = len(changes)
-                seen, seen_at = thread_faults(proc.pid), time.time()
+                seen, seen_at = threads(proc.pid, faults=True) if a.threads else None, start
                 while time.time() < start + a.secs + 1 or gen.poll() is None:
                     now, drops = time.time(), udp_drops(udp)
                     if drops is not None and drops != last:
                         changes.append((now, drops - last))
                         last = drops
-                    if a.threads and now - seen_at >= 0.1:
-                        cur = thread_faults(proc.pid)
-                        half = int(now % interval * 2) / 2
-                        for tid, (comm, run, faults) in cur.items():
-                            if tid in seen:
-                                b = bins.setdefault((half, comm), [0, 0])
-                                b[0] += run - seen[tid][1]
-                                b[1] += faults - seen[tid][2]
-                        seen, seen_at = cur, now
+                    if seen is not None and now - seen_at >= 0.1:
+                        seen, seen_at = add_thread_deltas(bins, int(now % interval * 2) / 2, seen, proc.pid), now
                     time.sleep(0.02)
                 gen.wait(timeout=30)
                 mine = changes[ours:]
