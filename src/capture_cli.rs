@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
+use crate::api_client::ApiClient;
 use crate::ingest::capture::format::{Decoder, FormatError, Item, Record, Trailer};
 
 /// Default size bound of a capture file.
@@ -53,26 +54,28 @@ impl std::fmt::Display for FileSummary {
     }
 }
 
-/// Asks the meterd at `api` (HOST:PORT) to capture for `seconds` and writes the stream to
-/// `out`, stopping at `max_bytes` (the server stops before it and ends the file properly; this
-/// side cuts at the bound only if it did not). Returns what the file holds.
-pub fn capture(api: &str, seconds: u64, out: &Path, max_bytes: u64) -> Result<FileSummary> {
-    let url = format!("http://{api}/api/v1/capture");
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start a runtime")?;
+/// Asks the meterd `client` reaches to capture for `seconds` and writes the stream to `out`,
+/// stopping at `max_bytes` (the server stops before it and ends the file properly; this side
+/// cuts at the bound only if it did not). Returns what the file holds.
+pub fn capture(
+    client: &ApiClient,
+    seconds: u64,
+    out: &Path,
+    max_bytes: u64,
+) -> Result<FileSummary> {
+    let url = client.url("/api/v1/capture");
     let file = File::create(out).with_context(|| format!("cannot create {}", out.display()))?;
     let mut file = BufWriter::new(file);
     let timeout = Duration::from_secs(seconds) + GRACE;
-    runtime.block_on(async {
-        let resp = reqwest::Client::new()
+    client.runtime().block_on(async {
+        let resp = client
+            .http()
             .get(&url)
             .query(&[("seconds", seconds), ("max_bytes", max_bytes)])
             .timeout(timeout)
             .send()
             .await
-            .with_context(|| format!("cannot reach meterd's API at {api}"))?;
+            .with_context(|| format!("cannot reach meterd's API at {}", client.base()))?;
         let status = resp.status();
         if !status.is_success() {
             let body = resp.bytes().await.unwrap_or_default();

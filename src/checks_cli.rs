@@ -5,8 +5,8 @@ use serde_json::Value;
 
 use crate::api_client::{render_table, Align, ApiClient};
 
-/// Queries `api` (HOST:PORT) and renders the answer as an aligned table.
-pub fn checks(api: &str, id: Option<&str>, service: Option<&str>) -> Result<String> {
+/// Queries the API `client` reaches and renders the answer as an aligned table.
+pub fn checks(client: &ApiClient, id: Option<&str>, service: Option<&str>) -> Result<String> {
     let mut params: Vec<(&str, &str)> = Vec::new();
     if let Some(id) = id {
         params.push(("id", id));
@@ -14,7 +14,7 @@ pub fn checks(api: &str, id: Option<&str>, service: Option<&str>) -> Result<Stri
     if let Some(s) = service {
         params.push(("service", s));
     }
-    let body = ApiClient::new(api)?.get_json("/api/v1/healthchecks", &params)?;
+    let body = client.get_json("/api/v1/healthchecks", &params)?;
     Ok(render(&body))
 }
 

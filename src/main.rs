@@ -25,6 +25,40 @@ struct Cli {
     command: Option<Command>,
 }
 
+/// Where meterd's HTTP API is, for the commands that query it.
+#[derive(clap::Args)]
+struct ApiArgs {
+    /// meterd's HTTP API: HOST:PORT (http; https with any --tls-* flag), http://HOST:PORT or
+    /// https://HOST:PORT.
+    #[arg(
+        long,
+        default_value = "127.0.0.1:8127",
+        value_name = "[SCHEME://]HOST:PORT"
+    )]
+    api: String,
+    /// CA certificates (PEM) to trust for an https API ([http] tls_cert), beside the bundled
+    /// public roots.
+    #[arg(long, value_name = "FILE")]
+    tls_ca: Option<PathBuf>,
+    /// Client certificate (PEM) to present, for an API that requires one ([http] tls_client_ca).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+}
+
+impl ApiArgs {
+    /// A client of the API these flags name.
+    fn client(self) -> Result<meterd::api_client::ApiClient> {
+        let tls = meterd::api_client::ApiTls {
+            ca: self.tls_ca,
+            identity: self.tls_cert.zip(self.tls_key),
+        };
+        meterd::api_client::ApiClient::new(&self.api, &tls)
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Parse and validate a config file, print the effective config; exit 1 naming the bad key.
@@ -46,16 +80,14 @@ enum Command {
         /// Only this service name.
         #[arg(long)]
         service: Option<String>,
-        /// meterd's HTTP API.
-        #[arg(long, default_value = "127.0.0.1:8127", value_name = "HOST:PORT")]
-        api: String,
+        #[command(flatten)]
+        api: ApiArgs,
     },
     /// Show what the current interval holds (GET /api/v1/cardinality): series and lines per
     /// metric name, distinct values per tag key; refreshed every second until Ctrl-C.
     Top {
-        /// meterd's HTTP API.
-        #[arg(long, default_value = "127.0.0.1:8127", value_name = "HOST:PORT")]
-        api: String,
+        #[command(flatten)]
+        api: ApiArgs,
         /// How many names and tag keys to show (largest first).
         #[arg(long, default_value_t = 20, value_name = "N")]
         limit: usize,
@@ -83,9 +115,8 @@ enum Command {
         /// The capture file to write.
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
-        /// meterd's HTTP API.
-        #[arg(long, default_value = "127.0.0.1:8127", value_name = "HOST:PORT")]
-        api: String,
+        #[command(flatten)]
+        api: ApiArgs,
         /// Largest file to write; the capture ends before it would grow past this.
         #[arg(long, default_value_t = meterd::capture_cli::DEFAULT_MAX_BYTES, value_name = "N")]
         max_bytes: u64,
@@ -162,11 +193,13 @@ fn run(cli: Cli) -> Result<()> {
         Some(Command::Checks { id, service, api }) => {
             print!(
                 "{}",
-                meterd::checks_cli::checks(&api, id.as_deref(), service.as_deref())?
+                meterd::checks_cli::checks(&api.client()?, id.as_deref(), service.as_deref())?
             );
             Ok(())
         }
-        Some(Command::Top { api, limit, once }) => meterd::top_cli::top(&api, limit, once),
+        Some(Command::Top { api, limit, once }) => {
+            meterd::top_cli::top(&api.client()?, limit, once)
+        }
         Some(Command::Send { lines, to, unix }) => {
             let (n, to) = match unix {
                 Some(path) => (
@@ -184,7 +217,7 @@ fn run(cli: Cli) -> Result<()> {
             api,
             max_bytes,
         }) => {
-            let summary = meterd::capture_cli::capture(&api, seconds, &out, max_bytes)?;
+            let summary = meterd::capture_cli::capture(&api.client()?, seconds, &out, max_bytes)?;
             eprintln!("captured to {}: {summary}", out.display());
             Ok(())
         }

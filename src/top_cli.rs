@@ -22,11 +22,11 @@ struct Poll {
     lines: HashMap<String, u64>,
 }
 
-/// Shows the cardinality of the meterd at `api` (HOST:PORT), the `limit` largest names and tag
+/// Shows the cardinality of the meterd `client` reaches, the `limit` largest names and tag
 /// keys: once, or every second until Ctrl-C (clearing the screen first when stdout is a
 /// terminal). An API that cannot be reached is an error naming it.
-pub fn top(api: &str, limit: usize, once: bool) -> Result<()> {
-    let client = ApiClient::new(api)?;
+pub fn top(client: &ApiClient, limit: usize, once: bool) -> Result<()> {
+    let api = client.base();
     let limit = limit.to_string();
     let params = [("limit", limit.as_str())];
     if once {

@@ -1,7 +1,7 @@
 //! TLS on both ends, with certificates generated here (rcgen) and real handshakes (a rustls
 //! client): the API over HTTPS, client certificates required by `tls_client_ca`, a local
-//! forwarding to a global over mutual TLS, statsd over TLS, config errors naming the key, and
-//! certificates re-read on SIGHUP.
+//! forwarding to a global over mutual TLS, statsd over TLS, config errors naming the key,
+//! certificates re-read on SIGHUP, and the CLI's API commands over mutual TLS.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -288,6 +288,72 @@ fn client_certificates_are_required_with_tls_client_ca() {
     assert_eq!(status, 0, "a certificate from another CA: refused");
     let (status, body) = https_get(addr, client_tls(&pki, Some(&client)), "/healthz");
     assert_eq!(status, 200, "{body}\n{}", m.log());
+}
+
+/// Runs `meterd ARGS --api API` plus `tls` (flags and paths) and returns its output.
+fn api_cli(args: &[&str], api: &str, tls: &[(&str, &Path)]) -> std::process::Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_meterd"));
+    cmd.args(args).args(["--api", api]);
+    for (flag, path) in tls {
+        cmd.arg(flag).arg(path);
+    }
+    cmd.output().unwrap()
+}
+
+#[test]
+fn cli_commands_reach_an_api_that_requires_client_certificates() {
+    let pki = Pki::new("cli");
+    let server = pki.issue("server");
+    let client = pki.issue("client");
+    let m = Meterd::start(&https_config(&server, Some(&pki.ca_path), ""));
+    let api = format!("https://{}", m.addr("http"));
+    let tls: [(&str, &Path); 3] = [
+        ("--tls-ca", &pki.ca_path),
+        ("--tls-cert", &client.cert),
+        ("--tls-key", &client.key),
+    ];
+    send_udp(m.addr("udp"), &[b"cli.tls.requests:1|c|#route:home"]);
+
+    // `top` polls the interval the line went into.
+    let table = wait_for("the line in meterd top over TLS", || {
+        let out = api_cli(&["top", "--once", "--limit", "5"], &api, &tls);
+        assert_succeeded(&out);
+        let table = String::from_utf8(out.stdout).unwrap();
+        table.contains("cli.tls.requests").then_some(table)
+    });
+    assert!(table.contains(&api), "the header names the API: {table}");
+    // A bare HOST:PORT with --tls-* flags means https too.
+    let out = api_cli(&["checks"], &m.addr("http").to_string(), &tls);
+    assert_succeeded(&out);
+    assert!(String::from_utf8(out.stdout)
+        .unwrap()
+        .starts_with("SERVICE"));
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tls.capture");
+    let out = api_cli(
+        &["capture", "--seconds", "1", "--out", file.to_str().unwrap()],
+        &api,
+        &tls,
+    );
+    assert_succeeded(&out);
+    assert!(file.metadata().unwrap().len() > 0);
+
+    // Refused: no client certificate, a server the client does not trust, https flags on http.
+    let out = api_cli(&["checks"], &api, &tls[..1]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&api), "the error names the API: {err}");
+    let stranger = Pki::new("stranger");
+    let out = api_cli(&["checks"], &api, &[("--tls-ca", &stranger.ca_path)]);
+    assert!(!out.status.success());
+    let plain = format!("http://{}", m.addr("http"));
+    let out = api_cli(&["checks"], &plain, &tls);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("https://"));
+    // A key without its certificate is a usage error.
+    let out = api_cli(&["checks"], &api, &tls[2..]);
+    assert_eq!(out.status.code(), Some(2));
 }
 
 fn global_config(sink: &str, server: &Issued, ca: &Path) -> String {
