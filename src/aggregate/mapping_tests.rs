@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use super::key::{encode_key_parts, KeyParts, Scope};
 use super::{Aggregator, AggregatorConfig, GaugeDeltas, Ingestor, Limits, State};
+use crate::mapping::tests::ROUTES;
 use crate::protocol::MetricType;
 
 /// The compiled rules of `toml_text`, as the server installs them.
@@ -65,21 +66,6 @@ fn feed(i: &mut Ingestor, datagram: &str) {
         i.ingest_line(line.as_bytes());
     }
 }
-
-const ROUTES: &str = r#"
-[[mappings]]
-match = "api.*.*.latency"
-match_metric_type = "timer"
-name = "api.latency"
-tags = { route = "$1", method = "$2" }
-[[mappings]]
-match = "*.requests"
-name = "requests"
-tags = { service = "$1" }
-[[mappings]]
-match = "debug.*"
-action = "drop"
-"#;
 
 #[test]
 fn mapped_lines_take_the_mapped_identity_and_merge() {

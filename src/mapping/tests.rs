@@ -5,6 +5,9 @@ use std::sync::Arc;
 
 use super::*;
 
+/// The rule set the mapping tests share, the aggregator's and the end-to-end ones too.
+pub(crate) const ROUTES: &str = include_str!("../../fixtures/mapping/routes.toml");
+
 /// Compiles the `[[mappings]]` tables of `toml_text` (also the aggregate's mapping tests).
 pub(crate) fn rules(toml_text: &str) -> Result<Option<Rules>, RuleError> {
     #[derive(serde::Deserialize)]
@@ -264,23 +267,7 @@ fn errors_name_the_rule_and_key() {
 
 #[test]
 fn explain_prints_one_line_per_query() {
-    let r = rules(
-        r#"
-        [[mappings]]
-        match = "api.*.*.latency"
-        match_metric_type = "timer"
-        name = "api.latency"
-        tags = { route = "$1", method = "$2" }
-        [[mappings]]
-        match = "debug.*"
-        action = "drop"
-        [[mappings]]
-        match = "plain.*"
-        name = "plain"
-        "#,
-    )
-    .unwrap()
-    .unwrap();
+    let r = rules(ROUTES).unwrap().unwrap();
     let x = |q| Rules::explain(Some(&r), q).unwrap();
     assert_eq!(
         x("api.pay.POST.latency|ms"),
@@ -294,8 +281,15 @@ fn explain_prints_one_line_per_query() {
         x("api.pay.POST.latency|c"),
         "api.pay.POST.latency|c -> unchanged"
     );
-    assert_eq!(x("debug.x|g"), "debug.x|g -> dropped (rule 2)");
-    assert_eq!(x("plain.x|s"), "plain.x|s -> plain (rule 3)");
+    assert_eq!(x("debug.x|g"), "debug.x|g -> dropped (rule 4)");
+    assert_eq!(
+        x("legacy.web.count|c"),
+        "legacy.web.count|c -> requests service:web (rule 2)"
+    );
+    assert_eq!(
+        x("web.requests|s"),
+        "web.requests|s -> requests service:web (rule 3)"
+    );
     assert!(Rules::explain(Some(&r), "a|q")
         .unwrap_err()
         .contains("unknown type"));

@@ -5,28 +5,8 @@
 use crate::support::udp_to_http::one_flush;
 use crate::support::*;
 
-const RULES: &str = r#"
-[[mappings]]
-match = "api.*.*.latency"
-match_metric_type = "timer"
-name = "api.latency"
-tags = { route = "$1", method = "$2" }
-
-[[mappings]]
-match = "legacy.*.count"
-name = "requests"
-tags = { service = "$1" }
-
-[[mappings]]
-match = '(?P<service>[a-z]+)\.requests'
-match_type = "regex"
-name = "requests"
-tags = { service = "${service}" }
-
-[[mappings]]
-match = "debug.*"
-action = "drop"
-"#;
+/// Shared with the unit tests of the rules and of the aggregator.
+const RULES: &str = include_str!("../../fixtures/mapping/routes.toml");
 
 #[test]
 fn dotted_names_arrive_renamed_tagged_and_merged() {
