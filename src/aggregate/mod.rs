@@ -993,13 +993,6 @@ mod tests {
     }
 
     #[test]
-    // Under Miri (Stacked Borrows) cardinality-estimator's tagged-pointer array representation,
-    // reached at three members, is reported as an invalid retag inside that crate; our own
-    // unsafe is exercised by the other tests.
-    #[cfg_attr(
-        miri,
-        ignore = "cardinality-estimator's array representation under Stacked Borrows"
-    )]
     fn sets_count_distinct_members() {
         let a = agg();
         feed(&a, ["s:a|s", "s:b|s", "s:a|s"]);

@@ -56,12 +56,7 @@ pub fn encode_series(key: &[u8], state: &State) -> Option<SeriesState> {
 }
 
 fn encode_set(sketch: &SetSketch) -> Option<SetSketchState> {
-    // The estimator's own serde form is (data word, optional register words).
-    let (data, words): (u64, Option<Vec<u32>>) =
-        serde_json::from_value(serde_json::to_value(sketch).ok()?).ok()?;
-    // Array and HLL sketches keep a heap pointer in the data word; only its representation tag
-    // (the low two bits) is read back, so the address never leaves the process.
-    let data = if data & 3 == 0 { data } else { data & 3 };
+    let (data, words) = sketch.to_wire();
     Some(SetSketchState {
         data,
         has_words: words.is_some(),
@@ -70,20 +65,8 @@ fn encode_set(sketch: &SetSketch) -> Option<SetSketchState> {
 }
 
 fn decode_set(s: &SetSketchState) -> Result<SetSketch, String> {
-    let words = s.has_words.then(|| s.words.clone());
-    // The estimator frees its register array with the layout it assumes: an array sketch
-    // (tag 1) as a slice of `len.next_power_of_two()` words, an HLL sketch (tag 3) as exactly
-    // its words. So each must arrive in a Vec of exactly that capacity: an array through a
-    // sequence with no size hint (the Vec grows by doubling from 4, which is that power of
-    // two for the 3..=128 words it accepts), an HLL through one with an exact hint.
-    let bad = |e: serde_json::Error| format!("bad set sketch: {e}");
-    if s.data & 3 == 1 {
-        let text = serde_json::to_string(&(s.data, words)).map_err(|e| e.to_string())?;
-        serde_json::from_str(&text).map_err(bad)
-    } else {
-        let value = serde_json::to_value((s.data, words)).map_err(|e| e.to_string())?;
-        serde_json::from_value(value).map_err(bad)
-    }
+    let words = s.has_words.then_some(s.words.as_slice());
+    SetSketch::from_wire(s.data, words).map_err(|e| format!("bad set sketch: {e}"))
 }
 
 /// Names and tags are refused for the bytes the statsd parser refuses (ASCII control

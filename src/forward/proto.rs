@@ -94,10 +94,11 @@ pub struct SeriesState {
     pub histogram: Option<HistogramStateProto>,
 }
 
-/// A `cardinality-estimator` sketch in its serde form `(data, words)`.
+/// A set sketch ([`crate::aggregate::set::SetSketch::to_wire`]; `cardinality-estimator`'s serde
+/// form `(data, words)`, which earlier meterd versions sent).
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct SetSketchState {
-    /// The estimator's tagged word.
+    /// The form (two low bits) and, in the small form, its two encoded hashes.
     #[prost(uint64, tag = "1")]
     pub data: u64,
     /// Its array or HLL registers, if any.
