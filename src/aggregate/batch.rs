@@ -53,6 +53,12 @@ impl KeySpan {
         }
     }
 
+    /// The key's length in bytes.
+    #[inline(always)]
+    pub fn len(&self) -> usize {
+        self.end.saturating_sub(self.start) as usize
+    }
+
     /// The key in `keys`.
     #[inline(always)]
     pub fn of<'k>(&self, keys: &'k [u8]) -> Option<&'k [u8]> {

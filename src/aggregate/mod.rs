@@ -402,7 +402,9 @@ impl Aggregator {
     /// overlap. Each op's table entry is prefetched [`ENTRY_AHEAD`] ops ahead too: a reader at a
     /// moderate rate works in bursts and finds the table out of its caches, where the entry
     /// loads dominated this function (`benches/ab.py --perf`; `benches/ingest_loop.rs` with
-    /// `cold`).
+    /// `cold`). A key too long to be stored in place (tagged lines) is compared on the heap, one
+    /// more miss per line: [`KEY_AHEAD`] ops ahead, once the entry has arrived, its heap key is
+    /// prefetched as well, for those ops only (BENCHMARKS.md, the dogstatsd preset flooded).
     fn apply(&self, shard: usize, keys: &[u8], ops: &[batch::Op]) -> (u64, u64) {
         let Some(m) = self.shards.get(shard) else {
             return (0, 0);
@@ -433,6 +435,11 @@ impl Aggregator {
         for (i, op) in ops.iter().enumerate() {
             if let Some(ahead) = ops.get(i + ENTRY_AHEAD) {
                 prefetch_entry(&shard.table, ahead.hash);
+            }
+            if let Some(ahead) = ops.get(i + KEY_AHEAD) {
+                if ahead.key.len() > key::INLINE_KEY {
+                    prefetch_heap_key(&shard.table, ahead.hash);
+                }
             }
             let new_line = op.key != last;
             last = op.key;
@@ -637,6 +644,21 @@ const ENTRY_AHEAD: usize = 16;
 /// only the control bytes, and the comparison hands each candidate's address to a prefetch
 /// instead of reading it.
 #[inline(always)]
+fn prefetch_heap_key(table: &HashTable<Series>, hash: u64) {
+    let _ = table.find(hash, |s| {
+        if s.hash == hash {
+            if let key::SeriesKey::Heap(k) = &s.key {
+                prefetch(k.as_ptr());
+            }
+        }
+        false
+    });
+}
+
+/// How many ops ahead [`Aggregator::apply`] prefetches the heap key of an op whose key is too
+/// long to be stored in place, once [`ENTRY_AHEAD`]'s prefetch brought its entry in.
+const KEY_AHEAD: usize = 8;
+
 fn prefetch_entry(table: &HashTable<Series>, hash: u64) {
     let _ = table.find(hash, |s| {
         prefetch(std::ptr::from_ref(s).cast());
