@@ -197,9 +197,15 @@ impl SeriesKey {
         }
     }
 
+    /// Whether a key of `len` bytes is stored in place (else on the heap).
+    #[inline(always)]
+    pub fn fits_in_place(len: usize) -> bool {
+        len <= INLINE_KEY
+    }
+
     /// Takes an owned key, moving it in place if it fits.
     pub fn from_boxed(key: Box<[u8]>) -> SeriesKey {
-        if key.len() <= INLINE_KEY {
+        if SeriesKey::fits_in_place(key.len()) {
             SeriesKey::new(&key)
         } else {
             SeriesKey::Heap(key)
@@ -593,6 +599,8 @@ mod tests {
         for len in [0, 1, 7, 8, INLINE_KEY - 1, INLINE_KEY, INLINE_KEY + 1, 300] {
             let key: Vec<u8> = (0..len).map(|i| (i % 251 + 1) as u8).collect();
             let inline = len <= INLINE_KEY;
+            // What `Aggregator::apply` decides a heap key's prefetch on.
+            assert_eq!(SeriesKey::fits_in_place(len), inline, "length {len}");
             for stored in [
                 SeriesKey::new(&key),
                 SeriesKey::from_boxed(key.clone().into()),

@@ -437,7 +437,7 @@ impl Aggregator {
                 prefetch_entry(&shard.table, ahead.hash);
             }
             if let Some(ahead) = ops.get(i + KEY_AHEAD) {
-                if ahead.key.len() > key::INLINE_KEY {
+                if !key::SeriesKey::fits_in_place(ahead.key.len()) {
                     prefetch_heap_key(&shard.table, ahead.hash);
                 }
             }
@@ -640,29 +640,35 @@ pub(crate) enum OpValue {
 /// How many ops ahead [`Aggregator::apply`] prefetches the table entry an op's key hashes to.
 const ENTRY_AHEAD: usize = 16;
 
-/// Prefetches the entries of `table` that a lookup of `hash` would compare: the probe reads
-/// only the control bytes, and the comparison hands each candidate's address to a prefetch
-/// instead of reading it.
-#[inline(always)]
-fn prefetch_heap_key(table: &HashTable<Series>, hash: u64) {
-    let _ = table.find(hash, |s| {
-        if s.hash == hash {
-            if let key::SeriesKey::Heap(k) = &s.key {
-                prefetch(k.as_ptr());
-            }
-        }
-        false
-    });
-}
-
 /// How many ops ahead [`Aggregator::apply`] prefetches the heap key of an op whose key is too
 /// long to be stored in place, once [`ENTRY_AHEAD`]'s prefetch brought its entry in.
 const KEY_AHEAD: usize = 8;
 
-fn prefetch_entry(table: &HashTable<Series>, hash: u64) {
+/// Hands `f` each entry of `table` that a lookup of `hash` would compare, without comparing:
+/// the probe reads only the control bytes.
+#[inline(always)]
+fn for_each_candidate(table: &HashTable<Series>, hash: u64, mut f: impl FnMut(&Series)) {
     let _ = table.find(hash, |s| {
-        prefetch(std::ptr::from_ref(s).cast());
+        f(s);
         false
+    });
+}
+
+/// Prefetches the entries a lookup of `hash` would compare (their addresses only; nothing in
+/// them is read).
+#[inline(always)]
+fn prefetch_entry(table: &HashTable<Series>, hash: u64) {
+    for_each_candidate(table, hash, |s| prefetch(std::ptr::from_ref(s).cast()));
+}
+
+/// Prefetches the heap key of the entry with `hash` (read from the entry, which
+/// [`prefetch_entry`] brought in earlier).
+#[inline(always)]
+fn prefetch_heap_key(table: &HashTable<Series>, hash: u64) {
+    for_each_candidate(table, hash, |s| {
+        if let (true, key::SeriesKey::Heap(k)) = (s.hash == hash, &s.key) {
+            prefetch(k.as_ptr());
+        }
     });
 }
 
