@@ -13,9 +13,9 @@
 //! behaviour, and frees them with a layout a deserialised vector had to happen to match; this is
 //! the same sketch in safe code, checked against the crate in the tests.
 //!
-//! The exact form is an open-addressed table (linear probing on the encoded hash's index bits)
-//! of 4 to 128 slots, doubled when full: the same memory as the crate's array, where a member
-//! already counted is found in one or two probes instead of a scan over every member.
+//! The exact form is an open-addressed table (linear probing from the encoded hash's index
+//! bits) of 4 to 128 slots, doubled when full: the same memory as the crate's array, where a
+//! member already counted is looked for from its own slot instead of in a scan over every member.
 
 /// Register index bits.
 const P: u32 = 14;
@@ -40,17 +40,19 @@ const SMALL_MASK: u64 = 0x7fff_ffff;
 #[derive(Clone, Default)]
 pub struct SetSketch(Repr);
 
+/// The exact forms hold encoded hashes in slots, 0 marking a free one (an encoded hash never is
+/// 0: its rank is at least 1).
 #[derive(Clone)]
 enum Repr {
-    /// At most two encoded hashes, the first slot filled first; 0 is a free slot (an encoded
-    /// hash never is 0: its rank is at least 1).
+    /// At most two, filled in order.
     Small([u32; 2]),
-    T4(Box<Table<4>>),
-    T8(Box<Table<8>>),
-    T16(Box<Table<16>>),
-    T32(Box<Table<32>>),
-    T64(Box<Table<64>>),
-    T128(Box<Table<128>>),
+    /// Open-addressed tables, each slot probed from the encoded hash's index bits.
+    T4(Box<[u32; 4]>),
+    T8(Box<[u32; 8]>),
+    T16(Box<[u32; 16]>),
+    T32(Box<[u32; 32]>),
+    T64(Box<[u32; 64]>),
+    T128(Box<[u32; 128]>),
     Hll(Box<[u32; HLL_WORDS]>),
 }
 
@@ -60,52 +62,35 @@ impl Default for Repr {
     }
 }
 
-/// The exact form: `len` encoded hashes in `N` slots (0 = free).
-#[derive(Clone)]
-struct Table<const N: usize> {
-    len: u32,
-    slots: [u32; N],
+/// Counts `h` in `slots`, probing from its home slot when `hashed` (else from the first);
+/// false when it is new and every slot is taken.
+#[inline]
+fn insert_slot(slots: &mut [u32], hashed: bool, h: u32) -> bool {
+    let mask = slots.len() - 1;
+    let mut i = if hashed { (h >> W) as usize & mask } else { 0 };
+    for _ in 0..slots.len() {
+        let Some(slot) = slots.get_mut(i) else {
+            break;
+        };
+        if *slot == h {
+            return true;
+        }
+        if *slot == 0 {
+            *slot = h;
+            return true;
+        }
+        i = (i + 1) & mask;
+    }
+    false
 }
 
-impl<const N: usize> Table<N> {
-    /// A table holding `items` (at most `N` distinct, as the caller ensures).
-    fn with(items: impl IntoIterator<Item = u32>) -> Box<Table<N>> {
-        let mut t = Box::new(Table {
-            len: 0,
-            slots: [0; N],
-        });
-        for h in items {
-            t.insert(h);
-        }
-        t
+/// A table of `N` slots holding `items` (at most `N` distinct, as the caller ensures).
+fn table<const N: usize>(items: impl Iterator<Item = u32>) -> Box<[u32; N]> {
+    let mut slots = Box::new([0; N]);
+    for h in items {
+        insert_slot(&mut slots[..], true, h);
     }
-
-    /// Counts `h`; false when it is new and every slot is taken.
-    #[inline]
-    fn insert(&mut self, h: u32) -> bool {
-        let mask = N - 1;
-        let mut i = (h >> W) as usize & mask;
-        for _ in 0..N {
-            let Some(slot) = self.slots.get_mut(i) else {
-                break;
-            };
-            if *slot == h {
-                return true;
-            }
-            if *slot == 0 {
-                *slot = h;
-                self.len += 1;
-                return true;
-            }
-            i = (i + 1) & mask;
-        }
-        false
-    }
-
-    /// The encoded hashes held, in slot order.
-    fn items(&self) -> impl Iterator<Item = u32> + '_ {
-        self.slots.iter().copied().filter(|&h| h != 0)
-    }
+    slots
 }
 
 /// The encoding of a member's 64-bit hash (see the module's documentation).
@@ -128,78 +113,57 @@ impl SetSketch {
         self.insert_encoded(encode(hash));
     }
 
-    /// Counts an encoded hash, moving to the next form when the current one is full.
-    fn insert_encoded(&mut self, h: u32) {
-        /// A full table `t` and `h` in a table of the next size (or the HyperLogLog).
-        macro_rules! grow {
-            ($t:expr, $next:ident) => {
-                if $t.insert(h) {
-                    return;
-                } else {
-                    Repr::$next(Table::with($t.items().chain([h])))
-                }
-            };
+    /// The slots of the exact forms (none for the HyperLogLog).
+    fn slots(&self) -> &[u32] {
+        match &self.0 {
+            Repr::Small(s) => s,
+            Repr::T4(t) => &t[..],
+            Repr::T8(t) => &t[..],
+            Repr::T16(t) => &t[..],
+            Repr::T32(t) => &t[..],
+            Repr::T64(t) => &t[..],
+            Repr::T128(t) => &t[..],
+            Repr::Hll(_) => &[],
         }
-        let next = match &mut self.0 {
-            Repr::Small(s) => {
-                if s[0] == h || s[1] == h {
-                    return;
-                }
-                if s[0] == 0 {
-                    s[0] = h;
-                    return;
-                }
-                if s[1] == 0 {
-                    s[1] = h;
-                    return;
-                }
-                Repr::T4(Table::with([s[0], s[1], h]))
-            }
-            Repr::T4(t) => grow!(t, T8),
-            Repr::T8(t) => grow!(t, T16),
-            Repr::T16(t) => grow!(t, T32),
-            Repr::T32(t) => grow!(t, T64),
-            Repr::T64(t) => grow!(t, T128),
-            Repr::T128(t) => {
-                if t.insert(h) {
-                    return;
-                }
-                Repr::Hll(hll_of(t.items().chain([h])))
-            }
-            Repr::Hll(words) => {
-                hll_insert(words, h);
-                return;
-            }
-        };
-        self.0 = next;
     }
 
-    /// The encoded hashes of the exact forms (none for the HyperLogLog).
-    fn items(&self) -> Box<dyn Iterator<Item = u32> + '_> {
-        match &self.0 {
-            Repr::Small(s) => Box::new(s.iter().copied().filter(|&h| h != 0)),
-            Repr::T4(t) => Box::new(t.items()),
-            Repr::T8(t) => Box::new(t.items()),
-            Repr::T16(t) => Box::new(t.items()),
-            Repr::T32(t) => Box::new(t.items()),
-            Repr::T64(t) => Box::new(t.items()),
-            Repr::T128(t) => Box::new(t.items()),
-            Repr::Hll(_) => Box::new(std::iter::empty()),
+    /// The encoded hashes of the exact forms, in slot order.
+    fn items(&self) -> impl Iterator<Item = u32> + '_ {
+        self.slots().iter().copied().filter(|&h| h != 0)
+    }
+
+    /// Counts an encoded hash, moving to the next form when the current one is full.
+    fn insert_encoded(&mut self, h: u32) {
+        let (slots, hashed): (&mut [u32], bool) = match &mut self.0 {
+            Repr::Hll(words) => return hll_insert(words, h),
+            Repr::Small(s) => (s, false),
+            Repr::T4(t) => (&mut t[..], true),
+            Repr::T8(t) => (&mut t[..], true),
+            Repr::T16(t) => (&mut t[..], true),
+            Repr::T32(t) => (&mut t[..], true),
+            Repr::T64(t) => (&mut t[..], true),
+            Repr::T128(t) => (&mut t[..], true),
+        };
+        if insert_slot(slots, hashed, h) {
+            return;
         }
+        let items = self.items().chain([h]);
+        self.0 = match self.slots().len() {
+            2 => Repr::T4(table(items)),
+            4 => Repr::T8(table(items)),
+            8 => Repr::T16(table(items)),
+            16 => Repr::T32(table(items)),
+            32 => Repr::T64(table(items)),
+            64 => Repr::T128(table(items)),
+            _ => Repr::Hll(hll_of(items)),
+        };
     }
 
     /// Distinct members: exact up to 128, estimated above.
     pub fn estimate(&self) -> usize {
-        let len = |l: u32| l as usize;
         match &self.0 {
-            Repr::Small(s) => s.iter().filter(|&&h| h != 0).count(),
-            Repr::T4(t) => len(t.len),
-            Repr::T8(t) => len(t.len),
-            Repr::T16(t) => len(t.len),
-            Repr::T32(t) => len(t.len),
-            Repr::T64(t) => len(t.len),
-            Repr::T128(t) => len(t.len),
             Repr::Hll(words) => hll_estimate(words),
+            _ => self.items().count(),
         }
     }
 
@@ -316,19 +280,18 @@ fn hll_insert(words: &mut [u32; HLL_WORDS], h: u32) {
     }
 }
 
-/// The first word of register `idx`, and its bit offset there.
+/// The two words register `idx` starts in, as one number, and its bit offset there.
 #[inline]
-fn register_at(idx: usize) -> (usize, u32) {
+fn register_pair(words: &[u32; HLL_WORDS], idx: usize) -> (usize, u64, u32) {
     let bit = idx * W as usize;
-    (bit / 32 + 2, (bit % 32) as u32)
+    let (at, shift) = (bit / 32 + 2, (bit % 32) as u32);
+    let word = |i: usize| u64::from(words.get(i).copied().unwrap_or(0));
+    (at, word(at) | (word(at + 1) << 32), shift)
 }
 
 #[inline]
 fn register(words: &[u32; HLL_WORDS], idx: usize) -> u32 {
-    let (at, shift) = register_at(idx);
-    let lo = words.get(at).copied().unwrap_or(0);
-    let hi = words.get(at + 1).copied().unwrap_or(0);
-    let pair = u64::from(lo) | (u64::from(hi) << 32);
+    let (_, pair, shift) = register_pair(words, idx);
     ((pair >> shift) & ((1 << W) - 1)) as u32
 }
 
@@ -336,12 +299,12 @@ fn register(words: &[u32; HLL_WORDS], idx: usize) -> u32 {
 /// `f32`, updated as `cardinality-estimator` does, so both give the same estimate).
 #[inline]
 fn set_register(words: &mut [u32; HLL_WORDS], idx: usize, old: u32, new: u32) {
-    let (at, shift) = register_at(idx);
-    if let (Some(&lo), Some(&hi)) = (words.get(at), words.get(at + 1)) {
-        let pair = u64::from(lo) | (u64::from(hi) << 32);
-        let pair = (pair & !(((1 << W) - 1) << shift)) | (u64::from(new) << shift);
-        words[at] = pair as u32;
-        words[at + 1] = (pair >> 32) as u32;
+    let (at, pair, shift) = register_pair(words, idx);
+    let pair = (pair & !(((1 << W) - 1) << shift)) | (u64::from(new) << shift);
+    for (i, part) in [(at, pair as u32), (at + 1, (pair >> 32) as u32)] {
+        if let Some(w) = words.get_mut(i) {
+            *w = part;
+        }
     }
     if old == 0 && words[0] > 0 {
         words[0] -= 1;
