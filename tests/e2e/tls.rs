@@ -337,7 +337,8 @@ fn cli_commands_reach_an_api_that_requires_client_certificates() {
         &tls,
     );
     assert_succeeded(&out);
-    assert!(file.metadata().unwrap().len() > 0);
+    let (_, trailer) = crate::capture::read_file(&file);
+    assert!(trailer.is_some(), "the capture over TLS ended properly");
 
     // Refused: no client certificate, a server the client does not trust, https flags on http.
     let out = api_cli(&["checks"], &api, &tls[..1]);
