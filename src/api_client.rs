@@ -93,9 +93,21 @@ impl ApiClient {
         format!("{}{path}", self.base)
     }
 
-    /// The HTTP client (for a caller streaming an answer).
-    pub fn http(&self) -> &reqwest::Client {
-        &self.http
+    /// `GET path?query` within `timeout`: the answer of any status, or an error naming the API
+    /// when it cannot be reached (for a caller reading the answer its own way).
+    pub async fn get(
+        &self,
+        path: &str,
+        query: &(impl serde::Serialize + ?Sized),
+        timeout: std::time::Duration,
+    ) -> Result<reqwest::Response> {
+        self.http
+            .get(self.url(path))
+            .query(query)
+            .timeout(timeout)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach meterd's API at {}", self.base))
     }
 
     /// The runtime the requests run on (for a caller that also waits on signals or timers).
@@ -112,14 +124,7 @@ impl ApiClient {
     /// [`ApiClient::get_json`] for a caller already inside [`ApiClient::runtime`].
     pub async fn get_json_async(&self, path: &str, params: &[(&str, &str)]) -> Result<Value> {
         let url = self.url(path);
-        let resp = self
-            .http
-            .get(&url)
-            .query(params)
-            .timeout(TIMEOUT)
-            .send()
-            .await
-            .with_context(|| format!("cannot reach meterd's API at {}", self.base))?;
+        let resp = self.get(path, params, TIMEOUT).await?;
         let status = resp.status();
         let bytes = resp
             .bytes()

@@ -68,14 +68,8 @@ pub fn capture(
     let mut file = BufWriter::new(file);
     let timeout = Duration::from_secs(seconds) + GRACE;
     client.runtime().block_on(async {
-        let resp = client
-            .http()
-            .get(&url)
-            .query(&[("seconds", seconds), ("max_bytes", max_bytes)])
-            .timeout(timeout)
-            .send()
-            .await
-            .with_context(|| format!("cannot reach meterd's API at {}", client.base()))?;
+        let query = [("seconds", seconds), ("max_bytes", max_bytes)];
+        let resp = client.get("/api/v1/capture", &query, timeout).await?;
         let status = resp.status();
         if !status.is_success() {
             let body = resp.bytes().await.unwrap_or_default();
