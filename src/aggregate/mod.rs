@@ -154,7 +154,12 @@ pub enum State {
 }
 
 /// One series: its encoded key, the key's hash, its state.
+///
+/// Aligned to a cache line, which its 64 bytes fill: a table's entries are then one line each.
+/// With the allocator's 16-byte alignment every entry straddled two, and a lookup read both
+/// (the hash in one, the key in the other) where [`prefetch_entry`] had fetched one.
 #[derive(Debug)]
+#[repr(align(64))]
 pub struct Series {
     /// Encoded key ([`key::encode_key`]).
     pub key: key::SeriesKey,
