@@ -414,14 +414,16 @@ fn encode_tagged_with(out: &mut Vec<u8>, line: &MetricLine<'_>, name: &[u8], ext
     } else {
         let mut tags: Vec<Tag<'_>> = Vec::with_capacity(line.tags.len() + extra.len());
         let (host, scope) = split_tags(all, |t| tags.push((sort_prefix(t), t)));
-        sort_tags(&mut tags);
+        // Not the insertion sort: its quadratic worst case is for a few tags only.
+        tags.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(b.1)));
         push_tagged(out, line, name, host, scope, &tags);
     }
 }
 
-/// Sorts tags in byte order, decided by their prefixes in one comparison nearly always. An
-/// insertion sort, inlined: for a line's few tags the standard sort, called out of line, did
-/// more work than the rest of the tag encoding (`benches/instructions.sh`, `tagged` shape).
+/// Sorts up to [`TAGS_IN_PLACE`] tags in byte order, decided by their prefixes in one comparison
+/// nearly always. An insertion sort, inlined: for a line's few tags the standard sort, called
+/// out of line, did more work than the rest of the tag encoding (callgrind over
+/// `benches/ingest_loop.rs`'s `tagged` shape, BENCHMARKS.md).
 #[inline(always)]
 fn sort_tags(tags: &mut [Tag<'_>]) {
     for i in 1..tags.len() {
