@@ -63,13 +63,14 @@ pub fn capture(
     out: &Path,
     max_bytes: u64,
 ) -> Result<FileSummary> {
-    let url = client.url("/api/v1/capture");
+    let path = "/api/v1/capture";
+    let url = client.url(path);
     let file = File::create(out).with_context(|| format!("cannot create {}", out.display()))?;
     let mut file = BufWriter::new(file);
     let timeout = Duration::from_secs(seconds) + GRACE;
     client.runtime().block_on(async {
         let query = [("seconds", seconds), ("max_bytes", max_bytes)];
-        let resp = client.get("/api/v1/capture", &query, timeout).await?;
+        let resp = client.get(path, &query, timeout).await?;
         let status = resp.status();
         if !status.is_success() {
             let body = resp.bytes().await.unwrap_or_default();

@@ -157,7 +157,7 @@ pub enum State {
 ///
 /// Aligned to a cache line, which its 64 bytes fill: a table's entries are then one line each.
 /// With the allocator's 16-byte alignment every entry straddled two, and a lookup read both
-/// (the hash in one, the key in the other) where [`prefetch_entry`] had fetched one.
+/// (the hash in one, the key in the other) where the entry prefetch had fetched one.
 #[derive(Debug)]
 #[repr(align(64))]
 pub struct Series {
@@ -1063,6 +1063,24 @@ mod tests {
         assert_eq!(a.series_count(), 5);
         let want = "m|Counter|=1 m|Counter|x=3 m|Counter|x,y=5 m|Counter|y=4 m|Gauge|=2";
         assert_eq!(numbers(&a), want);
+    }
+
+    #[test]
+    fn table_entries_are_one_cache_line_each() {
+        // Key, hash, state, line count: one cache line per table entry, aligned to it.
+        assert_eq!(std::mem::size_of::<Series>(), 64);
+        let mut table = HashTable::with_capacity(1000);
+        for hash in 0..1000 {
+            let (key, state) = (key::SeriesKey::new(b"k"), State::Counter(0.0));
+            let series = Series {
+                key,
+                hash,
+                state,
+                lines: 0,
+            };
+            table.insert_unique(hash, series, |s| s.hash);
+        }
+        assert!(table.iter().all(|s| std::ptr::from_ref(s).addr() % 64 == 0));
     }
 
     #[test]
