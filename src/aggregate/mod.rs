@@ -16,6 +16,7 @@ mod batch;
 mod cardinality;
 #[cfg(test)]
 mod mapping_tests;
+mod prefetch;
 mod stats;
 
 use std::collections::HashMap;
@@ -30,6 +31,8 @@ pub use stats::IngestStats;
 
 use crate::point::{Event, ServiceCheck};
 use histogram::{HistogramState, SpareHdr};
+pub(crate) use prefetch::prefetch;
+use prefetch::{prefetch_entry, prefetch_heap_key, ENTRY_AHEAD, KEY_AHEAD};
 use set::SetSketch;
 
 /// How gauges treat a value written `-N` (`docs/protocol.md#edge-cases`).
@@ -642,41 +645,6 @@ pub(crate) enum OpValue {
     Sample(f64, f64),
 }
 
-/// How many ops ahead [`Aggregator::apply`] prefetches the table entry an op's key hashes to.
-const ENTRY_AHEAD: usize = 16;
-
-/// How many ops ahead [`Aggregator::apply`] prefetches the heap key of an op whose key is too
-/// long to be stored in place, once [`ENTRY_AHEAD`]'s prefetch brought its entry in.
-const KEY_AHEAD: usize = 8;
-
-/// Hands `f` each entry of `table` that a lookup of `hash` would compare, without comparing:
-/// the probe reads only the control bytes.
-#[inline(always)]
-fn for_each_candidate(table: &HashTable<Series>, hash: u64, mut f: impl FnMut(&Series)) {
-    let _ = table.find(hash, |s| {
-        f(s);
-        false
-    });
-}
-
-/// Prefetches the entries a lookup of `hash` would compare (their addresses only; nothing in
-/// them is read).
-#[inline(always)]
-fn prefetch_entry(table: &HashTable<Series>, hash: u64) {
-    for_each_candidate(table, hash, |s| prefetch(std::ptr::from_ref(s).cast()));
-}
-
-/// Prefetches the heap key of the entry with `hash` (read from the entry, which
-/// [`prefetch_entry`] brought in earlier).
-#[inline(always)]
-fn prefetch_heap_key(table: &HashTable<Series>, hash: u64) {
-    for_each_candidate(table, hash, |s| {
-        if let (true, key::SeriesKey::Heap(k)) = (s.hash == hash, &s.key) {
-            prefetch(k.as_ptr());
-        }
-    });
-}
-
 /// How many deferred samples ahead [`record_deferred`] prefetches a state.
 const STATE_AHEAD: usize = 16;
 /// How many deferred samples ahead [`record_deferred`] prefetches the slot a sample goes to (the
@@ -711,19 +679,6 @@ unsafe fn record_deferred(
         }
     }
     deferred.clear();
-}
-
-/// A hint to bring the cache line at `p` into every cache level. Any address will do: a
-/// prefetch never faults.
-#[inline(always)]
-pub(crate) fn prefetch(p: *const u8) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: a prefetch reads nothing the program sees and never faults.
-    unsafe {
-        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast());
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = p;
 }
 
 #[inline]
