@@ -1,7 +1,7 @@
 //! Set (`s`) state: a mergeable count of distinct members.
 //!
 //! Exact up to 128 distinct members, then a HyperLogLog with 2^14 six-bit registers (about 0.8 %
-//! standard error, 12 KiB), which meets `docs/protocol.md#edge-cases`: exact below 100 members,
+//! standard error, 12 KiB): `docs/protocol.md#edge-cases` promises exact up to 128 members and
 //! within 2 % above.
 //!
 //! A member is kept as a 31-bit encoding of its 64-bit hash: 25 low bits of the hash above a
