@@ -6,6 +6,7 @@
 //! is needed, the later ones from what an earlier prefetch brought in (BENCHMARKS.md, "At 1M
 //! lines/s the caches are cold"). The first two are here; the states, which a batch's samples
 //! reach after its lookups, are prefetched where they are recorded (`record_deferred`).
+
 use hashbrown::HashTable;
 
 use super::{key, Series};
