@@ -24,11 +24,12 @@ pub(crate) fn prefetch(p: *const u8) {
     let _ = p;
 }
 
-/// How many ops ahead [`super::Aggregator::apply`] prefetches the table entry an op's key hashes to.
+/// How many ops ahead [`super::Aggregator::apply`] prefetches the table entry an op's key
+/// hashes to.
 pub(super) const ENTRY_AHEAD: usize = 16;
 
-/// How many ops ahead [`super::Aggregator::apply`] prefetches the heap key of an op whose key is too
-/// long to be stored in place, once [`ENTRY_AHEAD`]'s prefetch brought its entry in.
+/// How many ops ahead [`super::Aggregator::apply`] prefetches the heap key of an op whose key is
+/// too long to be stored in place, once [`ENTRY_AHEAD`]'s prefetch brought its entry in.
 pub(super) const KEY_AHEAD: usize = 8;
 
 /// Hands `f` each entry of `table` that a lookup of `hash` would compare, without comparing:
