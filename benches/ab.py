@@ -19,8 +19,19 @@ process, of its datagram reader threads alone (which leaves out flushes that fal
 and of its runtime threads (flush rendering, sinks, HTTP) and the lines it counted
 (`meterd_lines_received_total` on /metrics). Prints each run and the median ns/line of each
 build with the ratio B ÷ A. Interleaving matters on a shared machine: a neighbour's burst then
-hits both builds alike, where two back-to-back batches would charge it to one of them. Only
-127.0.0.1; every run is bounded by --secs.
+hits both builds alike, where two back-to-back batches would charge it to one of them. Every
+run starts at the same point of meterd's flush interval (its warm-up 1 s after a flush, its
+measured window 4 s after), so each window holds one flush at the same place. Only 127.0.0.1;
+every run is bounded by --secs.
+
+Besides the ratio of the medians, each group's line gives B ÷ A per pair of rounds (two rounds
+in turn, one in each order: the geometric mean of their own B ÷ A, which cancels a cost of
+running first or second and a steady drift of the host) as a median and a distribution-free
+interval (order statistics of the binomial: the widest pair of them that keeps the coverage
+above 95 %, its exact coverage printed). The host's speed drifts over an hour by more than most
+changes are worth; a pair of rounds shares its drift. An interval that holds 1.000 means the
+rounds did not tell the builds apart: one build against itself over 9 rounds read B lower in 8
+of them, 0.975 per round, which its pairs did not (0.970–1.009). 16 rounds give 8 pairs.
 
 `--perf PREFIX` records each measured run with `perf record -g` (of the aggregator's process,
 kernel included) into PREFIX.A1.data, PREFIX.B1.data, … for `perf report -i`: the profile at
@@ -29,6 +40,7 @@ costs CPU of its own, so take ns/line from runs without it.
 """
 import argparse
 import json
+import math
 import os
 import re
 import signal
@@ -41,8 +53,14 @@ import time
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_common import free_port, meterd_toml, stop, threads  # noqa: E402
+from bench_common import free_port, meterd_toml, stop, threads, wait_for_phase  # noqa: E402
 
+
+# Seconds after a flush at which each run's warm-up starts (it and the half second after it take
+# at most 2 s with the default --warm), and at which its measured window starts: the window then
+# holds the next flush and, with the default --secs 8, the two seconds after it.
+WARM_PHASE = 1.0
+WINDOW_PHASE = 4.0
 
 # What each run reports, by thread name prefix ("" = every thread).
 GROUPS = {"process": "", "reader thread": "meterd-udp", "runtime threads": "meterd-rt"}
@@ -85,9 +103,15 @@ def run(binary, a, work, extras=(), perf=None, ingest=()):
                 time.sleep(0.05)
         load = ["nice", "-n", str(a.nice), a.load, "--to", f"127.0.0.1:{udp}", "--workload", a.workload,
                 "--cpu", "0", "--quiet"] + (["--types", a.types] if a.types else [])
+        # Every run starts at the same point of the flush interval. Without it, each run's
+        # window met the flush at a point that depended on the runs before it, and one build
+        # against itself read 0.95 over nine rounds: A's runs took the flush and the series
+        # made again after it at other points of their windows than B's.
+        wait_for_phase(WARM_PHASE)
         # Warm-up: every series exists before the measured run.
         subprocess.run(load + ["--rate", "200000", "--count", str(a.warm)], check=True)
         time.sleep(0.5)
+        wait_for_phase(WINDOW_PHASE)
         cpu0, lines0 = cpu(proc.pid), lines_received(http)
         totals = os.path.join(work, "totals.json")
         recorder = None
@@ -108,6 +132,20 @@ def run(binary, a, work, extras=(), perf=None, ingest=()):
         return {"per_line": per_line, "loss": 1 - lines / sent}
     finally:
         stop(proc)
+
+
+def median_interval(xs, level=0.95):
+    """The median of `xs` and a distribution-free interval for it: the k-th smallest and k-th
+    largest value, k the largest for which the binomial tails outside hold at most 1 - `level`
+    (at least 1, so that few pairs still give their range). Returns (median, low, high,
+    coverage)."""
+    xs = sorted(xs)
+    n = len(xs)
+    tail = lambda k: sum(math.comb(n, i) for i in range(k)) / 2 ** n  # P(Binom(n, 1/2) < k)
+    k = 1
+    while k + 1 <= n // 2 and 2 * tail(k + 1) <= 1 - level:
+        k += 1
+    return statistics.median(xs), xs[k - 1], xs[n - k], 1 - 2 * tail(k)
 
 
 def main():
@@ -149,8 +187,17 @@ def main():
         ma, mb = statistics.median(d["A"]), statistics.median(d["B"])
         ratio = f"{mb / ma:.3f}" if ma else "-"
         mix = f" (types {a.types})" if a.types else ""
+        rounds = [b / a_ if a_ > 0 else float("nan") for a_, b in zip(d["A"], d["B"])]
+        pairs = [math.sqrt(x * y) for x, y in zip(rounds[0::2], rounds[1::2])]
+        pairs = [p_ for p_ in pairs if p_ == p_]  # not NaN
+        within = ""
+        if pairs:
+            med, low, high, cover = median_interval(pairs)
+            verdict = "not told apart" if low <= 1 <= high else ("B cheaper" if high < 1 else "B dearer")
+            within = (f"; per pair of rounds B/A median {med:.3f}, {cover * 100:.0f} % interval "
+                      f"{low:.3f}–{high:.3f} ({len(pairs)} pairs): {verdict}")
         print(f"{a.workload}{mix} at {a.rate:,} lines/s, {a.rounds} rounds of {a.secs} s, {what}: "
-              f"A median {ma:.1f} ns/line, B median {mb:.1f} ns/line, B/A = {ratio}")
+              f"A median {ma:.1f} ns/line, B median {mb:.1f} ns/line, B/A = {ratio}{within}")
 
 
 if __name__ == "__main__":

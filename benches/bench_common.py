@@ -9,6 +9,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 
 CLK = os.sysconf("SC_CLK_TCK")
 
@@ -22,13 +23,24 @@ def free_port(kind):
     return port
 
 
+# The flush interval of the configuration below, in seconds. meterd flushes at wall-clock
+# multiples of it.
+INTERVAL_S = 10
+
+
 def meterd_toml(udp, http, ingest=(), buffer=4194304):
     """One reader on 127.0.0.1:`udp` (`buffer` bytes asked; the default, 4 MiB, is 8 MiB as the
-    kernel reports it: the full nap), the API on `http`, a 10 s interval, a console JSON sink;
-    `ingest` lines join the `[ingest]` table."""
-    return (f'interval = "10s"\n[ingest]\nstatsd_udp = ["127.0.0.1:{udp}"]\nreaders = 1\n'
+    kernel reports it: the full nap), the API on `http`, an INTERVAL_S interval, a console JSON
+    sink; `ingest` lines join the `[ingest]` table."""
+    return (f'interval = "{INTERVAL_S}s"\n[ingest]\nstatsd_udp = ["127.0.0.1:{udp}"]\nreaders = 1\n'
             f'read_buffer_bytes = {buffer}\n' + "".join(f"{line}\n" for line in ingest) +
             f'[http]\nlisten = "{http}"\n[[sinks]]\ntype = "console"\nformat = "json"\n')
+
+
+def wait_for_phase(phase):
+    """Sleeps until `phase` seconds after a wall-clock multiple of INTERVAL_S: a run started
+    there meets the flush at the same point of its window whatever else ran before it."""
+    time.sleep((phase - time.time()) % INTERVAL_S)
 
 
 def stop(proc):
