@@ -3,8 +3,8 @@
 //! A reader at a moderate rate works in bursts and finds the table out of its caches, so each
 //! op's lookup would wait for several misses in a row: the entry its hash points to, the entry's
 //! heap key (tagged lines) and the state a sample goes to. Each is prefetched a few ops before it
-//! is needed, the later ones from what an earlier prefetch brought in (BENCHMARKS.md, "At 1M
-//! lines/s the caches are cold"). The first two are here; the states, which a batch's samples
+//! is needed, the later ones from what an earlier prefetch brought in (BENCHMARKS.md, "Where
+//! the time goes at 1M lines/s"). The first two are here; the states, which a batch's samples
 //! reach after its lookups, are prefetched where they are recorded (`record_deferred`).
 
 use hashbrown::HashTable;
