@@ -27,11 +27,13 @@ every run is bounded by --secs.
 Besides the ratio of the medians, each group's line gives B ÷ A per pair of rounds (two rounds
 in turn, one in each order: the geometric mean of their own B ÷ A, which cancels a cost of
 running first or second and a steady drift of the host) as a median and a distribution-free
-interval (order statistics of the binomial: the widest pair of them that keeps the coverage
-above 95 %, its exact coverage printed). The host's speed drifts over an hour by more than most
-changes are worth; a pair of rounds shares its drift. An interval that holds 1.000 means the
-rounds did not tell the builds apart: one build against itself over 9 rounds read B lower in 8
-of them, 0.975 per round, which its pairs did not (0.970–1.009). 16 rounds give 8 pairs.
+interval (order statistics of the binomial: the narrowest symmetric pair of them whose coverage
+is at least 95 %, or the whole range when there are too few pairs for that; the coverage is
+printed, and below 90 %, with fewer than five pairs, no verdict). The host's speed drifts over an hour by more than most changes are worth; a pair of
+rounds shares its drift. An interval that holds 1.000 means the rounds did not tell the builds
+apart: before the runs were aligned to the flush, one build against itself read B lower in 8
+of 9 rounds (0.975 per round), which its pairs did not (0.970–1.009). 16 rounds give 8 pairs.
+Prints the CPU's name, family, model and clock first.
 
 `--perf PREFIX` records each measured run with `perf record -g` (of the aggregator's process,
 kernel included) into PREFIX.A1.data, PREFIX.B1.data, … for `perf report -i`: the profile at
@@ -53,7 +55,7 @@ import time
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_common import free_port, meterd_toml, stop, threads, wait_for_phase  # noqa: E402
+from bench_common import cpu_model, free_port, meterd_toml, stop, threads, wait_for_phase  # noqa: E402
 
 
 # Seconds after a flush at which each run's warm-up starts (it and the half second after it take
@@ -169,6 +171,7 @@ def main():
     if a.warm == 0:
         a.warm = 300_000 if a.workload == "dogstatsd" else 30_000
     results = {g: {"A": [], "B": []} for g in GROUPS}
+    print(f"CPU: {cpu_model()}", flush=True)
     with tempfile.TemporaryDirectory(prefix="meterd-ab.") as work:
         for r in range(a.rounds):
             order = [("A", a.a), ("B", a.b)] if r % 2 == 0 else [("B", a.b), ("A", a.a)]
@@ -193,9 +196,14 @@ def main():
         within = ""
         if pairs:
             med, low, high, cover = median_interval(pairs)
-            verdict = "not told apart" if low <= 1 <= high else ("B cheaper" if high < 1 else "B dearer")
+            if cover < 0.9:
+                verdict = "too few pairs to judge (10 rounds or more)"
+            elif low <= 1 <= high:
+                verdict = "not told apart"
+            else:
+                verdict = "B cheaper" if high < 1 else "B dearer"
             within = (f"; per pair of rounds B/A median {med:.3f}, {cover * 100:.0f} % interval "
-                      f"{low:.3f}–{high:.3f} ({len(pairs)} pairs): {verdict}")
+                      f"{low:.3f}–{high:.3f} ({len(pairs)} of them): {verdict}")
         print(f"{a.workload}{mix} at {a.rate:,} lines/s, {a.rounds} rounds of {a.secs} s, {what}: "
               f"A median {ma:.1f} ns/line, B median {mb:.1f} ns/line, B/A = {ratio}{within}")
 

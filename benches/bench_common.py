@@ -2,7 +2,8 @@
 and the meterd configuration ab.py and loss_timing.py run.
 
 ab.py, loss_timing.py and the scripts' helpers (throughput_helper.py, soak_helper.py) import it
-from beside themselves. Linux only.
+from beside themselves; throughput.sh and soak.sh run `python3 benches/bench_common.py cpu` for
+the CPU line of their reports. Linux only.
 """
 import glob
 import os
@@ -50,6 +51,19 @@ def stop(proc):
         proc.wait(timeout=15)
     except subprocess.TimeoutExpired:
         proc.kill()
+
+
+def cpu_model():
+    """The CPU as /proc/cpuinfo names it, with its family, model and clock: the name alone
+    ("AMD EPYC") covers several generations, whose CPU per line differs."""
+    fields = {}
+    for line in open("/proc/cpuinfo"):
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+        if not line.strip():
+            break
+    return (f"{fields.get('model name', '?')} (family {fields.get('cpu family', '?')}, "
+            f"model {fields.get('model', '?')}, {fields.get('cpu MHz', '?')} MHz)")
 
 
 def say(msg):
@@ -116,3 +130,11 @@ def udp_stat(port):
         drops += int(f[-1])
         n += 1
     return {"rx_queue": q, "drops": drops, "sockets": n}
+
+
+if __name__ == "__main__":
+    # `python3 benches/bench_common.py cpu`: the CPU line throughput.sh and soak.sh record.
+    if sys.argv[1:] == ["cpu"]:
+        print(cpu_model())
+    else:
+        sys.exit("usage: bench_common.py cpu")

@@ -278,7 +278,7 @@ meta command "benches/soak.sh${ARGV[*]:+ ${ARGV[*]}}"
 meta commit "$COMMIT"
 meta date "$(date -u '+%Y-%m-%d %H:%M UTC')"
 meta nproc "$(nproc)"
-meta cpu "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
+meta cpu "$(python3 "$ROOT/benches/bench_common.py" cpu)"
 meta kernel "$(uname -r)"
 meta load_start "$(cut -d' ' -f1-3 /proc/loadavg)"
 for v in DURATION SEGMENT SERIES WORKLOAD INTERVAL FAIL_RATE HANG_RATE HANG_SECS PROBE_SECS RSS_EVERY \

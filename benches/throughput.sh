@@ -362,7 +362,7 @@ LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
 # `|| true`: without collectd (`--peers meterd`), grep finds nothing, which pipefail and set -e
 # would turn into the script's exit before its report.
 COLLECTD_VERSION=$( (collectd -h 2>/dev/null || true) | grep -o 'collectd [0-9][0-9.]*[0-9]' | head -1 || true)
-CPU_MODEL=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
+CPU_MODEL=$(python3 "$ROOT/benches/bench_common.py" cpu)
 {
   echo
   echo "## Throughput, $START_DATE"
