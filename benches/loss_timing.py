@@ -29,7 +29,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_common import free_port, meterd_toml, stop, threads, udp_stat  # noqa: E402
+from bench_common import INTERVAL_S, free_port, meterd_toml, stop, threads, udp_stat  # noqa: E402
 
 FLUSHED = re.compile(r"^(\S+?)Z\s+DEBUG meterd::flush: flushed points=(\d+) ms=(\d+)")
 
@@ -80,7 +80,7 @@ def main():
         sys.exit("loss_timing.py: --secs must be 1..600")
     if not 1 <= a.runs <= 20:
         sys.exit("loss_timing.py: --runs must be 1..20")
-    interval = 10.0
+    interval = float(INTERVAL_S)  # the interval meterd_toml configures
     udp, http = free_port(socket.SOCK_DGRAM), f"127.0.0.1:{free_port(socket.SOCK_STREAM)}"
     with tempfile.TemporaryDirectory(prefix="meterd-loss.") as work:
         conf, log_path = os.path.join(work, "meterd.toml"), os.path.join(work, "meterd.log")
